@@ -1,0 +1,20 @@
+"""Installs realtime_ai; also usable as Dataflow's --setup_file to ship it to workers."""
+import setuptools
+
+setuptools.setup(
+    name="realtime-ai",
+    version="0.1.0",
+    description="Streaming AI inference for live data: one Apache Beam pipeline.",
+    packages=setuptools.find_packages(include=["realtime_ai", "realtime_ai.*"]),
+    package_data={"realtime_ai": ["llm/data/*.json"]},
+    python_requires=">=3.10",
+    install_requires=[
+        "apache-beam[gcp]==2.77.0",
+        "openai>=1.40",
+        "numpy>=1.26",
+        "pyarrow>=14",
+        "google-cloud-pubsub>=2.20",
+        "aiohttp>=3.9",
+        "redis>=5",
+    ],
+)
