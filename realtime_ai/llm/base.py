@@ -1,0 +1,63 @@
+"""The contract between the pipeline and any model backend. Pure: no Beam import.
+
+A backend answers one *task* (which fixes the instruction and the JSON schema of the answer)
+for one *data* dict (the event and its context, sent as delimited data, never as
+instructions), using one *tier* of model (fast or deep). It returns a validated answer or
+raises `LlmPermanentError`, which the pipeline turns into a dead-letter row.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Protocol
+
+# Tasks: each has an instruction and an answer schema in realtime_ai.llm.tasks.
+TRANSACTION_RISK = "transaction_risk"
+TRANSACTION_ANALYSIS = "transaction_analysis"
+METRIC_ANOMALY = "metric_anomaly"
+DASHBOARD_INSIGHT = "dashboard_insight"
+TASKS = (TRANSACTION_RISK, TRANSACTION_ANALYSIS, METRIC_ANOMALY, DASHBOARD_INSIGHT)
+
+FAST = "fast"
+DEEP = "deep"
+
+# What the `model` column says when the embedded local model answered.
+LOCAL_MODEL_LABEL = "local-rules-v1 (deterministic rules, not an LLM)"
+
+
+@dataclasses.dataclass(frozen=True)
+class LlmConfig:
+    """Everything needed to build a backend on a worker; picklable, holds no secret."""
+
+    backend: str = "local"  # "local" or "openai"
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable on the worker
+    fast_model: str = "gpt-4o-mini"
+    deep_model: str = "gpt-4o"
+    timeout_seconds: float = 30.0
+    max_retries: int = 4
+    concurrency: int = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class LlmResult:
+    """A schema-valid answer and what it cost."""
+
+    answer: Mapping[str, Any]
+    model: str
+    latency_ms: float
+    input_tokens: int = 0
+    output_tokens: int = 0
+    attempts: int = 1
+
+
+class LlmPermanentError(Exception):
+    """The task cannot be answered (after retries, or never): dead-letter the event."""
+
+
+class LlmBackend(Protocol):
+    async def complete(self, task: str, data: Mapping[str, Any], tier: str) -> LlmResult:
+        """Answer `task` for `data` with the `tier` model; raise LlmPermanentError if it can't."""
+        ...
+
+    async def aclose(self) -> None:
+        ...

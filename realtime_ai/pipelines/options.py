@@ -1,0 +1,125 @@
+"""The pipeline's one options class, and its start-up validation."""
+from __future__ import annotations
+
+import os
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from realtime_ai.llm.base import LlmConfig
+
+LLM_BACKENDS = ("local", "openai")
+
+
+class RealtimeAiOptions(PipelineOptions):
+    """Options of realtime-ai; Beam's own options (runner, streaming, ...) come alongside."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--transactions", default=None,
+            help="Transactions to read: a file glob of JSON lines (.jsonl, .json, .gz) or "
+                 "Parquet (.parquet). Optional; default: none. "
+                 "Example: --transactions='samples/transactions*.jsonl'")
+        parser.add_argument(
+            "--metrics", default=None,
+            help="Metric records to read, in the same forms as --transactions. Optional; "
+                 "default: none. Example: --metrics='samples/metrics.jsonl'")
+        parser.add_argument(
+            "--output", default=None,
+            help="Folder (local or gs://) under which the Parquet datasets transactions/, "
+                 "metrics/, alerts/, insights/ and dead_letter/ are written. Required. "
+                 "Example: --output=out/run1")
+        parser.add_argument(
+            "--llm_backend", default=None, choices=LLM_BACKENDS,
+            help="Which model answers: 'openai' (any OpenAI-compatible endpoint: OpenAI, "
+                 "Azure OpenAI, vLLM, Ollama) or 'local' (deterministic rules of ours, not an "
+                 "LLM, labelled as such in every row). Default: 'openai' when --llm_base_url "
+                 "or OPENAI_API_KEY is set, else 'local'. Example: --llm_backend=openai")
+        parser.add_argument(
+            "--llm_base_url", default=None,
+            help="Base URL of the OpenAI-compatible endpoint; the key comes from the "
+                 "OPENAI_API_KEY environment variable. Default: OpenAI's own. "
+                 "Example: --llm_base_url=http://127.0.0.1:8000/v1")
+        parser.add_argument(
+            "--fast_model", default="gpt-4o-mini",
+            help="Model that scores every transaction and explains metric anomalies. "
+                 "Default: gpt-4o-mini. Example: --fast_model=llama3.1:8b")
+        parser.add_argument(
+            "--deep_model", default="gpt-4o",
+            help="Model that analyses high-risk transactions with history and playbook "
+                 "context. Default: gpt-4o. Example: --deep_model=gpt-4.1")
+        parser.add_argument(
+            "--llm_timeout_seconds", type=float, default=30.0,
+            help="Per-request timeout in seconds. Default: 30. Example: --llm_timeout_seconds=10")
+        parser.add_argument(
+            "--llm_max_retries", type=int, default=4,
+            help="Retries of a failed or invalid answer before the event is dead-lettered. "
+                 "Default: 4. Example: --llm_max_retries=2")
+        parser.add_argument(
+            "--llm_concurrency", type=int, default=64,
+            help="Model requests in flight per worker process. Default: 64. "
+                 "Example: --llm_concurrency=16")
+        parser.add_argument(
+            "--risk_threshold", type=float, default=0.8,
+            help="Transactions with risk_score above this (0..1) get the deep analysis and "
+                 "raise an alert. Default: 0.8. Example: --risk_threshold=0.7")
+        parser.add_argument(
+            "--history_size", type=int, default=50,
+            help="Transactions kept per customer in state for features and deep analysis. "
+                 "Default: 50. Example: --history_size=20")
+        parser.add_argument(
+            "--anomaly_window", type=int, default=100,
+            help="Values per metric in the rolling statistics (z_score). Default: 100. "
+                 "Example: --anomaly_window=200")
+        parser.add_argument(
+            "--insight_window_seconds", type=int, default=30,
+            help="Event-time window, in seconds, of one dashboard insight per dashboard_id. "
+                 "Default: 30. Example: --insight_window_seconds=60")
+        parser.add_argument(
+            "--max_record_bytes", type=int, default=65536,
+            help="Records larger than this many bytes are dead-lettered. Default: 65536. "
+                 "Example: --max_record_bytes=16384")
+
+    def llm_config(self) -> LlmConfig:
+        return LlmConfig(
+            backend=resolve_backend(self.llm_backend, self.llm_base_url),
+            base_url=self.llm_base_url,
+            fast_model=self.fast_model,
+            deep_model=self.deep_model,
+            timeout_seconds=self.llm_timeout_seconds,
+            max_retries=self.llm_max_retries,
+            concurrency=self.llm_concurrency,
+        )
+
+
+def resolve_backend(backend: str | None, base_url: str | None) -> str:
+    """The explicit backend, else openai when an endpoint or key is configured, else local."""
+    if backend:
+        return backend
+    return "openai" if base_url or os.environ.get("OPENAI_API_KEY") else "local"
+
+
+def validate(options: RealtimeAiOptions) -> None:
+    """Raise ValueError with a message a user can act on; called before anything runs."""
+    if not options.output:
+        raise ValueError("--output is required: the folder the Parquet outputs go to, "
+                         "e.g. --output=out/run1")
+    if not options.transactions and not options.metrics:
+        raise ValueError("nothing to read: give --transactions=GLOB, --metrics=GLOB or both")
+    if not 0.0 <= options.risk_threshold <= 1.0:
+        raise ValueError(f"--risk_threshold must be in [0, 1], got {options.risk_threshold}")
+    for name in ("history_size", "insight_window_seconds", "max_record_bytes",
+                 "llm_concurrency"):
+        if getattr(options, name) < 1:
+            raise ValueError(f"--{name} must be at least 1, got {getattr(options, name)}")
+    if options.anomaly_window < 2:
+        raise ValueError(f"--anomaly_window must be at least 2, got {options.anomaly_window}")
+    if options.llm_max_retries < 0:
+        raise ValueError(f"--llm_max_retries must be >= 0, got {options.llm_max_retries}")
+    if options.llm_timeout_seconds <= 0:
+        raise ValueError("--llm_timeout_seconds must be positive, "
+                         f"got {options.llm_timeout_seconds}")
+    backend = resolve_backend(options.llm_backend, options.llm_base_url)
+    if backend == "openai" and not options.llm_base_url and not os.environ.get("OPENAI_API_KEY"):
+        raise ValueError("--llm_backend=openai needs OPENAI_API_KEY in the environment, or "
+                         "--llm_base_url for an endpoint that takes no key")

@@ -1,0 +1,172 @@
+"""Records that flow through the pipeline and the one Arrow schema of each output.
+
+Pure: no Beam import. Sinks, tests and readers all use the schemas defined here, so a
+column is named and typed in exactly one place.
+"""
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import Optional
+
+import pyarrow as pa
+
+_TIME = pa.timestamp("us", tz="UTC")
+
+
+@dataclasses.dataclass(frozen=True)
+class Transaction:
+    """A validated payment transaction; `event_time` is timezone-aware UTC."""
+
+    transaction_id: str
+    customer_id: str
+    amount: float
+    currency: str
+    merchant: str
+    merchant_category: str
+    country: str
+    channel: str
+    event_time: datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricRecord:
+    """A validated metric value; `timestamp` is the text as it arrived (for NAB scoring)."""
+
+    metric: str
+    value: float
+    event_time: datetime
+    timestamp: str
+    metadata: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def dashboard_id(self) -> Optional[str]:
+        return dict(self.metadata).get("dashboard_id")
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetter:
+    """Anything the pipeline could not process: where it failed, what it was, and why."""
+
+    source: str
+    payload: str
+    error: str
+
+
+@dataclasses.dataclass(frozen=True)
+class TransactionFeatures:
+    """What the customer's own history says about one transaction (history excludes it)."""
+
+    history_count: int
+    mean_amount: float
+    std_amount: float
+    amount_zscore: float
+    velocity_1h: int
+    amount_1h: float
+    seconds_since_last: Optional[float]
+    new_country: bool
+    new_merchant_category: bool
+    last_country: Optional[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class PastTransaction:
+    """The slice of an earlier transaction kept in per-customer history."""
+
+    transaction_id: str
+    amount: float
+    merchant: str
+    merchant_category: str
+    country: str
+    channel: str
+    event_time: datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class FeaturedTransaction:
+    """A transaction with its features and the customer's recent history before it."""
+
+    transaction: Transaction
+    features: TransactionFeatures
+    recent: tuple[PastTransaction, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoredMetric:
+    """A metric value with its rolling statistics and anomaly verdict."""
+
+    record: MetricRecord
+    z_score: float
+    anomaly_score: float
+    is_anomaly: bool
+    rolling_mean: float
+    rolling_std: float
+    rolling_count: int
+
+
+TRANSACTIONS_SCHEMA = pa.schema([
+    ("transaction_id", pa.string()),
+    ("customer_id", pa.string()),
+    ("event_time", _TIME),
+    ("amount", pa.float64()),
+    ("currency", pa.string()),
+    ("merchant", pa.string()),
+    ("merchant_category", pa.string()),
+    ("country", pa.string()),
+    ("channel", pa.string()),
+    ("amount_zscore", pa.float64()),
+    ("velocity_1h", pa.int64()),
+    ("new_country", pa.bool_()),
+    ("new_merchant_category", pa.bool_()),
+    ("risk_score", pa.float64()),
+    ("reason", pa.string()),
+    ("escalated", pa.bool_()),
+    ("analysis", pa.string()),  # the deep model's JSON answer; null when not escalated
+    ("model", pa.string()),  # the model(s) that answered, e.g. "gpt-4o-mini" or "gpt-4o-mini+gpt-4o"
+])
+
+METRICS_SCHEMA = pa.schema([
+    ("metric", pa.string()),
+    ("event_time", _TIME),
+    ("timestamp", pa.string()),  # as received; NAB's score.py joins on it
+    ("value", pa.float64()),
+    ("z_score", pa.float64()),
+    ("anomaly_score", pa.float64()),
+    ("is_anomaly", pa.bool_()),
+    ("analysis", pa.string()),  # the fast model's JSON answer; null when not an anomaly
+    ("dashboard_id", pa.string()),
+    ("model", pa.string()),
+])
+
+ALERTS_SCHEMA = pa.schema([
+    ("alert_id", pa.string()),
+    ("kind", pa.string()),  # "transaction" or "metric"
+    ("subject", pa.string()),  # transaction_id or metric name
+    ("severity", pa.string()),
+    ("event_time", _TIME),
+    ("summary", pa.string()),
+])
+
+INSIGHTS_SCHEMA = pa.schema([
+    ("dashboard_id", pa.string()),
+    ("window_start", _TIME),
+    ("window_end", _TIME),
+    ("insight", pa.string()),
+    ("metric_count", pa.int64()),
+    ("model", pa.string()),
+])
+
+DEAD_LETTER_SCHEMA = pa.schema([
+    ("source", pa.string()),
+    ("payload", pa.string()),
+    ("error", pa.string()),
+])
+
+# Output dataset name -> schema; the names are the folders under --output.
+OUTPUT_SCHEMAS = {
+    "transactions": TRANSACTIONS_SCHEMA,
+    "metrics": METRICS_SCHEMA,
+    "alerts": ALERTS_SCHEMA,
+    "insights": INSIGHTS_SCHEMA,
+    "dead_letter": DEAD_LETTER_SCHEMA,
+}
