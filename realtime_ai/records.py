@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
-from typing import Optional
 
 import pyarrow as pa
 
@@ -40,7 +39,7 @@ class MetricRecord:
     metadata: tuple[tuple[str, str], ...] = ()
 
     @property
-    def dashboard_id(self) -> Optional[str]:
+    def dashboard_id(self) -> str | None:
         return dict(self.metadata).get("dashboard_id")
 
 
@@ -63,10 +62,10 @@ class TransactionFeatures:
     amount_zscore: float
     velocity_1h: int
     amount_1h: float
-    seconds_since_last: Optional[float]
+    seconds_since_last: float | None
     new_country: bool
     new_merchant_category: bool
-    last_country: Optional[str]
+    last_country: str | None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,8 @@ raises `LlmPermanentError`, which the pipeline turns into a dead-letter row.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 # Tasks: each has an instruction and an answer schema in realtime_ai.llm.tasks.
 TRANSACTION_RISK = "transaction_risk"
