@@ -121,7 +121,7 @@ TRANSACTIONS_SCHEMA = pa.schema([
     ("reason", pa.string()),
     ("escalated", pa.bool_()),
     ("analysis", pa.string()),  # the deep model's JSON answer; null when not escalated
-    ("model", pa.string()),  # the model(s) that answered, e.g. "gpt-4o-mini" or "gpt-4o-mini+gpt-4o"
+    ("model", pa.string()),  # who answered, e.g. "gpt-4o-mini" or "gpt-4o-mini+gpt-4o"
 ])
 
 METRICS_SCHEMA = pa.schema([
