@@ -1,0 +1,44 @@
+# realtime-ai: `make run` runs the main job on the samples; `make test` passes every test.
+# Both set everything up on a fresh machine (venv, packages, local services for tests).
+PYTHON_BOOT ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CACHE := $(HOME)/.cache/realtime-ai
+export PIP_CACHE_DIR := $(CACHE)/pip
+OUT ?= out/run
+RUNNER ?= DirectRunner
+NAB ?= ../shared/nab
+
+.PHONY: venv run test lint unit nab bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt setup.py
+	$(PYTHON_BOOT) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements.txt
+	$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+run: venv
+	$(PY) -m realtime_ai.pipelines.main \
+	  --transactions='samples/transactions.jsonl' \
+	  --metrics='samples/metrics.jsonl' \
+	  --output=$(OUT) --runner=$(RUNNER)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+unit: venv
+	$(PY) -m pytest -q -m "not integration"
+
+test: lint
+	$(PY) -m pytest -q
+
+nab: venv
+	$(PY) -m realtime_ai.pipelines.main --metrics=$(NAB)/metrics.jsonl.gz \
+	  --output=out/nab --runner=$(RUNNER)
+	$(PY) $(NAB)/score.py out/nab/metrics
+
+clean:
+	rm -rf out build *.egg-info

@@ -1,0 +1,232 @@
+"""What goes to the model and what comes out as rows and alerts. Pure: no Beam.
+
+Every function here maps records (and model answers) to plain dicts: the model's input data
+for each task, the output rows (matching the schemas in realtime_ai.records), and alerts with
+deterministic ids, so a re-run or a replay yields the same alert_id for the same event.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from realtime_ai.llm.base import LlmResult
+from realtime_ai.records import (
+    DeadLetter,
+    FeaturedTransaction,
+    PastTransaction,
+    ScoredMetric,
+    Transaction,
+)
+
+ALERT_SEVERITIES = ("high", "critical")
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _transaction_fields(tx: Transaction | PastTransaction) -> dict:
+    fields = {
+        name: getattr(tx, name)
+        for name in ("transaction_id", "amount", "merchant", "merchant_category", "country",
+                     "channel")
+    }
+    fields["timestamp"] = iso(tx.event_time)
+    return fields
+
+
+def transaction_risk_data(featured: FeaturedTransaction) -> dict:
+    tx = featured.transaction
+    data = {"transaction": {**_transaction_fields(tx), "customer_id": tx.customer_id,
+                            "currency": tx.currency}}
+    data["features"] = dataclasses.asdict(featured.features)
+    return data
+
+
+def transaction_analysis_data(featured: FeaturedTransaction, assessment: Mapping[str, Any],
+                              playbook: list[dict]) -> dict:
+    data = transaction_risk_data(featured)
+    data["fast_assessment"] = dict(assessment)
+    data["history"] = [_transaction_fields(past) for past in featured.recent]
+    data["playbook"] = playbook
+    return data
+
+
+def metric_anomaly_data(scored: ScoredMetric) -> dict:
+    record = scored.record
+    return {
+        "metric": record.metric,
+        "value": record.value,
+        "timestamp": iso(record.event_time),
+        "z_score": scored.z_score,
+        "anomaly_score": scored.anomaly_score,
+        "rolling_mean": scored.rolling_mean,
+        "rolling_std": scored.rolling_std,
+        "rolling_count": scored.rolling_count,
+        "metadata": dict(record.metadata),
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricSummary:
+    """One metric's values within one dashboard window, order-independent."""
+
+    metric: str
+    count: int
+    mean: float
+    min: float
+    max: float
+    last: float
+    anomalies: int
+    max_anomaly_score: float
+
+
+def summarise_window(scored: Iterable[ScoredMetric]) -> tuple[MetricSummary, ...]:
+    """Per-metric aggregates of one window, sorted so input order never changes the result."""
+    by_metric: dict[str, list[ScoredMetric]] = {}
+    for item in scored:
+        by_metric.setdefault(item.record.metric, []).append(item)
+    summaries = []
+    for metric in sorted(by_metric):
+        items = sorted(by_metric[metric], key=lambda s: (s.record.event_time, s.record.value))
+        values = [s.record.value for s in items]
+        summaries.append(MetricSummary(
+            metric=metric, count=len(values), mean=round(math.fsum(values) / len(values), 6),
+            min=min(values), max=max(values), last=values[-1],
+            anomalies=sum(s.is_anomaly for s in items),
+            max_anomaly_score=round(max(s.anomaly_score for s in items), 6)))
+    return tuple(summaries)
+
+
+@dataclasses.dataclass(frozen=True)
+class DashboardWindow:
+    """One dashboard's metrics in one insight window."""
+
+    dashboard_id: str
+    window_start: datetime
+    window_end: datetime
+    summaries: tuple[MetricSummary, ...]
+
+
+def dashboard_insight_data(window: DashboardWindow) -> dict:
+    return {
+        "dashboard_id": window.dashboard_id,
+        "window_start": iso(window.window_start),
+        "window_end": iso(window.window_end),
+        "metrics": [dataclasses.asdict(s) for s in window.summaries],
+    }
+
+
+def answer_json(answer: Mapping[str, Any] | None) -> str | None:
+    return None if answer is None else json.dumps(answer, sort_keys=True)
+
+
+def transaction_row(featured: FeaturedTransaction, risk: LlmResult, threshold: float,
+                    analysis: LlmResult | None) -> dict:
+    tx, features = featured.transaction, featured.features
+    models = [risk.model] + ([analysis.model] if analysis else [])
+    return {
+        "transaction_id": tx.transaction_id,
+        "customer_id": tx.customer_id,
+        "event_time": tx.event_time,
+        "amount": tx.amount,
+        "currency": tx.currency,
+        "merchant": tx.merchant,
+        "merchant_category": tx.merchant_category,
+        "country": tx.country,
+        "channel": tx.channel,
+        "amount_zscore": features.amount_zscore,
+        "velocity_1h": features.velocity_1h,
+        "new_country": features.new_country,
+        "new_merchant_category": features.new_merchant_category,
+        "risk_score": float(risk.answer["risk_score"]),
+        "reason": risk.answer["reason"],
+        "escalated": is_high_risk(risk, threshold),
+        "analysis": answer_json(analysis.answer if analysis else None),
+        "model": "+".join(dict.fromkeys(models)),
+    }
+
+
+def is_high_risk(risk: LlmResult, threshold: float) -> bool:
+    return float(risk.answer["risk_score"]) > threshold
+
+
+def metric_row(scored: ScoredMetric, explanation: LlmResult | None) -> dict:
+    record = scored.record
+    return {
+        "metric": record.metric,
+        "event_time": record.event_time,
+        "timestamp": record.timestamp,
+        "value": record.value,
+        "z_score": scored.z_score,
+        "anomaly_score": scored.anomaly_score,
+        "is_anomaly": scored.is_anomaly,
+        "analysis": answer_json(explanation.answer if explanation else None),
+        "dashboard_id": record.dashboard_id,
+        "model": explanation.model if explanation else None,
+    }
+
+
+def insight_row(window: DashboardWindow, insight: LlmResult) -> dict:
+    return {
+        "dashboard_id": window.dashboard_id,
+        "window_start": window.window_start,
+        "window_end": window.window_end,
+        "insight": insight.answer["insight"],
+        "metric_count": len(window.summaries),
+        "model": insight.model,
+    }
+
+
+def dead_letter_row(dead: DeadLetter) -> dict:
+    return dataclasses.asdict(dead)
+
+
+def alert_id(kind: str, subject: str, event_time: datetime) -> str:
+    """Deterministic: the same event always raises the same alert id (dedupe key downstream)."""
+    digest = hashlib.sha256(f"{kind}|{subject}|{iso(event_time)}".encode()).hexdigest()
+    return f"{kind[:3]}-{digest[:24]}"
+
+
+def transaction_alert(featured: FeaturedTransaction, risk: LlmResult,
+                      analysis: LlmResult | None) -> dict:
+    """Every escalated transaction alerts; the deep analysis sets severity when it answered."""
+    tx = featured.transaction
+    if analysis is not None:
+        severity = analysis.answer["severity"]
+        summary = analysis.answer["summary"]
+    else:
+        severity = "high"
+        summary = f"risk {float(risk.answer['risk_score']):.2f}: {risk.answer['reason']}"
+    return {
+        "alert_id": alert_id("transaction", tx.transaction_id, tx.event_time),
+        "kind": "transaction",
+        "subject": tx.transaction_id,
+        "severity": severity,
+        "event_time": tx.event_time,
+        "summary": summary,
+    }
+
+
+def metric_alert(scored: ScoredMetric, explanation: LlmResult) -> dict | None:
+    """An alert when the model rates the anomaly high or critical, else None."""
+    severity = explanation.answer["severity"]
+    if severity not in ALERT_SEVERITIES:
+        return None
+    record = scored.record
+    causes = "; ".join(explanation.answer["possible_causes"][:3])
+    return {
+        "alert_id": alert_id("metric", record.metric, record.event_time),
+        "kind": "metric",
+        "subject": record.metric,
+        "severity": severity,
+        "event_time": record.event_time,
+        "summary": (f"{record.metric}={record.value:g} (z={scored.z_score:.1f}, "
+                    f"score={scored.anomaly_score:.2f}): {causes}. "
+                    f"{explanation.answer['recommended_action']}"),
+    }

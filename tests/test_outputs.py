@@ -1,0 +1,105 @@
+"""Pure tests of model inputs, output rows and alerts."""
+import random
+from datetime import datetime, timedelta, timezone
+
+import pyarrow as pa
+
+from realtime_ai.llm.base import LlmResult
+from realtime_ai.records import (
+    ALERTS_SCHEMA,
+    INSIGHTS_SCHEMA,
+    METRICS_SCHEMA,
+    TRANSACTIONS_SCHEMA,
+    MetricRecord,
+    ScoredMetric,
+    Transaction,
+)
+from realtime_ai.transforms import outputs
+from realtime_ai.transforms.features import CustomerProfile
+
+T0 = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
+RISK = LlmResult(answer={"risk_score": 0.93, "reason": "burst of small online payments"},
+                 model="fast-m", latency_ms=3.0)
+ANALYSIS = LlmResult(answer={"summary": "card testing", "fraud_pattern": "card_testing",
+                             "severity": "critical", "recommended_action": "block card",
+                             "playbook_ids": ["pb-1"]}, model="deep-m", latency_ms=9.0)
+
+
+def _featured(i=1):
+    profile = CustomerProfile(10)
+    tx = Transaction(transaction_id=f"tx-{i}", customer_id="c1", amount=2.5, currency="EUR",
+                     merchant="shop", merchant_category="online", country="DE",
+                     channel="online", event_time=T0)
+    return profile.advance(tx)
+
+
+def _scored(metric="api.latency", minutes=0.0, value=1.0, anomaly=False, dashboard="d1"):
+    record = MetricRecord(metric=metric, value=value,
+                          event_time=T0 + timedelta(minutes=minutes), timestamp="t",
+                          metadata=(("dashboard_id", dashboard),))
+    return ScoredMetric(record=record, z_score=4.0 if anomaly else 0.1,
+                        anomaly_score=0.99 if anomaly else 0.1, is_anomaly=anomaly,
+                        rolling_mean=1.0, rolling_std=0.5, rolling_count=50)
+
+
+def test_rows_fit_their_schemas():
+    featured = _featured()
+    tx_rows = [outputs.transaction_row(featured, RISK, 0.8, ANALYSIS),
+               outputs.transaction_row(featured, RISK, 0.95, None)]
+    table = pa.Table.from_pylist(tx_rows, schema=TRANSACTIONS_SCHEMA)
+    assert table.column("escalated").to_pylist() == [True, False]
+    assert table.column("model").to_pylist() == ["fast-m+deep-m", "fast-m"]
+    explanation = LlmResult(answer={"is_real_anomaly": True, "possible_causes": ["deploy"],
+                                    "recommended_action": "roll back", "severity": "high"},
+                            model="fast-m", latency_ms=1.0)
+    metric_rows = [outputs.metric_row(_scored(anomaly=True), explanation),
+                   outputs.metric_row(_scored(), None)]
+    assert pa.Table.from_pylist(metric_rows, schema=METRICS_SCHEMA).num_rows == 2
+    alerts = [outputs.transaction_alert(featured, RISK, ANALYSIS),
+              outputs.metric_alert(_scored(anomaly=True), explanation)]
+    assert pa.Table.from_pylist(alerts, schema=ALERTS_SCHEMA).num_rows == 2
+    window = outputs.DashboardWindow("d1", T0, T0 + timedelta(seconds=30),
+                                     outputs.summarise_window([_scored()]))
+    insight = LlmResult(answer={"insight": "all quiet", "priority": "low"}, model="fast-m",
+                        latency_ms=1.0)
+    assert pa.Table.from_pylist([outputs.insight_row(window, insight)],
+                                schema=INSIGHTS_SCHEMA).num_rows == 1
+
+
+def test_alert_ids_are_deterministic_and_distinct():
+    a = outputs.alert_id("transaction", "tx-1", T0)
+    assert a == outputs.alert_id("transaction", "tx-1", T0)
+    assert a != outputs.alert_id("transaction", "tx-2", T0)
+    assert a != outputs.alert_id("metric", "tx-1", T0)
+
+
+def test_transaction_alert_without_analysis_still_raises_high():
+    alert = outputs.transaction_alert(_featured(), RISK, None)
+    assert alert["severity"] == "high"
+    assert "0.93" in alert["summary"]
+
+
+def test_metric_alert_only_for_high_or_critical():
+    low = LlmResult(answer={"is_real_anomaly": False, "possible_causes": [],
+                            "recommended_action": "none", "severity": "low"},
+                    model="m", latency_ms=1.0)
+    assert outputs.metric_alert(_scored(anomaly=True), low) is None
+
+
+def test_window_summary_does_not_depend_on_input_order():
+    items = [_scored(metric=f"m{i % 3}", minutes=i / 10, value=0.1 * i, anomaly=i == 7)
+             for i in range(30)]
+    shuffled = list(items)
+    random.Random(5).shuffle(shuffled)
+    assert outputs.summarise_window(items) == outputs.summarise_window(shuffled)
+    summary = {s.metric: s for s in outputs.summarise_window(items)}
+    assert summary["m1"].anomalies == 1 and summary["m0"].anomalies == 0
+    assert summary["m0"].count == 10
+
+
+def test_analysis_data_carries_history_and_playbook():
+    data = outputs.transaction_analysis_data(_featured(), RISK.answer,
+                                             [{"id": "pb-1", "title": "t", "text": "x"}])
+    assert data["transaction"]["timestamp"] == "2026-01-05T12:00:00Z"
+    assert data["fast_assessment"]["risk_score"] == 0.93
+    assert data["history"] == [] and data["playbook"][0]["id"] == "pb-1"
