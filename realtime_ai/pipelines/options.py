@@ -1,13 +1,20 @@
 """The pipeline's one options class, and its start-up validation."""
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from realtime_ai.io.files import check_pattern_matches
 from realtime_ai.llm.base import LlmConfig
+from realtime_ai.transforms.detectors import DETECTORS, DetectorSettings
 
 LLM_BACKENDS = ("local", "openai")
+
+
+class InvalidOptions(ValueError):
+    """Options a user must fix; the command prints the message, never a stack trace."""
 
 
 class RealtimeAiOptions(PipelineOptions):
@@ -76,6 +83,20 @@ class RealtimeAiOptions(PipelineOptions):
             help="Event-time window, in seconds, of one dashboard insight per dashboard_id. "
                  "Default: 30. Example: --insight_window_seconds=60")
         parser.add_argument(
+            "--anomaly_detector", default=None, choices=DETECTORS,
+            help=f"Which detector sets anomaly_score: one of {', '.join(DETECTORS)} ('zscore' is "
+                 f"the article's |z| > 3 rule). Default: {DetectorSettings.detector}. "
+                 "Example: --anomaly_detector=zscore")
+        parser.add_argument(
+            "--anomaly_threshold", type=float, default=None,
+            help="is_anomaly is anomaly_score >= this (0..1); only anomalies go to the model. "
+                 f"Default: {DetectorSettings.threshold}. Example: --anomaly_threshold=0.9")
+        parser.add_argument(
+            "--context", default=None,
+            help="JSON file of fraud playbook entries ([{id, title, text}, ...]) retrieved as "
+                 "context for the deep analysis. Default: the playbook shipped in the package. "
+                 "Example: --context=gs://bucket/playbook.json")
+        parser.add_argument(
             "--max_record_bytes", type=int, default=65536,
             help="Records larger than this many bytes are dead-lettered. Default: 65536. "
                  "Example: --max_record_bytes=16384")
@@ -92,6 +113,15 @@ class RealtimeAiOptions(PipelineOptions):
         )
 
 
+    def detector_settings(self) -> DetectorSettings:
+        overrides = {"window": self.anomaly_window}
+        if self.anomaly_detector is not None:
+            overrides["detector"] = self.anomaly_detector
+        if self.anomaly_threshold is not None:
+            overrides["threshold"] = self.anomaly_threshold
+        return dataclasses.replace(DetectorSettings(), **overrides)
+
+
 def resolve_backend(backend: str | None, base_url: str | None) -> str:
     """The explicit backend, else openai when an endpoint or key is configured, else local."""
     if backend:
@@ -100,26 +130,36 @@ def resolve_backend(backend: str | None, base_url: str | None) -> str:
 
 
 def validate(options: RealtimeAiOptions) -> None:
-    """Raise ValueError with a message a user can act on; called before anything runs."""
+    """Raise InvalidOptions with a message a user can act on; called before anything runs."""
     if not options.output:
-        raise ValueError("--output is required: the folder the Parquet outputs go to, "
+        raise InvalidOptions("--output is required: the folder the Parquet outputs go to, "
                          "e.g. --output=out/run1")
     if not options.transactions and not options.metrics:
-        raise ValueError("nothing to read: give --transactions=GLOB, --metrics=GLOB or both")
+        raise InvalidOptions("nothing to read: give --transactions=GLOB, --metrics=GLOB or both")
     if not 0.0 <= options.risk_threshold <= 1.0:
-        raise ValueError(f"--risk_threshold must be in [0, 1], got {options.risk_threshold}")
+        raise InvalidOptions(f"--risk_threshold must be in [0, 1], got {options.risk_threshold}")
     for name in ("history_size", "insight_window_seconds", "max_record_bytes",
                  "llm_concurrency"):
         if getattr(options, name) < 1:
-            raise ValueError(f"--{name} must be at least 1, got {getattr(options, name)}")
+            raise InvalidOptions(f"--{name} must be at least 1, got {getattr(options, name)}")
+    if options.anomaly_threshold is not None and not 0.0 <= options.anomaly_threshold <= 1.0:
+        raise InvalidOptions("--anomaly_threshold must be in [0, 1], "
+                             f"got {options.anomaly_threshold}")
     if options.anomaly_window < 2:
-        raise ValueError(f"--anomaly_window must be at least 2, got {options.anomaly_window}")
+        raise InvalidOptions(f"--anomaly_window must be at least 2, got {options.anomaly_window}")
     if options.llm_max_retries < 0:
-        raise ValueError(f"--llm_max_retries must be >= 0, got {options.llm_max_retries}")
+        raise InvalidOptions(f"--llm_max_retries must be >= 0, got {options.llm_max_retries}")
     if options.llm_timeout_seconds <= 0:
-        raise ValueError("--llm_timeout_seconds must be positive, "
+        raise InvalidOptions("--llm_timeout_seconds must be positive, "
                          f"got {options.llm_timeout_seconds}")
+    for name in ("transactions", "metrics"):
+        pattern = getattr(options, name)
+        if pattern:
+            try:
+                check_pattern_matches(pattern, f"--{name}")
+            except ValueError as error:
+                raise InvalidOptions(str(error)) from None
     backend = resolve_backend(options.llm_backend, options.llm_base_url)
     if backend == "openai" and not options.llm_base_url and not os.environ.get("OPENAI_API_KEY"):
-        raise ValueError("--llm_backend=openai needs OPENAI_API_KEY in the environment, or "
+        raise InvalidOptions("--llm_backend=openai needs OPENAI_API_KEY in the environment, or "
                          "--llm_base_url for an endpoint that takes no key")

@@ -1,0 +1,61 @@
+"""Event files: JSON lines (optionally gzipped) and Parquet, local or on any Beam filesystem."""
+from __future__ import annotations
+
+import io
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from realtime_ai.transforms.parsing import to_json_payload
+
+PARQUET_SUFFIX = ".parquet"
+PARQUET_BATCH_ROWS = 4096
+
+
+def check_pattern_matches(pattern: str, option: str) -> None:
+    """Raise ValueError naming the option when the glob matches no file."""
+    try:
+        matched = FileSystems.match([pattern])[0].metadata_list
+    except (OSError, ValueError) as error:  # Beam raises BeamIOError (an OSError) here
+        raise ValueError(f"cannot list {option}={pattern}: {error}") from None
+    if not matched:
+        raise ValueError(f"no files match {option}={pattern}")
+
+
+def _payloads(readable: fileio.ReadableFile):
+    path = readable.metadata.path
+    if path.endswith(PARQUET_SUFFIX):
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+            parquet = pq.ParquetFile(io.BytesIO(raw.read()))
+        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+            for row in batch.to_pylist():
+                yield to_json_payload(row)
+        return
+    # AUTO picks gzip/bzip2/... by extension; lines that are not UTF-8 are kept (with
+    # replacement characters) so the parser dead-letters them instead of the job failing.
+    with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as handle:
+        for raw_line in handle:
+            line = raw_line.decode("utf-8", errors="replace").rstrip("\r\n")
+            if line.strip():
+                yield line
+
+
+class ReadEventPayloads(beam.PTransform):
+    """PBegin -> PCollection[str]: one payload per JSON line or Parquet row of every file
+    matching `file_pattern` (formats may be mixed); files are read in parallel."""
+
+    def __init__(self, file_pattern: str):
+        super().__init__()
+        self._pattern = file_pattern
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "MatchFiles" >> fileio.MatchFiles(self._pattern)
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "OpenFiles" >> fileio.ReadMatches(compression=CompressionTypes.UNCOMPRESSED)
+            | "FilePayloads" >> beam.FlatMap(_payloads)
+        )

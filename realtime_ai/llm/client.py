@@ -1,0 +1,104 @@
+"""Model backends: the embedded local model, and any OpenAI-compatible endpoint."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import openai
+
+from realtime_ai.llm import base, local_model, tasks
+from realtime_ai.llm.base import LlmConfig, LlmPermanentError, LlmResult
+from realtime_ai.llm.failures import classify
+
+BACKOFF_BASE_SECONDS = 0.25
+BACKOFF_CAP_SECONDS = 20.0
+# The openai client insists on a key; endpoints such as vLLM or Ollama ignore it.
+PLACEHOLDER_KEY = "no-key-configured"
+
+
+def backoff_seconds(attempt: int, retry_after: float | None, rng: random.Random) -> float:
+    """Full-jitter exponential backoff, never shorter than what the server asked for."""
+    jitter = rng.uniform(0.0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** attempt))
+    return max(jitter, retry_after or 0.0)
+
+
+class LocalBackend:
+    """Deterministic rules (not an LLM), with the same contract as a remote model."""
+
+    async def complete(self, task: str, data: Mapping[str, Any], tier: str) -> LlmResult:
+        started = time.perf_counter()
+        messages = tasks.build_messages(task, data)
+        answer = local_model.answer(task, data)
+        return LlmResult(
+            answer=answer, model=base.LOCAL_MODEL_LABEL,
+            latency_ms=(time.perf_counter() - started) * 1000.0,
+            input_tokens=tasks.estimate_tokens(messages),
+            output_tokens=tasks.estimate_tokens(json.dumps(answer)))
+
+    async def aclose(self) -> None:
+        return None
+
+
+class OpenAiBackend:
+    """Chat completions with a strict JSON schema; retried, validated, never guessed."""
+
+    def __init__(self, config: LlmConfig):
+        self._config = config
+        self._api_key = os.environ.get(config.api_key_env) or PLACEHOLDER_KEY
+        self._client: openai.AsyncOpenAI | None = None
+        self._rng = random.Random()
+
+    def _openai(self) -> openai.AsyncOpenAI:
+        if self._client is None:  # created on the event loop that will use it
+            self._client = openai.AsyncOpenAI(
+                api_key=self._api_key, base_url=self._config.base_url,
+                timeout=self._config.timeout_seconds, max_retries=0)
+        return self._client
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+    async def complete(self, task: str, data: Mapping[str, Any], tier: str) -> LlmResult:
+        model = self._config.fast_model if tier == base.FAST else self._config.deep_model
+        messages = tasks.build_messages(task, data)
+        attempts = self._config.max_retries + 1
+        for attempt in range(attempts):
+            started = time.perf_counter()
+            try:
+                response = await self._openai().chat.completions.create(
+                    model=model, messages=messages, temperature=0,
+                    response_format=tasks.response_format(task))
+                answer = tasks.parse_answer(task, response.choices[0].message.content)
+            except (openai.OpenAIError, tasks.InvalidAnswer, asyncio.TimeoutError) as error:
+                failure = classify(error)
+                if not failure.retriable or attempt + 1 == attempts:
+                    raise LlmPermanentError(self._redact(
+                        f"{task} via {model} failed after {attempt + 1} attempt(s): "
+                        f"{failure.reason}")) from None
+                await asyncio.sleep(backoff_seconds(attempt, failure.retry_after, self._rng))
+                continue
+            usage = response.usage
+            return LlmResult(
+                answer=answer, model=model,
+                latency_ms=(time.perf_counter() - started) * 1000.0,
+                input_tokens=usage.prompt_tokens if usage else 0,
+                output_tokens=usage.completion_tokens if usage else 0,
+                attempts=attempt + 1)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+
+def make_backend(config: LlmConfig) -> base.LlmBackend:
+    if config.backend == "local":
+        return LocalBackend()
+    if config.backend == "openai":
+        return OpenAiBackend(config)
+    raise ValueError(f"unknown LLM backend {config.backend!r}")

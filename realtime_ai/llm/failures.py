@@ -1,0 +1,51 @@
+"""The one place that decides whether a failed model request is worth retrying. Pure."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Optional
+
+import openai
+
+from realtime_ai.llm.tasks import InvalidAnswer
+
+# Statuses that say "not now" rather than "never": timeout, conflict, too early, rate limit.
+RETRIABLE_STATUSES = frozenset({408, 409, 425, 429})
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    retriable: bool
+    reason: str
+    retry_after: Optional[float] = None  # seconds the server asked us to wait
+
+
+def _retry_after(error: openai.APIStatusError) -> Optional[float]:
+    headers = error.response.headers if error.response is not None else {}
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value:
+            try:
+                return max(0.0, float(value) * scale)
+            except ValueError:
+                continue  # an HTTP date: fall back to our own backoff
+    return None
+
+
+def classify(error: BaseException) -> Failure:
+    """Retriable: rate limits, server errors, timeouts, lost connections, invalid answers.
+    Permanent: the request itself is wrong (bad request, auth, unknown model, ...)."""
+    if isinstance(error, InvalidAnswer):
+        return Failure(True, f"invalid answer: {error}")
+    if isinstance(error, openai.APITimeoutError | asyncio.TimeoutError | TimeoutError):
+        return Failure(True, "request timed out")
+    if isinstance(error, openai.APIConnectionError):
+        return Failure(True, f"connection failed: {type(error).__name__}")
+    if isinstance(error, openai.APIStatusError):
+        status = error.status_code
+        retriable = status in RETRIABLE_STATUSES or status >= 500
+        return Failure(retriable, f"HTTP {status} {type(error).__name__}",
+                       _retry_after(error) if retriable else None)
+    if isinstance(error, openai.OpenAIError):
+        return Failure(False, f"{type(error).__name__}")
+    raise TypeError(f"not a model request failure: {type(error).__name__}") from error

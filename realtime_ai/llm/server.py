@@ -1,0 +1,217 @@
+"""An OpenAI-compatible chat completions server answering with the local model's logic.
+
+For tests and benchmarks: it can be slowed down (fixed or lognormal latency), rate limited
+like a provider (429 with an accurate Retry-After), and broken on purpose (429, 500, hangs
+past the client's timeout, malformed JSON).
+
+    python -m realtime_ai.llm.server --port 8000 --latency_ms 200 --error_rate 0.1
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import dataclasses
+import json
+import math
+import random
+import threading
+import time
+import uuid
+
+from aiohttp import web
+
+from realtime_ai.llm import local_model, tasks
+
+FAULTS = ("rate_limited", "server_error", "hang", "malformed")
+HANG_SECONDS = 600.0
+RATE_WINDOW_SECONDS = 60.0
+
+
+@dataclasses.dataclass
+class ServerSettings:
+    latency_ms: float = 0.0  # median latency added to every answer
+    latency_p95_ms: float | None = None  # when set: lognormal latency with this p95
+    error_rate: float = 0.0  # share of requests answered with one of FAULTS
+    rate_limit_rpm: int | None = None  # requests per sliding minute before 429s
+    seed: int = 0
+
+
+class _Server:
+    def __init__(self, settings: ServerSettings):
+        self.settings = settings
+        self.stats: collections.Counter = collections.Counter()
+        self._rng = random.Random(settings.seed)
+        self._recent: collections.deque[float] = collections.deque()
+
+    def _latency_seconds(self) -> float:
+        median = self.settings.latency_ms / 1000.0
+        if self.settings.latency_p95_ms and median > 0:
+            sigma = math.log(self.settings.latency_p95_ms / self.settings.latency_ms) / 1.645
+            return self._rng.lognormvariate(math.log(median), sigma)
+        return median
+
+    def _rate_limited_for(self) -> float | None:
+        """Seconds until a slot frees up when the sliding-minute budget is spent, else None."""
+        limit = self.settings.rate_limit_rpm
+        if not limit:
+            return None
+        now = time.monotonic()
+        while self._recent and now - self._recent[0] >= RATE_WINDOW_SECONDS:
+            self._recent.popleft()
+        if len(self._recent) >= limit:
+            return RATE_WINDOW_SECONDS - (now - self._recent[0])
+        self._recent.append(now)
+        return None
+
+    @staticmethod
+    def _error(status: int, message: str, kind: str, headers=None) -> web.Response:
+        body = {"error": {"message": message, "type": kind, "code": status}}
+        return web.json_response(body, status=status, headers=headers)
+
+    def _too_many(self, wait_seconds: float) -> web.Response:
+        self.stats["status_429"] += 1
+        headers = {"Retry-After": str(max(1, math.ceil(wait_seconds))),
+                   "retry-after-ms": str(max(1, int(wait_seconds * 1000)))}
+        return self._error(429, "rate limit reached", "rate_limit_exceeded", headers)
+
+    async def chat(self, request: web.Request) -> web.Response:
+        self.stats["requests"] += 1
+        try:
+            body = await request.json()
+            task, data = tasks.request_task_and_data(body["messages"],
+                                                     body.get("response_format"))
+            model = body["model"]
+        except (json.JSONDecodeError, KeyError, TypeError, tasks.InvalidAnswer) as error:
+            self.stats["status_400"] += 1
+            return self._error(400, f"bad request: {error}", "invalid_request_error")
+        self.stats[f"model:{model}"] += 1
+        wait = self._rate_limited_for()
+        if wait is not None:
+            return self._too_many(wait)
+        await asyncio.sleep(self._latency_seconds())
+        fault = (self._rng.choice(FAULTS)
+                 if self._rng.random() < self.settings.error_rate else None)
+        if fault == "rate_limited":
+            return self._too_many(1.0)
+        if fault == "server_error":
+            self.stats["status_500"] += 1
+            return self._error(500, "injected server error", "server_error")
+        if fault == "hang":
+            self.stats["hangs"] += 1
+            await asyncio.sleep(HANG_SECONDS)
+        content = json.dumps(local_model.answer(task, data))
+        if fault == "malformed":
+            self.stats["malformed"] += 1
+            content = content[: len(content) // 2]
+        prompt_tokens = tasks.estimate_tokens(body["messages"])
+        completion_tokens = tasks.estimate_tokens(content)
+        self.stats["status_200"] += 1
+        self.stats["prompt_tokens"] += prompt_tokens
+        self.stats["completion_tokens"] += completion_tokens
+        return web.json_response({
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        })
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [
+            {"id": "local-rules-v1", "object": "model", "owned_by": "realtime-ai"}]})
+
+    async def get_stats(self, request: web.Request) -> web.Response:
+        return web.json_response(dict(self.stats))
+
+    async def reset_stats(self, request: web.Request) -> web.Response:
+        self.stats.clear()
+        return web.json_response({})
+
+    def app(self) -> web.Application:
+        application = web.Application()
+        application.add_routes([
+            web.post("/v1/chat/completions", self.chat),
+            web.get("/v1/models", self.models),
+            web.get("/stats", self.get_stats),
+            web.post("/stats/reset", self.reset_stats),
+        ])
+        return application
+
+
+async def _start(server: _Server, host: str, port: int) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(server.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=1024)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]
+
+
+class ServerHandle:
+    """A server running on its own thread and loop; `settings` may be changed while it runs."""
+
+    def __init__(self, host: str, port: int, settings: ServerSettings):
+        self._server = _Server(settings)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="llm-test-server")
+        self._thread.start()
+        self._runner, self.port = asyncio.run_coroutine_threadsafe(
+            _start(self._server, host, port), self._loop).result()
+        self.base_url = f"http://{host}:{self.port}/v1"
+
+    @property
+    def settings(self) -> ServerSettings:
+        return self._server.settings
+
+    @property
+    def stats(self) -> collections.Counter:
+        return self._server.stats
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+
+
+def start_in_thread(port: int = 0, host: str = "127.0.0.1", **settings) -> ServerHandle:
+    return ServerHandle(host, port, ServerSettings(**settings))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000, help="default: 8000")
+    parser.add_argument("--latency_ms", type=float, default=0.0,
+                        help="median added latency per answer, ms (default 0)")
+    parser.add_argument("--latency_p95_ms", type=float, default=None,
+                        help="p95 latency, ms: makes latency lognormal (default: fixed)")
+    parser.add_argument("--error_rate", type=float, default=0.0,
+                        help="share of requests failed on purpose, 0..1 (default 0)")
+    parser.add_argument("--rate_limit_rpm", type=int, default=None,
+                        help="requests per sliding minute before 429 (default: unlimited)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fault mix")
+    args = parser.parse_args(argv)
+    settings = ServerSettings(args.latency_ms, args.latency_p95_ms, args.error_rate,
+                              args.rate_limit_rpm, args.seed)
+
+    async def serve() -> None:
+        runner, port = await _start(_Server(settings), args.host, args.port)
+        print(f"listening on http://{args.host}:{port}/v1", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

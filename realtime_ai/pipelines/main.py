@@ -1,0 +1,108 @@
+"""The realtime-ai pipeline: `python -m realtime_ai.pipelines.main --help`."""
+from __future__ import annotations
+
+import logging
+import sys
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from realtime_ai.io.files import ReadEventPayloads
+from realtime_ai.io.parquet import WriteDataset, clear_dataset, read_dataset
+from realtime_ai.pipelines.options import InvalidOptions, RealtimeAiOptions, validate
+from realtime_ai.records import OUTPUT_SCHEMAS
+from realtime_ai.transforms.anomaly import ScoreMetrics
+from realtime_ai.transforms.enrichment import EnrichTransactions, ExplainAnomalies
+from realtime_ai.transforms.history import AddCustomerFeatures
+from realtime_ai.transforms.insights import DashboardInsights
+from realtime_ai.transforms.outputs import dead_letter_row
+from realtime_ai.transforms.parse import ParseMetrics, ParseTransactions
+
+
+def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict[str, beam.PCollection]:
+    """Adds every step to `p`; returns the row PCollection of each output dataset by name."""
+    opts = options.view_as(RealtimeAiOptions)
+    streaming = options.view_as(StandardOptions).streaming
+    llm = opts.llm_config()
+    parts: dict[str, list[beam.PCollection]] = {name: [] for name in OUTPUT_SCHEMAS}
+    dead_letters = []
+
+    if opts.transactions:
+        parsed = (
+            p
+            | "ReadTransactions" >> ReadEventPayloads(opts.transactions)
+            | "ParseTransactions" >> ParseTransactions(opts.max_record_bytes)
+        )
+        featured = parsed.valid | "CustomerHistory" >> AddCustomerFeatures(
+            opts.history_size, streaming)
+        rows, alerts, failed = featured | "EnrichTransactions" >> EnrichTransactions(
+            llm, opts.risk_threshold, opts.context)
+        parts["transactions"].append(rows)
+        parts["alerts"].append(alerts)
+        dead_letters += [parsed.dead_letter, failed]
+
+    if opts.metrics:
+        parsed = (
+            p
+            | "ReadMetrics" >> ReadEventPayloads(opts.metrics)
+            | "ParseMetrics" >> ParseMetrics(opts.max_record_bytes)
+        )
+        scored = parsed.valid | "MetricStatistics" >> ScoreMetrics(
+            opts.detector_settings(), streaming)
+        rows, alerts, failed = scored | "ExplainAnomalies" >> ExplainAnomalies(llm)
+        insights, insight_failed = scored | "DashboardInsights" >> DashboardInsights(
+            llm, opts.insight_window_seconds)
+        parts["metrics"].append(rows)
+        parts["alerts"].append(alerts)
+        parts["insights"].append(insights)
+        dead_letters += [parsed.dead_letter, failed, insight_failed]
+
+    parts["dead_letter"].append(
+        tuple(dead_letters) | "AllDeadLetters" >> beam.Flatten(pipeline=p)
+        | "DeadLetterRows" >> beam.Map(dead_letter_row))
+
+    results = {}
+    for name, schema in OUTPUT_SCHEMAS.items():
+        label = "".join(word.title() for word in name.split("_"))
+        results[name] = tuple(parts[name]) | f"All{label}" >> beam.Flatten(pipeline=p)
+        results[name] | f"Write{label}" >> WriteDataset(opts.output, name, schema)
+    return results
+
+
+def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
+    """Validates the options (InvalidOptions on bad ones) and runs the pipeline to the end."""
+    options = PipelineOptions(argv)
+    opts = options.view_as(RealtimeAiOptions)
+    validate(opts)
+    if not options.view_as(StandardOptions).streaming:
+        for name in OUTPUT_SCHEMAS:
+            clear_dataset(opts.output, name)
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, options)
+    result = pipeline.run()
+    result.wait_until_finish()
+    return result
+
+
+def summary(output: str) -> str:
+    """Where each output dataset is and how many rows it holds."""
+    lines = [f"Outputs under {output}/ (read with pyarrow.parquet.read_table(PATH)):"]
+    for name in OUTPUT_SCHEMAS:
+        path = f"{output}/{name}"
+        lines.append(f"  {path:<40} {read_dataset(path).num_rows:>8} rows")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        run(argv)
+    except InvalidOptions as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(summary(PipelineOptions(argv).view_as(RealtimeAiOptions).output))
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Sample events for demos and tests: `python -m realtime_ai.samples --help`."""

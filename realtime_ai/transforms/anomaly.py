@@ -1,0 +1,50 @@
+"""Rolling statistics and anomaly scores per metric, in event-time order, from Beam state."""
+from __future__ import annotations
+
+import functools
+
+import apache_beam as beam
+
+from realtime_ai.records import MetricRecord, ScoredMetric
+from realtime_ai.transforms.detectors import DetectorSettings, MetricScorer
+from realtime_ai.transforms.ordering import KeyedSequence, OrderedByKey
+
+
+def _score(scorer: MetricScorer, record: MetricRecord) -> ScoredMetric:
+    score = scorer.update(record.value, record.event_time.timestamp())
+    return ScoredMetric(
+        record=record, z_score=score.z_score, anomaly_score=score.anomaly_score,
+        is_anomaly=score.is_anomaly, rolling_mean=score.rolling_mean,
+        rolling_std=score.rolling_std, rolling_count=score.rolling_count)
+
+
+def _metric_order(record: MetricRecord) -> tuple:
+    return (record.event_time, record.value, record.timestamp, record.metadata)
+
+
+def _metric_sequence(settings: DetectorSettings) -> KeyedSequence:
+    return KeyedSequence(
+        restore=functools.partial(MetricScorer, settings),
+        advance=_score,
+        save=MetricScorer.state,
+        order_key=_metric_order,
+    )
+
+
+class ScoreMetrics(beam.PTransform):
+    """PCollection[MetricRecord] -> PCollection[ScoredMetric]: per metric, in event-time order,
+    z_score over the last `settings.window` values and the detector's anomaly_score."""
+
+    def __init__(self, settings: DetectorSettings, streaming: bool):
+        super().__init__()
+        self._settings = settings
+        self._streaming = streaming
+
+    def expand(self, records):
+        return (
+            records
+            | "KeyByMetric" >> beam.Map(lambda r: (r.metric, r)).with_output_types(
+                tuple[str, MetricRecord])
+            | "MetricStatistics" >> OrderedByKey(
+                _metric_sequence(self._settings), self._streaming)
+        )

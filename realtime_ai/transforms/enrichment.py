@@ -1,0 +1,192 @@
+"""LLM enrichment steps: many requests in flight per worker, nothing lost.
+
+`AskModel` sends each element's task data to the model backend without blocking the bundle
+on one answer at a time: up to `LlmConfig.concurrency` requests run on the worker's shared
+event loop; answers are emitted as they complete and whatever is still in flight is awaited
+in `finish_bundle`, so bounded (batch) and unbounded input behave the same. An element whose
+request fails permanently goes to the dead-letter output with the data and the reason.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.pvalue import TaggedOutput
+from apache_beam.utils.windowed_value import WindowedValue
+
+from realtime_ai.llm import base, retrieval
+from realtime_ai.llm.base import LlmConfig, LlmPermanentError
+from realtime_ai.llm.runner import InFlight, shared_backend
+from realtime_ai.records import DeadLetter
+from realtime_ai.transforms import outputs
+
+DEAD_LETTER = "dead_letter"
+
+
+class _Pending(NamedTuple):
+    element: Any
+    data: dict
+    timestamp: Any
+    window: Any
+
+
+class _AskModelDoFn(beam.DoFn):
+    """Thin: builds the task data, hands the request to the shared loop, emits answers."""
+
+    def __init__(self, config: LlmConfig, task: str, tier: str, to_data: Callable[[Any], dict],
+                 keep_failed: bool):
+        self._config = config
+        self._task = task
+        self._tier = tier
+        self._to_data = to_data
+        self._keep_failed = keep_failed
+        self._answered = Metrics.counter("realtime_ai", f"llm_{task}_answered")
+        self._failed = Metrics.counter("realtime_ai", f"llm_{task}_dead_lettered")
+
+    def setup(self):
+        self._backend = shared_backend(self._config)
+        self._in_flight = InFlight(limit=self._config.concurrency)
+
+    def process(self, element, timestamp=beam.DoFn.TimestampParam,
+                window=beam.DoFn.WindowParam):
+        data = self._to_data(element)
+        self._in_flight.add(_Pending(element, data, timestamp, window),
+                            self._backend.complete(self._task, data, self._tier))
+        yield from self._emit(self._in_flight.drain_completed())
+
+    def finish_bundle(self):
+        yield from self._emit(self._in_flight.drain_all())
+
+    def _emit(self, completed):
+        for pending, outcome in completed:
+            if isinstance(outcome, LlmPermanentError):
+                self._failed.inc()
+                dead = DeadLetter(source=f"llm:{self._task}",
+                                  payload=json.dumps(pending.data, sort_keys=True),
+                                  error=str(outcome))
+                yield TaggedOutput(DEAD_LETTER, WindowedValue(
+                    dead, pending.timestamp, [pending.window]))
+                if not self._keep_failed:
+                    continue
+                outcome = None
+            elif isinstance(outcome, BaseException):
+                raise outcome  # a bug, not an LLM failure: fail the bundle so Beam retries it
+            else:
+                self._answered.inc()
+            yield WindowedValue((pending.element, outcome), pending.timestamp, [pending.window])
+
+
+class AskModel(beam.PTransform):
+    """PCollection[E] -> (answered: PCollection[(E, LlmResult | None)], dead_letter).
+
+    With `keep_failed`, an element whose request failed permanently is also passed on with
+    None (its row is still written); otherwise it only reaches the dead-letter output.
+    """
+
+    def __init__(self, config: LlmConfig, task: str, tier: str, to_data: Callable[[Any], dict],
+                 keep_failed: bool = False):
+        super().__init__()
+        self._fn = _AskModelDoFn(config, task, tier, to_data, keep_failed)
+
+    def expand(self, elements):
+        results = elements | "Ask" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER,
+                                                                       main="answered")
+        return results.answered, results[DEAD_LETTER]
+
+
+def _read_text(path: str) -> str:
+    with FileSystems.open(path) as handle:
+        return handle.read().decode("utf-8")
+
+
+class _AnalysisData:
+    """Deep-analysis input: the transaction, its history and the top playbook entries."""
+
+    def __init__(self, playbook_path: str | None):
+        self._playbook_path = playbook_path
+        self._playbook = None
+
+    def __call__(self, scored) -> dict:
+        featured, risk = scored
+        if self._playbook is None:
+            self._playbook = retrieval.load_playbook(
+                _read_text(self._playbook_path) if self._playbook_path else None)
+        data = outputs.transaction_risk_data(featured)
+        entries = self._playbook.top_k(retrieval.query_for(data), k=3)
+        return outputs.transaction_analysis_data(featured, risk.answer, entries)
+
+
+class EnrichTransactions(beam.PTransform):
+    """PCollection[FeaturedTransaction] -> (rows, alerts, dead_letter).
+
+    Every transaction is scored by the fast model; those above `risk_threshold` are analysed
+    by the deep model with their history and playbook context, and raise an alert.
+    """
+
+    def __init__(self, config: LlmConfig, risk_threshold: float,
+                 playbook_path: str | None = None):
+        super().__init__()
+        self._config = config
+        self._threshold = risk_threshold
+        self._playbook_path = playbook_path
+
+    def expand(self, featured):
+        threshold = self._threshold
+        scored, score_failed = featured | "ScoreRisk" >> AskModel(
+            self._config, base.TRANSACTION_RISK, base.FAST, outputs.transaction_risk_data)
+        high, low = scored | "RouteByRisk" >> beam.Partition(
+            lambda item, _: 0 if outputs.is_high_risk(item[1], threshold) else 1, 2)
+        analysed, analysis_failed = high | "AnalyseHighRisk" >> AskModel(
+            self._config, base.TRANSACTION_ANALYSIS, base.DEEP,
+            _AnalysisData(self._playbook_path), keep_failed=True)
+        rows = (
+            (
+                analysed | "EscalatedRows" >> beam.Map(
+                    lambda item: outputs.transaction_row(item[0][0], item[0][1], threshold,
+                                                         item[1])),
+                low | "ScoredRows" >> beam.Map(
+                    lambda item: outputs.transaction_row(item[0], item[1], threshold, None)),
+            )
+            | "AllTransactionRows" >> beam.Flatten()
+        )
+        alerts = analysed | "TransactionAlerts" >> beam.Map(
+            lambda item: outputs.transaction_alert(item[0][0], item[0][1], item[1]))
+        dead = (score_failed, analysis_failed) | "TransactionLlmFailures" >> beam.Flatten()
+        return rows, alerts, dead
+
+
+class ExplainAnomalies(beam.PTransform):
+    """PCollection[ScoredMetric] -> (rows, alerts, dead_letter).
+
+    Only values flagged as anomalies go to the fast model; every value gets its row. An
+    explanation of severity high or critical raises an alert.
+    """
+
+    def __init__(self, config: LlmConfig):
+        super().__init__()
+        self._config = config
+
+    def expand(self, scored):
+        anomalies, normal = scored | "RouteAnomalies" >> beam.Partition(
+            lambda item, _: 0 if item.is_anomaly else 1, 2)
+        explained, failed = anomalies | "ExplainAnomaly" >> AskModel(
+            self._config, base.METRIC_ANOMALY, base.FAST, outputs.metric_anomaly_data,
+            keep_failed=True)
+        rows = (
+            (
+                explained | "AnomalyRows" >> beam.Map(lambda item: outputs.metric_row(*item)),
+                normal | "NormalRows" >> beam.Map(lambda item: outputs.metric_row(item, None)),
+            )
+            | "AllMetricRows" >> beam.Flatten()
+        )
+        alerts = (
+            explained
+            | "AnsweredOnly" >> beam.Filter(lambda item: item[1] is not None)
+            | "MetricAlerts" >> beam.FlatMap(
+                lambda item: [alert] if (alert := outputs.metric_alert(*item)) else [])
+        )
+        return rows, alerts, failed
