@@ -37,7 +37,8 @@ def _payloads(readable: fileio.ReadableFile):
     # AUTO picks gzip/bzip2/... by extension; lines that are not UTF-8 are kept (with
     # replacement characters) so the parser dead-letters them instead of the job failing.
     with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as handle:
-        for raw_line in handle:
+        # Beam's compressed files have readline() but are not iterable
+        for raw_line in iter(handle.readline, b""):
             line = raw_line.decode("utf-8", errors="replace").rstrip("\r\n")
             if line.strip():
                 yield line

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import Optional
 
 import openai
 
@@ -17,10 +16,10 @@ RETRIABLE_STATUSES = frozenset({408, 409, 425, 429})
 class Failure:
     retriable: bool
     reason: str
-    retry_after: Optional[float] = None  # seconds the server asked us to wait
+    retry_after: float | None = None  # seconds the server asked us to wait
 
 
-def _retry_after(error: openai.APIStatusError) -> Optional[float]:
+def _retry_after(error: openai.APIStatusError) -> float | None:
     headers = error.response.headers if error.response is not None else {}
     for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
         value = headers.get(name)

@@ -143,7 +143,8 @@ class _Server:
 
 
 async def _start(server: _Server, host: str, port: int) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(server.app(), access_log=None)
+    # handler_cancellation: a hung answer stops when its client gives up, as real servers do
+    runner = web.AppRunner(server.app(), access_log=None, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024)
     await site.start()

@@ -41,6 +41,7 @@ METRICS = [
 METRIC_STEP_SECONDS = 10
 SEASON_SECONDS = 1800.0
 ANOMALY_KINDS = ("spike", "level_shift", "drop")
+LEVEL_SHIFT_STEPS = 30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,8 +145,10 @@ def metrics(rng: random.Random, start: datetime, hours: float):
     for name, dashboard, host, service, level, amplitude, noise in METRICS:
         anomalies = {}
         for kind in ANOMALY_KINDS:
-            at = rng.randrange(int(steps * 0.2), steps - 40)
-            anomalies.update({at + k: kind for k in range(30 if kind == "level_shift" else 1)})
+            first = int(steps * 0.2)  # after NAB-style probation (15%), with margin
+            at = rng.randrange(first, max(first + 1, steps - LEVEL_SHIFT_STEPS))
+            length = LEVEL_SHIFT_STEPS if kind == "level_shift" else 1
+            anomalies.update({at + k: kind for k in range(length)})
         for step in range(steps):
             moment = start + timedelta(seconds=step * METRIC_STEP_SECONDS)
             season = amplitude * math.sin(2 * math.pi * step * METRIC_STEP_SECONDS / SEASON_SECONDS)
@@ -157,7 +160,7 @@ def metrics(rng: random.Random, start: datetime, hours: float):
                 value += 8 * noise + amplitude
             elif kind == "drop":
                 value -= 12 * noise + amplitude
-            if kind and (step - 1 not in anomalies):
+            if kind and step - 1 not in anomalies:
                 labels.append({"metric": name, "timestamp": _iso(moment), "kind": kind})
             events.append({"metric": name, "value": round(max(value, 0.0), 4),
                            "timestamp": _iso(moment),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional
 
 ZSCORE = "zscore"
 DETECTORS = (ZSCORE,)
@@ -40,7 +39,7 @@ class MetricScore:
 class RollingStats:
     """Mean and sample std of the last `size` values, updated in O(1) per value."""
 
-    def __init__(self, size: int, state: Optional[list] = None):
+    def __init__(self, size: int, state: list | None = None):
         self._size = size
         if state is None:
             self._ring: list[float] = []
@@ -97,7 +96,7 @@ class RollingStats:
 class MetricScorer:
     """Rolling statistics plus the selected detector for one metric, fed in time order."""
 
-    def __init__(self, settings: DetectorSettings, state: Optional[list] = None):
+    def __init__(self, settings: DetectorSettings, state: list | None = None):
         if settings.detector not in DETECTORS:
             raise ValueError(f"unknown detector {settings.detector!r}; one of {DETECTORS}")
         self._settings = settings

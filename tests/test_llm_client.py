@@ -1,0 +1,96 @@
+"""The real `openai` client against our OpenAI-compatible server on loopback."""
+import asyncio
+import time
+
+import pytest
+
+from realtime_ai.llm import base, runner, server
+from realtime_ai.llm.base import LlmConfig, LlmPermanentError
+from realtime_ai.llm.client import OpenAiBackend, backoff_seconds
+
+pytestmark = pytest.mark.integration
+KEY = "sk-test-secret-do-not-log"
+DATA = {"transaction": {"transaction_id": "tx-1", "customer_id": "c", "amount": 2.0,
+                        "currency": "EUR", "merchant": "m", "merchant_category": "digital_goods",
+                        "country": "DE", "channel": "online", "timestamp": "2026-01-05T10:00:00Z"},
+        "features": {"history_count": 20, "mean_amount": 30.0, "std_amount": 10.0,
+                     "amount_zscore": -2.0, "velocity_1h": 4, "amount_1h": 8.0,
+                     "seconds_since_last": 60.0, "new_country": False,
+                     "new_merchant_category": False, "last_country": "DE"}}
+
+
+@pytest.fixture()
+def llm_server():
+    handle = server.start_in_thread(port=0)
+    yield handle
+    handle.stop()
+
+
+def _ask(handle, monkeypatch, **config):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    backend = OpenAiBackend(LlmConfig(backend="openai", base_url=handle.base_url,
+                                      fast_model="small", **config))
+    return runner.submit(backend.complete(base.TRANSACTION_RISK, DATA, base.FAST)).result(30)
+
+
+def test_answer_with_usage(llm_server, monkeypatch):
+    result = _ask(llm_server, monkeypatch)
+    assert result.answer["risk_score"] > 0.8
+    assert result.model == "small" and result.attempts == 1
+    assert result.input_tokens > 50 and result.output_tokens > 5
+    assert llm_server.stats["model:small"] == 1
+
+
+def test_server_rate_limit_answers_429(llm_server, monkeypatch):
+    llm_server.settings.rate_limit_rpm = 1
+    _ask(llm_server, monkeypatch)  # takes the minute's only slot
+    with pytest.raises(LlmPermanentError, match="HTTP 429"):
+        _ask(llm_server, monkeypatch, max_retries=0)
+    assert llm_server.stats["status_429"] == 1
+
+
+def test_malformed_and_failing_answers_are_retried_then_dead_lettered(llm_server, monkeypatch):
+    llm_server.settings.error_rate = 1.0
+    with pytest.raises(LlmPermanentError) as failure:
+        _ask(llm_server, monkeypatch, max_retries=2, timeout_seconds=0.5)
+    assert "after 3 attempt(s)" in str(failure.value)
+    assert KEY not in str(failure.value)
+    assert llm_server.stats["requests"] == 3
+    llm_server.settings.error_rate = 0.0
+    assert _ask(llm_server, monkeypatch).attempts == 1
+
+
+def test_hung_request_times_out(llm_server, monkeypatch):
+    llm_server.settings.latency_ms = 3000
+    started = time.monotonic()
+    with pytest.raises(LlmPermanentError, match="timed out"):
+        _ask(llm_server, monkeypatch, max_retries=0, timeout_seconds=0.3)
+    assert time.monotonic() - started < 2
+
+
+def test_backoff_honours_retry_after_and_is_capped():
+    import random
+    rng = random.Random(1)
+    assert backoff_seconds(0, 5.0, rng) == 5.0
+    assert all(0 <= backoff_seconds(30, None, rng) <= 20.0 for _ in range(100))
+
+
+def test_in_flight_bounds_concurrency_and_drains_everything():
+    running = {"now": 0, "max": 0}
+
+    async def job(i):
+        running["now"] += 1
+        running["max"] = max(running["max"], running["now"])
+        await asyncio.sleep(0.01)
+        running["now"] -= 1
+        if i == 3:
+            raise LlmPermanentError("three")
+        return i * 10
+
+    in_flight = runner.InFlight(limit=4)
+    for i in range(20):
+        in_flight.add(i, job(i))
+    outcomes = dict(in_flight.drain_completed() + in_flight.drain_all())
+    assert running["max"] <= 4
+    assert len(outcomes) == 20 and outcomes[5] == 50
+    assert isinstance(outcomes[3], LlmPermanentError)

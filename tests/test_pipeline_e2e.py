@@ -1,0 +1,170 @@
+"""The main command end to end, in batch on the DirectRunner, over the committed samples."""
+import gzip
+import json
+import pathlib
+import random
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from realtime_ai.pipelines import main
+from realtime_ai.records import OUTPUT_SCHEMAS
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples"
+BAD_TRANSACTIONS = [
+    "{not json",
+    "[1, 2, 3]",
+    json.dumps({"transaction_id": "bad-1", "customer_id": "c", "amount": 1.0}),
+    json.dumps({"transaction_id": "bad-2", "customer_id": "c", "amount": "12", "currency": "EUR",
+                "merchant": "m", "merchant_category": "x", "country": "DE", "channel": "pos",
+                "timestamp": "2026-01-05T10:00:00Z"}),
+    '{"transaction_id": "bad-3", "customer_id": "c", "amount": NaN, "currency": "EUR", '
+    '"merchant": "m", "merchant_category": "x", "country": "DE", "channel": "pos", '
+    '"timestamp": "2026-01-05T10:00:00Z"}',
+    json.dumps({"transaction_id": "bad-4", "customer_id": "c", "amount": -5, "currency": "EUR",
+                "merchant": "m", "merchant_category": "x", "country": "DE", "channel": "pos",
+                "timestamp": "2026-01-05T10:00:00Z"}),
+    json.dumps({"transaction_id": "bad-5", "customer_id": "c", "amount": 5, "currency": "EUR",
+                "merchant": "m", "merchant_category": "x", "country": "DE", "channel": "pos",
+                "timestamp": "yesterday"}),
+    json.dumps({"transaction_id": "bad-6", "customer_id": "c", "amount": 5, "currency": "EUR",
+                "merchant": "m" * 70000, "merchant_category": "x", "country": "DE",
+                "channel": "pos", "timestamp": "2026-01-05T10:00:00Z"}),
+]
+BAD_METRICS = [
+    "",  # blank lines are skipped, not records
+    "{",
+    json.dumps({"metric": "api.latency_ms", "value": "fast", "timestamp": "2026-01-05T10:00:00Z"}),
+    json.dumps({"metric": "api.latency_ms", "value": 1.0}),
+]
+
+
+def _lines(path):
+    return [line for line in path.read_text().splitlines() if line.strip()]
+
+
+def _run(tmp_path, name, transactions, metrics, *extra):
+    out = tmp_path / name
+    argv = [f"--output={out}", "--runner=DirectRunner", *extra]
+    if transactions:
+        argv.append(f"--transactions={transactions}")
+    if metrics:
+        argv.append(f"--metrics={metrics}")
+    assert main.main(argv) == 0
+    return {n: pq.read_table(out / n) for n in OUTPUT_SCHEMAS}
+
+
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    good_tx = _lines(SAMPLES / "transactions.jsonl")
+    good_metrics = _lines(SAMPLES / "metrics.jsonl")
+    # the same records split over a plain, a gzipped and a shuffled file, plus bad records
+    inputs = tmp / "in"
+    inputs.mkdir()
+    half = len(good_tx) // 2
+    (inputs / "tx-1.jsonl").write_text("\n".join(good_tx[:half] + BAD_TRANSACTIONS) + "\n")
+    with gzip.open(inputs / "tx-2.jsonl.gz", "wt") as fh:
+        fh.write("\n".join(good_tx[half:]) + "\n")
+    shuffled = good_metrics + [line for line in BAD_METRICS if line]
+    random.Random(1).shuffle(shuffled)
+    (inputs / "metrics.jsonl").write_text("\n".join(shuffled) + "\n")
+    tables = _run(tmp, "out", inputs / "tx-*", inputs / "metrics.jsonl")
+    return tables, good_tx, good_metrics
+
+
+def test_every_output_has_its_schema(sample_run):
+    tables, _, _ = sample_run
+    for name, schema in OUTPUT_SCHEMAS.items():
+        assert tables[name].schema.equals(schema, check_metadata=False), name
+
+
+def test_nothing_is_lost_valid_plus_dead_letter_equals_input(sample_run):
+    tables, good_tx, good_metrics = sample_run
+    dead = tables["dead_letter"].to_pylist()
+    assert tables["transactions"].num_rows == len(good_tx)
+    assert tables["metrics"].num_rows == len(good_metrics)
+    tx_dead = [d for d in dead if d["source"] == "transactions"]
+    metric_dead = [d for d in dead if d["source"] == "metrics"]
+    assert len(tx_dead) == len(BAD_TRANSACTIONS)
+    assert len(metric_dead) == len([line for line in BAD_METRICS if line])
+    assert all(d["error"] for d in dead)
+    assert {d["payload"] for d in tx_dead} == set(BAD_TRANSACTIONS)
+
+
+def test_rows_are_labelled_with_the_local_model(sample_run):
+    tables, _, _ = sample_run
+    models = set(tables["transactions"].column("model").to_pylist())
+    assert models and all("not an LLM" in m for m in models)
+
+
+def test_labelled_frauds_are_mostly_escalated_and_normal_rarely(sample_run):
+    tables, _, _ = sample_run
+    labels = {json.loads(line)["transaction_id"]
+              for line in _lines(SAMPLES / "transactions_labels.jsonl")}
+    rows = tables["transactions"].to_pylist()
+    fraud = [r for r in rows if r["transaction_id"] in labels]
+    normal = [r for r in rows if r["transaction_id"] not in labels]
+    recall = sum(r["escalated"] for r in fraud) / len(fraud)
+    false_rate = sum(r["escalated"] for r in normal) / len(normal)
+    assert recall >= 0.7, recall
+    assert false_rate <= 0.02, false_rate
+    escalated = {r["transaction_id"] for r in rows if r["escalated"]}
+    transaction_alerts = [a for a in tables["alerts"].to_pylist() if a["kind"] == "transaction"]
+    assert {a["subject"] for a in transaction_alerts} == escalated
+    assert all(r["analysis"] for r in rows if r["escalated"])
+
+
+def test_metric_anomalies_are_explained_and_insights_written(sample_run):
+    tables, _, _ = sample_run
+    metrics = tables["metrics"].to_pylist()
+    anomalies = [m for m in metrics if m["is_anomaly"]]
+    assert anomalies, "the samples carry labelled anomalies"
+    assert all(json.loads(m["analysis"])["severity"] for m in anomalies)
+    assert all(m["analysis"] is None for m in metrics if not m["is_anomaly"])
+    assert all(0.0 <= m["anomaly_score"] <= 1.0 for m in metrics)
+    insights = tables["insights"].to_pylist()
+    assert insights and all(i["insight"] for i in insights)
+    assert len({(i["dashboard_id"], i["window_start"]) for i in insights}) == len(insights)
+
+
+def test_results_identical_when_input_files_are_shuffled(sample_run, tmp_path):
+    tables, good_tx, good_metrics = sample_run
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    tx = list(good_tx)
+    random.Random(99).shuffle(tx)
+    for shard in range(3):
+        (inputs / f"tx-{shard}.jsonl").write_text("\n".join(tx[shard::3]) + "\n")
+    metrics = list(reversed(good_metrics))
+    (inputs / "metrics.jsonl").write_text("\n".join(metrics) + "\n")
+    again = _run(tmp_path, "out", inputs / "tx-*", inputs / "metrics.jsonl")
+
+    def rows(table, key):
+        return sorted(table.to_pylist(), key=lambda r: tuple(str(r[k]) for k in key))
+
+    assert rows(again["transactions"], ["transaction_id"]) == rows(
+        tables["transactions"], ["transaction_id"])
+    assert rows(again["metrics"], ["metric", "event_time", "value"]) == rows(
+        tables["metrics"], ["metric", "event_time", "value"])
+    assert rows(again["alerts"], ["alert_id"]) == rows(tables["alerts"], ["alert_id"])
+    assert rows(again["insights"], ["dashboard_id", "window_start"]) == rows(
+        tables["insights"], ["dashboard_id", "window_start"])
+
+
+def test_bad_options_give_a_clear_error_not_a_stack_trace(tmp_path):
+    cases = [
+        ([f"--output={tmp_path}"], "nothing to read"),
+        ([f"--output={tmp_path}", f"--transactions={tmp_path}/none-*.jsonl"], "no files match"),
+        ([f"--output={tmp_path}", f"--metrics={SAMPLES}/metrics.jsonl", "--risk_threshold=2"],
+         "--risk_threshold"),
+    ]
+    for argv, message in cases:
+        proc = subprocess.run([sys.executable, "-m", "realtime_ai.pipelines.main", *argv],
+                              capture_output=True, text=True, cwd=REPO)
+        assert proc.returncode == 2, proc.stderr
+        assert message in proc.stderr
+        assert "Traceback" not in proc.stderr

@@ -1,0 +1,76 @@
+"""The main command through the real `openai` client against our OpenAI-compatible server."""
+import json
+import pathlib
+
+import pyarrow.parquet as pq
+import pytest
+
+from realtime_ai.llm import server
+from realtime_ai.pipelines import main
+
+pytestmark = pytest.mark.integration
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples"
+
+
+def _head(path, count):
+    return [line for line in path.read_text().splitlines() if line.strip()][:count]
+
+
+@pytest.fixture()
+def inputs(tmp_path):
+    tx = _head(SAMPLES / "transactions.jsonl", 400)
+    metrics = _head(SAMPLES / "metrics.jsonl", 600)
+    (tmp_path / "tx.jsonl").write_text("\n".join(tx) + "\n")
+    (tmp_path / "metrics.jsonl").write_text("\n".join(metrics) + "\n")
+    return tmp_path, len(tx), len(metrics)
+
+
+def _run(tmp_path, name, *extra):
+    out = tmp_path / name
+    assert main.main([f"--transactions={tmp_path}/tx.jsonl",
+                      f"--metrics={tmp_path}/metrics.jsonl",
+                      f"--output={out}", "--runner=DirectRunner", *extra]) == 0
+    return {n: pq.read_table(out / n).to_pylist()
+            for n in ("transactions", "metrics", "alerts", "insights", "dead_letter")}
+
+
+def test_openai_backend_matches_local_model_answers(inputs, monkeypatch):
+    tmp_path, n_tx, n_metrics = inputs
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    handle = server.start_in_thread(port=0, latency_ms=5)
+    try:
+        remote = _run(tmp_path, "remote", f"--llm_base_url={handle.base_url}",
+                      "--fast_model=small-test", "--deep_model=big-test")
+    finally:
+        handle.stop()
+    local = _run(tmp_path, "local", "--llm_backend=local")
+    assert len(remote["transactions"]) == n_tx and len(remote["metrics"]) == n_metrics
+    assert {r["model"] for r in remote["transactions"]} <= {"small-test", "small-test+big-test"}
+    by_id = {r["transaction_id"]: r for r in local["transactions"]}
+    for row in remote["transactions"]:
+        assert row["risk_score"] == by_id[row["transaction_id"]]["risk_score"]
+    assert sorted(a["alert_id"] for a in remote["alerts"]) == sorted(
+        a["alert_id"] for a in local["alerts"])
+    assert not remote["dead_letter"]
+
+
+def test_failing_endpoint_loses_nothing(inputs, monkeypatch):
+    tmp_path, n_tx, n_metrics = inputs
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    handle = server.start_in_thread(port=0, latency_ms=2, error_rate=0.3, seed=4)
+    try:
+        result = _run(tmp_path, "flaky", f"--llm_base_url={handle.base_url}",
+                      "--llm_max_retries=1", "--llm_timeout_seconds=2")
+    finally:
+        handle.stop()
+    dead = result["dead_letter"]
+    risk_failures = [d for d in dead if d["source"] == "llm:transaction_risk"]
+    assert risk_failures, "with 30% failures and one retry some requests must fail for good"
+    assert len(result["transactions"]) + len(risk_failures) == n_tx
+    assert len(result["metrics"]) == n_metrics  # explanation failures keep their row
+    for failure in risk_failures:
+        assert json.loads(failure["payload"])["transaction"]["transaction_id"]
+        assert failure["error"]
+        assert "sk-test-not-a-real-key" not in failure["error"]
