@@ -17,7 +17,7 @@ $(VENV)/.installed: requirements.txt setup.py
 	$(PYTHON_BOOT) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -r requirements.txt
-	$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
+	$(VENV)/bin/pip install -q --no-deps -e .
 	touch $@
 
 run: venv
