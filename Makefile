@@ -39,6 +39,11 @@ nab: venv
 	$(PY) -m realtime_ai.pipelines.main --metrics=$(NAB)/metrics.jsonl.gz \
 	  --output=out/nab --runner=$(RUNNER)
 	$(PY) $(NAB)/score.py out/nab/metrics
+	$(PY) benchmarks/nab_summary.py out/nab/metrics
+	$(PY) benchmarks/detector_cost.py --values 100000 | grep -E "us_per_value|article_over"
+
+bench: venv
+	$(PY) benchmarks/detector_cost.py
 
 clean:
 	rm -rf out build *.egg-info

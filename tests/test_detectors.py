@@ -65,7 +65,45 @@ def test_state_round_trip_continues_identically(detector):
         resumed = MetricScorer(settings, resumed.state())
     assert got == expected
     assert all(0.0 <= s.anomaly_score <= 1.0 for s in got)
-    assert got[300].anomaly_score > 0.5
+
+
+def _noise(n, seed=4):
+    rng = random.Random(seed)
+    return [rng.gauss(50, 5) for _ in range(n)]
+
+
+def test_seasonal_flags_a_large_spike_and_a_level_shift_once():
+    values = _noise(3000)
+    values[1500] += 100  # a 20-sigma spike
+    for i in range(2200, 2400):
+        values[i] += 40  # an 8-sigma level shift that lasts
+    scorer = MetricScorer(DetectorSettings())
+    scores = [scorer.update(v, i * 300.0) for i, v in enumerate(values)]
+    flagged = [i for i, s in enumerate(scores) if s.is_anomaly]
+    assert 1500 in flagged
+    shift_alerts = [i for i in flagged if 2200 <= i < 2400]
+    assert shift_alerts and shift_alerts[0] <= 2203
+    assert len(shift_alerts) <= 2  # the cooldown: one incident, not a page per value
+    assert len(flagged) <= 5
+
+
+def test_seasonal_expects_the_daily_rhythm_but_not_a_missing_peak():
+    day = 288  # 5-minute values
+    rng = random.Random(9)
+    values = [100 + 50 * math.sin(2 * math.pi * (i % day) / day) + rng.gauss(0, 2)
+              for i in range(day * 10)]
+    for i in range(day * 8 + 60, day * 8 + 84):  # the peak of day 8 stays flat
+        values[i] = 100 + rng.gauss(0, 2)
+    scorer = MetricScorer(DetectorSettings())
+    flagged = [i for i, v in enumerate(values) if scorer.update(v, i * 300.0).is_anomaly]
+    assert flagged and all(day * 8 + 60 <= i < day * 8 + 84 for i in flagged), flagged
+
+
+def test_gaps_in_time_do_not_raise_alarms():
+    scorer = MetricScorer(DetectorSettings())
+    values = _noise(1500, seed=2)
+    seconds = [i * 300.0 + (86400 * 3 if i > 800 else 0) for i in range(1500)]
+    assert not any(scorer.update(v, t).is_anomaly for v, t in zip(values, seconds, strict=True))
 
 
 def test_unknown_detector_is_rejected():

@@ -84,8 +84,10 @@ class RealtimeAiOptions(PipelineOptions):
                  "Default: 30. Example: --insight_window_seconds=60")
         parser.add_argument(
             "--anomaly_detector", default=None, choices=DETECTORS,
-            help=f"Which detector sets anomaly_score: one of {', '.join(DETECTORS)} ('zscore' is "
-                 f"the article's |z| > 3 rule). Default: {DetectorSettings.detector}. "
+            help=f"Which detector sets anomaly_score: one of {', '.join(DETECTORS)}. 'seasonal' "
+                 "scores how unlikely a value's surprise is against its time of day and the "
+                 "metric's own history; 'zscore' is the article's |z| > 3 rule over "
+                 f"--anomaly_window values. Default: {DetectorSettings.detector}. "
                  "Example: --anomaly_detector=zscore")
         parser.add_argument(
             "--anomaly_threshold", type=float, default=None,

@@ -2,17 +2,29 @@
 
 `MetricScorer` is what the pipeline keeps per metric: the article's rolling statistics over
 the last `window` values (including the current one) for `z_score`, and the selected
-detector for `anomaly_score`. Work per value is O(1): the rolling sums are updated as a
-value enters and one leaves the ring buffer, never recomputed over the window. `state()`
-returns plain data (lists and floats) so Beam stores it cheaply.
+detector for `anomaly_score`. Work per value is O(1): sums and averages are updated as a
+value arrives, never recomputed over a window. `state()` returns plain data (lists and
+floats) so Beam stores it cheaply.
+
+The default detector, `seasonal`, scores how unlikely the recent surprise is:
+1. surprise: |x - expected| / spread, where expected and spread are exponentially weighted
+   per time-of-day slot (so a daily rhythm is expected, and a missing peak or a flat
+   stretch at a busy hour is not), falling back to the metric's overall EWMA while a slot
+   is new;
+2. likelihood: the mean surprise of the last few values against the long-run distribution
+   of surprise (a Gaussian tail, as in Numenta's anomaly likelihood), so a routinely spiky
+   metric does not page and a quiet one does when it changes;
+3. score: the tail probability on a log scale in [0, 1]; zero during warm-up and for a
+   cooldown after an alert, so one incident raises one alert.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 
+SEASONAL = "seasonal"
 ZSCORE = "zscore"
-DETECTORS = (ZSCORE,)
+DETECTORS = (SEASONAL, ZSCORE)
 ZSCORE_WARMUP = 10
 ZSCORE_LIMIT = 3.0
 # Rolling sums drift with floating-point error; recompute them exactly this often.
@@ -21,9 +33,17 @@ RESUM_EVERY = 10_000
 
 @dataclasses.dataclass(frozen=True)
 class DetectorSettings:
-    detector: str = ZSCORE
+    detector: str = SEASONAL
     window: int = 100  # values in the article's rolling window (z_score)
-    threshold: float = 0.5  # is_anomaly = anomaly_score >= threshold
+    threshold: float = 0.3  # is_anomaly = anomaly_score >= threshold
+    # the seasonal detector's own settings (defaults chosen on NAB, not per series)
+    day_slots: int = 48  # time-of-day slots of the expected value (48: half hours)
+    slot_rate: float = 0.1  # EWMA weight of a new value in its slot (about 10 days)
+    level_rate: float = 0.01  # EWMA weight of a new value in the overall level
+    recent_values: int = 3  # values averaged into the recent surprise
+    surprise_rate: float = 0.002  # EWMA weight in the long-run surprise distribution
+    warmup_values: int = 300  # values scored 0 while the model learns
+    cooldown_values: int = 100  # values scored 0 after an alert
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +113,100 @@ class RollingStats:
         return (value - self.mean()) / std
 
 
+# The surprise of one value is capped so a single absurd value cannot dominate the averages.
+MAX_SURPRISE = 20.0
+# Slots need this many values before their own mean and spread are trusted.
+MIN_SLOT_VALUES = 3
+# A slot's spread is at least this share of the overall spread (a slot seen on few days).
+MIN_SLOT_SPREAD_SHARE = 0.25
+# Spread of the long-run surprise distribution is at least this (in surprise units).
+MIN_SURPRISE_SPREAD = 1.0
+# 1 - likelihood is mapped to [0, 1] on a log scale: 1e-10 (or less) scores 1.0.
+LOG_FLOOR = 1e-10
+SECONDS_PER_DAY = 86400.0
+
+
+def _tail_probability(z: float) -> float:
+    """P(Z > z) for a standard normal Z."""
+    return 0.5 * math.erfc(z / math.sqrt(2.0))
+
+
+def _tiny(level: float) -> float:
+    return 1e-9 * max(1.0, abs(level))
+
+
+class SeasonalLikelihood:
+    """The `seasonal` detector (see the module docstring); O(1) per value."""
+
+    def __init__(self, settings: DetectorSettings, state: list | None = None):
+        self._s = settings
+        if state is None:
+            slots = settings.day_slots
+            self._slot_mean = [0.0] * slots
+            self._slot_var = [0.0] * slots
+            self._slot_count = [0] * slots
+            self._recent = [0.0] * settings.recent_values
+            # count, level mean, level variance, recent sum, recent index,
+            # surprise mean, surprise variance, values since the last alert
+            self._scalars = [0, 0.0, 0.0, 0.0, 0, 0.0, 1.0, settings.cooldown_values]
+        else:
+            (self._slot_mean, self._slot_var, self._slot_count, self._recent,
+             self._scalars) = (list(part) for part in state)
+
+    def state(self) -> list:
+        return [self._slot_mean, self._slot_var, self._slot_count, self._recent,
+                self._scalars]
+
+    def _surprise(self, value: float, slot: int, level: float, level_std: float) -> float:
+        if self._slot_count[slot] < MIN_SLOT_VALUES:
+            if level_std <= _tiny(level):
+                return 0.0 if abs(value - level) <= _tiny(level) else MAX_SURPRISE
+            return abs(value - level) / level_std
+        spread = max(math.sqrt(self._slot_var[slot]), MIN_SLOT_SPREAD_SHARE * level_std,
+                     _tiny(level))
+        return abs(value - self._slot_mean[slot]) / spread
+
+    def score(self, value: float, event_seconds: float) -> float:
+        s = self._s
+        count, level, level_var, recent_sum, recent_index, mean_r, var_r, since_alert = (
+            self._scalars)
+        count += 1
+        if count == 1:
+            level = value
+        slot = int((event_seconds % SECONDS_PER_DAY) / SECONDS_PER_DAY * s.day_slots)
+        surprise = min(self._surprise(value, slot, level, math.sqrt(level_var)), MAX_SURPRISE)
+        # learn: overall level, then this slot
+        delta = value - level
+        level += s.level_rate * delta
+        level_var = (1.0 - s.level_rate) * (level_var + s.level_rate * delta * delta)
+        if self._slot_count[slot] == 0:
+            self._slot_mean[slot] = value
+        delta = value - self._slot_mean[slot]
+        self._slot_mean[slot] += s.slot_rate * delta
+        self._slot_var[slot] = (1.0 - s.slot_rate) * (
+            self._slot_var[slot] + s.slot_rate * delta * delta)
+        self._slot_count[slot] += 1
+        # recent surprise against its long-run distribution
+        recent_sum += surprise - self._recent[recent_index]
+        self._recent[recent_index] = surprise
+        recent_index = (recent_index + 1) % s.recent_values
+        recent_mean = recent_sum / min(count, s.recent_values)
+        z = (recent_mean - mean_r) / max(math.sqrt(var_r), MIN_SURPRISE_SPREAD)
+        delta = surprise - mean_r
+        mean_r += s.surprise_rate * delta
+        var_r = (1.0 - s.surprise_rate) * (var_r + s.surprise_rate * delta * delta)
+        tail = max(_tail_probability(z), LOG_FLOOR)
+        anomaly = math.log(tail) / math.log(LOG_FLOOR)
+        since_alert += 1
+        if count < s.warmup_values or since_alert <= s.cooldown_values:
+            anomaly = 0.0
+        elif anomaly >= s.threshold:
+            since_alert = 0
+        self._scalars = [count, level, level_var, recent_sum, recent_index, mean_r, var_r,
+                         since_alert]
+        return min(1.0, max(0.0, anomaly))
+
+
 class MetricScorer:
     """Rolling statistics plus the selected detector for one metric, fed in time order."""
 
@@ -101,14 +215,19 @@ class MetricScorer:
             raise ValueError(f"unknown detector {settings.detector!r}; one of {DETECTORS}")
         self._settings = settings
         self._stats = RollingStats(settings.window, state[0] if state else None)
+        self._seasonal = (SeasonalLikelihood(settings, state[1] if state else None)
+                          if settings.detector == SEASONAL else None)
 
     def state(self) -> list:
-        return [self._stats.state()]
+        return [self._stats.state(), self._seasonal.state() if self._seasonal else None]
 
     def update(self, value: float, event_seconds: float) -> MetricScore:
         self._stats.push(value)
         z = self._stats.z_score(value)
-        score = 1.0 if self._stats.count >= ZSCORE_WARMUP and abs(z) > ZSCORE_LIMIT else 0.0
+        if self._seasonal is not None:
+            score = self._seasonal.score(value, event_seconds)
+        else:
+            score = 1.0 if self._stats.count >= ZSCORE_WARMUP and abs(z) > ZSCORE_LIMIT else 0.0
         return MetricScore(
             z_score=z, anomaly_score=score, is_anomaly=score >= self._settings.threshold,
             rolling_mean=self._stats.mean(), rolling_std=self._stats.std(),
