@@ -161,6 +161,8 @@ def test_bad_options_give_a_clear_error_not_a_stack_trace(tmp_path):
         ([f"--output={tmp_path}", f"--transactions={tmp_path}/none-*.jsonl"], "no files match"),
         ([f"--output={tmp_path}", f"--metrics={SAMPLES}/metrics.jsonl", "--risk_threshold=2"],
          "--risk_threshold"),
+        ([f"--output={tmp_path}", f"--metrics={SAMPLES}/metrics.jsonl", "--risk_treshold=.5"],
+         "unknown option(s): --risk_treshold"),
     ]
     for argv, message in cases:
         proc = subprocess.run([sys.executable, "-m", "realtime_ai.pipelines.main", *argv],
@@ -168,3 +170,13 @@ def test_bad_options_give_a_clear_error_not_a_stack_trace(tmp_path):
         assert proc.returncode == 2, proc.stderr
         assert message in proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def test_help_lists_the_options_with_defaults_and_examples():
+    proc = subprocess.run([sys.executable, "-m", "realtime_ai.pipelines.main", "--help"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0
+    for name in ("--transactions", "--metrics", "--output", "--llm_backend", "--risk_threshold",
+                 "--anomaly_detector", "--runner"):
+        assert name in proc.stdout
+    assert "Default: 0.8" in proc.stdout

@@ -9,7 +9,12 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from realtime_ai.io.files import ReadEventPayloads
 from realtime_ai.io.parquet import WriteDataset, clear_dataset, read_dataset
-from realtime_ai.pipelines.options import InvalidOptions, RealtimeAiOptions, validate
+from realtime_ai.pipelines.options import (
+    InvalidOptions,
+    RealtimeAiOptions,
+    options_parser,
+    validate,
+)
 from realtime_ai.records import OUTPUT_SCHEMAS
 from realtime_ai.transforms.anomaly import ScoreMetrics
 from realtime_ai.transforms.enrichment import EnrichTransactions, ExplainAnomalies
@@ -93,7 +98,20 @@ def summary(output: str) -> str:
     return "\n".join(lines)
 
 
+HELP_EPILOG = (
+    "Beam's own options go alongside: --runner (DirectRunner, FlinkRunner, DataflowRunner, "
+    "...), --streaming, --project, --region, --temp_location, ... (see Beam's documentation). "
+    "Outputs: Parquet datasets transactions/, metrics/, alerts/, insights/ and dead_letter/ "
+    "under --output.")
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if "-h" in args or "--help" in args:
+        options_parser(prog="python -m realtime_ai.pipelines.main", epilog=HELP_EPILOG,
+                       description="realtime-ai: streaming AI inference for transactions and "
+                                   "metrics, as one Beam pipeline.").print_help()
+        return 0
     try:
         run(argv)
     except InvalidOptions as error:

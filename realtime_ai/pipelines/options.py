@@ -1,6 +1,7 @@
 """The pipeline's one options class, and its start-up validation."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 
@@ -124,6 +125,13 @@ class RealtimeAiOptions(PipelineOptions):
         return dataclasses.replace(DetectorSettings(), **overrides)
 
 
+def options_parser(**parser_args) -> argparse.ArgumentParser:
+    """A plain parser of our options alone: for --help and the template metadata."""
+    parser = argparse.ArgumentParser(**parser_args)
+    RealtimeAiOptions._add_argparse_args(parser)
+    return parser
+
+
 def resolve_backend(backend: str | None, base_url: str | None) -> str:
     """The explicit backend, else openai when an endpoint or key is configured, else local."""
     if backend:
@@ -133,6 +141,11 @@ def resolve_backend(backend: str | None, base_url: str | None) -> str:
 
 def validate(options: RealtimeAiOptions) -> None:
     """Raise InvalidOptions with a message a user can act on; called before anything runs."""
+    unknown = sorted(set(options.get_all_options(retain_unknown_options=True))
+                     - set(options.get_all_options()))
+    if unknown:
+        raise InvalidOptions("unknown option(s): " + ", ".join(f"--{name}" for name in unknown)
+                             + " (see --help)")
     if not options.output:
         raise InvalidOptions("--output is required: the folder the Parquet outputs go to, "
                          "e.g. --output=out/run1")

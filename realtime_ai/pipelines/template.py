@@ -9,7 +9,7 @@ import argparse
 import json
 import re
 
-from realtime_ai.pipelines.options import RealtimeAiOptions
+from realtime_ai.pipelines.options import options_parser
 
 TEMPLATE_NAME = "realtime-ai"
 TEMPLATE_DESCRIPTION = (
@@ -23,9 +23,7 @@ _NUMBER_REGEX = {int: r"^[0-9]+$", float: r"^[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?
 
 
 def _option_actions() -> list[argparse.Action]:
-    parser = argparse.ArgumentParser(add_help=False)
-    RealtimeAiOptions._add_argparse_args(parser)
-    return list(parser._actions)
+    return list(options_parser(add_help=False)._actions)
 
 
 def _label(name: str) -> str:
