@@ -9,6 +9,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import httpx
 import openai
 
 from realtime_ai.llm import base, local_model, tasks
@@ -19,6 +20,14 @@ BACKOFF_BASE_SECONDS = 0.25
 BACKOFF_CAP_SECONDS = 20.0
 # The openai client insists on a key; endpoints such as vLLM or Ollama ignore it.
 PLACEHOLDER_KEY = "no-key-configured"
+
+
+def _content(body: Any) -> str | None:
+    """The first choice's message text of a chat completion body, or InvalidAnswer."""
+    try:
+        return body["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        raise tasks.InvalidAnswer("response has no choices[0].message.content") from None
 
 
 def backoff_seconds(attempt: int, retry_after: float | None, rng: random.Random) -> float:
@@ -55,9 +64,13 @@ class OpenAiBackend:
 
     def _openai(self) -> openai.AsyncOpenAI:
         if self._client is None:  # created on the event loop that will use it
+            # A pool sized to the concurrency: httpx scans its whole pool per request.
+            limits = httpx.Limits(max_connections=self._config.concurrency,
+                                  max_keepalive_connections=self._config.concurrency)
             self._client = openai.AsyncOpenAI(
                 api_key=self._api_key, base_url=self._config.base_url,
-                timeout=self._config.timeout_seconds, max_retries=0)
+                timeout=self._config.timeout_seconds, max_retries=0,
+                http_client=openai.DefaultAsyncHttpxClient(limits=limits))
         return self._client
 
     def _redact(self, text: str) -> str:
@@ -70,11 +83,17 @@ class OpenAiBackend:
         for attempt in range(attempts):
             started = time.perf_counter()
             try:
-                response = await self._openai().chat.completions.create(
-                    model=model, messages=messages, temperature=0,
-                    response_format=tasks.response_format(task))
-                answer = tasks.parse_answer(task, response.choices[0].message.content)
-            except (openai.OpenAIError, tasks.InvalidAnswer, asyncio.TimeoutError) as error:
+                # The client's generic post sends our ready JSON body and returns the raw
+                # response: create() re-walks the deep schema and builds pydantic models for
+                # every call, CPU that capped a worker below its concurrency bound.
+                raw = await self._openai().post(
+                    "/chat/completions", cast_to=httpx.Response,
+                    body={"model": model, "messages": messages, "temperature": 0,
+                          "response_format": tasks.response_format(task)})
+                body = raw.json()
+                answer = tasks.parse_answer(task, _content(body))
+            except (openai.OpenAIError, tasks.InvalidAnswer, asyncio.TimeoutError,
+                    json.JSONDecodeError) as error:
                 failure = classify(error)
                 if not failure.retriable or attempt + 1 == attempts:
                     raise LlmPermanentError(self._redact(
@@ -82,12 +101,12 @@ class OpenAiBackend:
                         f"{failure.reason}")) from None
                 await asyncio.sleep(backoff_seconds(attempt, failure.retry_after, self._rng))
                 continue
-            usage = response.usage
+            usage = body.get("usage") or {}
             return LlmResult(
                 answer=answer, model=model,
                 latency_ms=(time.perf_counter() - started) * 1000.0,
-                input_tokens=usage.prompt_tokens if usage else 0,
-                output_tokens=usage.completion_tokens if usage else 0,
+                input_tokens=int(usage.get("prompt_tokens", 0)),
+                output_tokens=int(usage.get("completion_tokens", 0)),
                 attempts=attempt + 1)
         raise AssertionError("unreachable: the last attempt returns or raises")
 

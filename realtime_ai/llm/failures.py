@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 
 import openai
 
@@ -36,6 +37,8 @@ def classify(error: BaseException) -> Failure:
     Permanent: the request itself is wrong (bad request, auth, unknown model, ...)."""
     if isinstance(error, InvalidAnswer):
         return Failure(True, f"invalid answer: {error}")
+    if isinstance(error, json.JSONDecodeError):
+        return Failure(True, "response body is not JSON")
     if isinstance(error, openai.APITimeoutError | asyncio.TimeoutError | TimeoutError):
         return Failure(True, "request timed out")
     if isinstance(error, openai.APIConnectionError):

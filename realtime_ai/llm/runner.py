@@ -6,6 +6,7 @@ complete; model clients live on this loop, so their connection pools are shared 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import os
 import threading
@@ -49,31 +50,42 @@ def shared_backend(config: LlmConfig) -> LlmBackend:
 
 
 class InFlight:
-    """At most `limit` coroutines running for one caller; results collected in any order."""
+    """At most `limit` coroutines running for one caller; results collected in any order.
+
+    A finished coroutine frees its slot and queues its outcome from a done-callback, so
+    adding and collecting are O(1) and never poll.
+    """
 
     def __init__(self, limit: int):
-        self._limit = limit
-        self._running: dict[concurrent.futures.Future, Any] = {}
+        self._slots = threading.Semaphore(limit)
+        self._finished: collections.deque[tuple[Any, Any]] = collections.deque()
+        self._pending = 0
+        self._all_done = threading.Condition()
 
     def add(self, key: Any, coro: Coroutine) -> None:
-        """Start `coro`; blocks while `limit` are still running (finished ones don't count)."""
-        while len(busy := [f for f in self._running if not f.done()]) >= self._limit:
-            concurrent.futures.wait(busy, return_when=concurrent.futures.FIRST_COMPLETED)
-        self._running[submit(coro)] = key
+        """Start `coro`; blocks while `limit` are still running."""
+        self._slots.acquire()
+        with self._all_done:
+            self._pending += 1
+        submit(coro).add_done_callback(lambda future: self._on_done(key, future))
+
+    def _on_done(self, key: Any, future: concurrent.futures.Future) -> None:
+        error = future.exception()
+        self._finished.append((key, error if error is not None else future.result()))
+        self._slots.release()
+        with self._all_done:
+            self._pending -= 1
+            self._all_done.notify_all()
 
     def drain_completed(self) -> list[tuple[Any, Any]]:
         """(key, result or exception) for everything finished so far; never blocks."""
-        return self._collect([f for f in self._running if f.done()])
+        outcomes = []
+        while self._finished:
+            outcomes.append(self._finished.popleft())
+        return outcomes
 
     def drain_all(self) -> list[tuple[Any, Any]]:
         """(key, result or exception) for everything, waiting for what is still running."""
-        concurrent.futures.wait(self._running)
-        return self._collect(list(self._running))
-
-    def _collect(self, finished: list[concurrent.futures.Future]) -> list[tuple[Any, Any]]:
-        outcomes = []
-        for future in finished:
-            key = self._running.pop(future)
-            error = future.exception()
-            outcomes.append((key, error if error is not None else future.result()))
-        return outcomes
+        with self._all_done:
+            self._all_done.wait_for(lambda: self._pending == 0)
+        return self.drain_completed()

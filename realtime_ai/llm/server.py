@@ -41,6 +41,9 @@ class _Server:
     def __init__(self, settings: ServerSettings):
         self.settings = settings
         self.stats: collections.Counter = collections.Counter()
+        # wall-clock span of the traffic, for throughput measured where the requests land
+        self.first_request_at: float | None = None
+        self.last_answer_at: float | None = None
         self._rng = random.Random(settings.seed)
         self._recent: collections.deque[float] = collections.deque()
 
@@ -77,6 +80,14 @@ class _Server:
 
     async def chat(self, request: web.Request) -> web.Response:
         self.stats["requests"] += 1
+        if self.first_request_at is None:
+            self.first_request_at = time.time()
+        try:
+            return await self._answer(request)
+        finally:
+            self.last_answer_at = time.time()
+
+    async def _answer(self, request: web.Request) -> web.Response:
         try:
             body = await request.json()
             task, data = tasks.request_task_and_data(body["messages"],
@@ -125,10 +136,13 @@ class _Server:
             {"id": "local-rules-v1", "object": "model", "owned_by": "realtime-ai"}]})
 
     async def get_stats(self, request: web.Request) -> web.Response:
-        return web.json_response(dict(self.stats))
+        return web.json_response({**self.stats, "first_request_at": self.first_request_at,
+                                  "last_answer_at": self.last_answer_at})
 
     async def reset_stats(self, request: web.Request) -> web.Response:
         self.stats.clear()
+        self.first_request_at = self.last_answer_at = None
+        self._recent.clear()
         return web.json_response({})
 
     def app(self) -> web.Application:
