@@ -16,7 +16,10 @@ TRANSACTION_RISK = "transaction_risk"
 TRANSACTION_ANALYSIS = "transaction_analysis"
 METRIC_ANOMALY = "metric_anomaly"
 DASHBOARD_INSIGHT = "dashboard_insight"
-TASKS = (TRANSACTION_RISK, TRANSACTION_ANALYSIS, METRIC_ANOMALY, DASHBOARD_INSIGHT)
+# Several transaction_risk requests packed into one: {"transactions": [data, ...]}.
+TRANSACTION_RISK_PACKED = "transaction_risk_packed"
+TASKS = (TRANSACTION_RISK, TRANSACTION_ANALYSIS, METRIC_ANOMALY, DASHBOARD_INSIGHT,
+         TRANSACTION_RISK_PACKED)
 
 FAST = "fast"
 DEEP = "deep"
@@ -37,6 +40,10 @@ class LlmConfig:
     timeout_seconds: float = 30.0
     max_retries: int = 4
     concurrency: int = 64
+    fast_batch_size: int = 1  # transactions packed into one fast-tier request
+    batch_wait_ms: float = 50.0  # longest a request waits for others to pack with
+    requests_per_minute: float | None = None  # client-side budgets per worker; None: none
+    tokens_per_minute: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import random
@@ -12,14 +13,18 @@ from typing import Any
 import httpx
 import openai
 
-from realtime_ai.llm import base, local_model, tasks
+from realtime_ai.llm import base, failures, local_model, tasks
 from realtime_ai.llm.base import LlmConfig, LlmPermanentError, LlmResult
 from realtime_ai.llm.failures import classify
+from realtime_ai.llm.limits import CircuitBreaker, CircuitOpen, RateLimiter
+from realtime_ai.llm.packing import PackingBackend
 
 BACKOFF_BASE_SECONDS = 0.25
 BACKOFF_CAP_SECONDS = 20.0
 # The openai client insists on a key; endpoints such as vLLM or Ollama ignore it.
 PLACEHOLDER_KEY = "no-key-configured"
+# Answer tokens budgeted before a call (the real count settles nothing: budgets are paced).
+EXPECTED_ANSWER_TOKENS = 60
 
 
 def _content(body: Any) -> str | None:
@@ -61,6 +66,8 @@ class OpenAiBackend:
         self._api_key = os.environ.get(config.api_key_env) or PLACEHOLDER_KEY
         self._client: openai.AsyncOpenAI | None = None
         self._rng = random.Random()
+        self._limiter = RateLimiter(config.requests_per_minute, config.tokens_per_minute)
+        self._breaker = CircuitBreaker()
 
     def _openai(self) -> openai.AsyncOpenAI:
         if self._client is None:  # created on the event loop that will use it
@@ -79,36 +86,48 @@ class OpenAiBackend:
     async def complete(self, task: str, data: Mapping[str, Any], tier: str) -> LlmResult:
         model = self._config.fast_model if tier == base.FAST else self._config.deep_model
         messages = tasks.build_messages(task, data)
+        expected_tokens = tasks.estimate_tokens(messages) + EXPECTED_ANSWER_TOKENS
         attempts = self._config.max_retries + 1
         for attempt in range(attempts):
-            started = time.perf_counter()
             try:
-                # The client's generic post sends our ready JSON body and returns the raw
-                # response: create() re-walks the deep schema and builds pydantic models for
-                # every call, CPU that capped a worker below its concurrency bound.
-                raw = await self._openai().post(
-                    "/chat/completions", cast_to=httpx.Response,
-                    body={"model": model, "messages": messages, "temperature": 0,
-                          "response_format": tasks.response_format(task)})
-                body = raw.json()
-                answer = tasks.parse_answer(task, _content(body))
+                result = await self._attempt(task, model, messages, expected_tokens)
             except (openai.OpenAIError, tasks.InvalidAnswer, asyncio.TimeoutError,
-                    json.JSONDecodeError) as error:
+                    json.JSONDecodeError, CircuitOpen) as error:
                 failure = classify(error)
+                if failure.kind == failures.RATE_LIMITED:
+                    self._limiter.rate_limited(failure.retry_after)
+                elif failure.kind == failures.ENDPOINT:
+                    self._breaker.failed()
                 if not failure.retriable or attempt + 1 == attempts:
                     raise LlmPermanentError(self._redact(
                         f"{task} via {model} failed after {attempt + 1} attempt(s): "
                         f"{failure.reason}")) from None
                 await asyncio.sleep(backoff_seconds(attempt, failure.retry_after, self._rng))
                 continue
-            usage = body.get("usage") or {}
-            return LlmResult(
-                answer=answer, model=model,
-                latency_ms=(time.perf_counter() - started) * 1000.0,
-                input_tokens=int(usage.get("prompt_tokens", 0)),
-                output_tokens=int(usage.get("completion_tokens", 0)),
-                attempts=attempt + 1)
+            self._limiter.succeeded()
+            return dataclasses.replace(result, attempts=attempt + 1)
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _attempt(self, task: str, model: str, messages: list[dict],
+                       expected_tokens: int) -> LlmResult:
+        self._breaker.before_call()
+        await self._limiter.acquire(expected_tokens)
+        started = time.perf_counter()
+        # The client's generic post sends our ready JSON body and returns the raw response:
+        # create() re-walks the deep schema and builds pydantic models for every call, CPU
+        # that capped a worker below its concurrency bound.
+        raw = await self._openai().post(
+            "/chat/completions", cast_to=httpx.Response,
+            body={"model": model, "messages": messages, "temperature": 0,
+                  "response_format": tasks.response_format(task)})
+        self._breaker.succeeded()  # the endpoint answered; the answer may still be invalid
+        body = raw.json()
+        answer = tasks.parse_answer(task, _content(body))
+        usage = body.get("usage") or {}
+        return LlmResult(
+            answer=answer, model=model, latency_ms=(time.perf_counter() - started) * 1000.0,
+            input_tokens=int(usage.get("prompt_tokens", 0)),
+            output_tokens=int(usage.get("completion_tokens", 0)))
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -119,5 +138,6 @@ def make_backend(config: LlmConfig) -> base.LlmBackend:
     if config.backend == "local":
         return LocalBackend()
     if config.backend == "openai":
-        return OpenAiBackend(config)
+        backend = OpenAiBackend(config)
+        return PackingBackend(backend, config) if config.fast_batch_size > 1 else backend
     raise ValueError(f"unknown LLM backend {config.backend!r}")

@@ -7,10 +7,19 @@ import json
 
 import openai
 
+from realtime_ai.llm.limits import CircuitOpen
 from realtime_ai.llm.tasks import InvalidAnswer
 
-# Statuses that say "not now" rather than "never": timeout, conflict, too early, rate limit.
-RETRIABLE_STATUSES = frozenset({408, 409, 425, 429})
+# Statuses that say "not now" rather than "never": timeout, conflict, too early.
+RETRIABLE_STATUSES = frozenset({408, 409, 425})
+
+
+# What kind of trouble: it decides who else must slow down (rate limiter, circuit breaker).
+INVALID_ANSWER = "invalid_answer"  # the endpoint works; the model answered badly
+RATE_LIMITED = "rate_limited"  # 429: slow down
+ENDPOINT = "endpoint"  # 5xx, timeouts, lost connections: the endpoint is in trouble
+CIRCUIT_OPEN = "circuit_open"  # we stopped calling a failing endpoint for a while
+REQUEST = "request"  # the request itself is wrong (4xx): never retried
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,6 +27,7 @@ class Failure:
     retriable: bool
     reason: str
     retry_after: float | None = None  # seconds the server asked us to wait
+    kind: str = REQUEST
 
 
 def _retry_after(error: openai.APIStatusError) -> float | None:
@@ -33,21 +43,26 @@ def _retry_after(error: openai.APIStatusError) -> float | None:
 
 
 def classify(error: BaseException) -> Failure:
-    """Retriable: rate limits, server errors, timeouts, lost connections, invalid answers.
-    Permanent: the request itself is wrong (bad request, auth, unknown model, ...)."""
+    """Retriable: rate limits, server errors, timeouts, lost connections, invalid answers,
+    an open circuit. Permanent: the request itself is wrong (bad request, auth, unknown model)."""
     if isinstance(error, InvalidAnswer):
-        return Failure(True, f"invalid answer: {error}")
+        return Failure(True, f"invalid answer: {error}", kind=INVALID_ANSWER)
     if isinstance(error, json.JSONDecodeError):
-        return Failure(True, "response body is not JSON")
+        return Failure(True, "response body is not JSON", kind=INVALID_ANSWER)
+    if isinstance(error, CircuitOpen):
+        return Failure(True, str(error), error.retry_after, kind=CIRCUIT_OPEN)
     if isinstance(error, openai.APITimeoutError | asyncio.TimeoutError | TimeoutError):
-        return Failure(True, "request timed out")
+        return Failure(True, "request timed out", kind=ENDPOINT)
     if isinstance(error, openai.APIConnectionError):
-        return Failure(True, f"connection failed: {type(error).__name__}")
+        return Failure(True, f"connection failed: {type(error).__name__}", kind=ENDPOINT)
     if isinstance(error, openai.APIStatusError):
         status = error.status_code
-        retriable = status in RETRIABLE_STATUSES or status >= 500
-        return Failure(retriable, f"HTTP {status} {type(error).__name__}",
-                       _retry_after(error) if retriable else None)
+        reason = f"HTTP {status} {type(error).__name__}"
+        if status == 429:
+            return Failure(True, reason, _retry_after(error), kind=RATE_LIMITED)
+        if status in RETRIABLE_STATUSES or status >= 500:
+            return Failure(True, reason, _retry_after(error), kind=ENDPOINT)
+        return Failure(False, reason)
     if isinstance(error, openai.OpenAIError):
         return Failure(False, f"{type(error).__name__}")
     raise TypeError(f"not a model request failure: {type(error).__name__}") from error

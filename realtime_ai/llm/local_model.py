@@ -140,8 +140,14 @@ def dashboard_insight(data: Mapping[str, Any]) -> dict:
     return {"insight": text, "priority": priority}
 
 
+def transaction_risk_packed(data: Mapping[str, Any]) -> dict:
+    return {"results": [{"transaction_id": item["transaction"]["transaction_id"],
+                         **transaction_risk(item)} for item in data["transactions"]]}
+
+
 ANSWERS: dict[str, Callable[[Mapping[str, Any]], dict]] = {
     base.TRANSACTION_RISK: transaction_risk,
+    base.TRANSACTION_RISK_PACKED: transaction_risk_packed,
     base.TRANSACTION_ANALYSIS: transaction_analysis,
     base.METRIC_ANOMALY: metric_anomaly,
     base.DASHBOARD_INSIGHT: dashboard_insight,

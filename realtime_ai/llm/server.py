@@ -35,6 +35,7 @@ class ServerSettings:
     error_rate: float = 0.0  # share of requests answered with one of FAULTS
     rate_limit_rpm: int | None = None  # requests per sliding minute before 429s
     seed: int = 0
+    faults: tuple[str, ...] = FAULTS  # which faults --error_rate injects
 
 
 class _Server:
@@ -101,7 +102,7 @@ class _Server:
         if wait is not None:
             return self._too_many(wait)
         await asyncio.sleep(self._latency_seconds())
-        fault = (self._rng.choice(FAULTS)
+        fault = (self._rng.choice(self.settings.faults)
                  if self._rng.random() < self.settings.error_rate else None)
         if fault == "rate_limited":
             return self._too_many(1.0)
@@ -210,9 +211,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate_limit_rpm", type=int, default=None,
                         help="requests per sliding minute before 429 (default: unlimited)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault mix")
+    parser.add_argument("--faults", default=",".join(FAULTS),
+                        help=f"comma-separated faults to inject (default: {','.join(FAULTS)})")
     args = parser.parse_args(argv)
+    faults = tuple(args.faults.split(","))
+    if not set(faults) <= set(FAULTS):
+        parser.error(f"--faults: choose from {', '.join(FAULTS)}")
     settings = ServerSettings(args.latency_ms, args.latency_p95_ms, args.error_rate,
-                              args.rate_limit_rpm, args.seed)
+                              args.rate_limit_rpm, args.seed, faults)
 
     async def serve() -> None:
         runner, port = await _start(_Server(settings), args.host, args.port)

@@ -34,10 +34,15 @@ def _text(max_length: int) -> dict:
     return {"type": "string", "maxLength": max_length}
 
 
+_RISK = {
+    "risk_score": {"type": "number", "minimum": 0, "maximum": 1},
+    "reason": _text(300),
+}
 SCHEMAS: dict[str, dict] = {
-    base.TRANSACTION_RISK: _object({
-        "risk_score": {"type": "number", "minimum": 0, "maximum": 1},
-        "reason": _text(300),
+    base.TRANSACTION_RISK: _object(_RISK),
+    base.TRANSACTION_RISK_PACKED: _object({
+        "results": {"type": "array",
+                    "items": _object({"transaction_id": _text(256), **_RISK})},
     }),
     base.TRANSACTION_ANALYSIS: _object({
         "summary": _text(600),
@@ -67,6 +72,12 @@ INSTRUCTIONS: dict[str, str] = {
         "customer's own history (amount z-score, velocity in the last hour, new country, new "
         "merchant category, time since last). risk_score: 0 = normal, 1 = certain fraud; "
         "reason: the evidence in one sentence. " + _DATA_RULE),
+    base.TRANSACTION_RISK_PACKED: (
+        "You score payment fraud risk for each transaction in the list, each on its own "
+        "features against its customer's history (amount z-score, velocity in the last hour, "
+        "new country, new merchant category, time since last). Give exactly one result per "
+        "transaction_id: risk_score 0 = normal, 1 = certain fraud; reason: the evidence in one "
+        "sentence. " + _DATA_RULE),
     base.TRANSACTION_ANALYSIS: (
         "You are a senior fraud analyst. Given a high-risk transaction, the fast model's "
         "assessment, the customer's recent history and playbook entries, name the fraud "

@@ -68,6 +68,23 @@ class RealtimeAiOptions(PipelineOptions):
             help="Model requests in flight per worker process. Default: 64. "
                  "Example: --llm_concurrency=16")
         parser.add_argument(
+            "--fast_batch_size", type=int, default=1,
+            help="Transactions packed into one fast-model request (one shared instruction, "
+                 "one validated result per transaction id; missing ones are asked alone). "
+                 "1 = no packing. Default: 1. Example: --fast_batch_size=10")
+        parser.add_argument(
+            "--llm_batch_wait_ms", type=float, default=50.0,
+            help="Longest a request waits for others to pack with, in ms. Default: 50. "
+                 "Example: --llm_batch_wait_ms=20")
+        parser.add_argument(
+            "--llm_rpm", type=float, default=None,
+            help="Client-side requests-per-minute budget per worker: requests are paced just "
+                 "under it and slow down on 429s. Default: none. Example: --llm_rpm=500")
+        parser.add_argument(
+            "--llm_tpm", type=float, default=None,
+            help="Client-side tokens-per-minute budget per worker (prompt tokens estimated "
+                 "before the call). Default: none. Example: --llm_tpm=200000")
+        parser.add_argument(
             "--risk_threshold", type=float, default=0.8,
             help="Transactions with risk_score above this (0..1) get the deep analysis and "
                  "raise an alert. Default: 0.8. Example: --risk_threshold=0.7")
@@ -113,6 +130,10 @@ class RealtimeAiOptions(PipelineOptions):
             timeout_seconds=self.llm_timeout_seconds,
             max_retries=self.llm_max_retries,
             concurrency=self.llm_concurrency,
+            fast_batch_size=self.fast_batch_size,
+            batch_wait_ms=self.llm_batch_wait_ms,
+            requests_per_minute=self.llm_rpm,
+            tokens_per_minute=self.llm_tpm,
         )
 
 
@@ -154,7 +175,7 @@ def validate(options: RealtimeAiOptions) -> None:
     if not 0.0 <= options.risk_threshold <= 1.0:
         raise InvalidOptions(f"--risk_threshold must be in [0, 1], got {options.risk_threshold}")
     for name in ("history_size", "insight_window_seconds", "max_record_bytes",
-                 "llm_concurrency"):
+                 "llm_concurrency", "fast_batch_size"):
         if getattr(options, name) < 1:
             raise InvalidOptions(f"--{name} must be at least 1, got {getattr(options, name)}")
     if options.anomaly_threshold is not None and not 0.0 <= options.anomaly_threshold <= 1.0:
@@ -164,6 +185,11 @@ def validate(options: RealtimeAiOptions) -> None:
         raise InvalidOptions(f"--anomaly_window must be at least 2, got {options.anomaly_window}")
     if options.llm_max_retries < 0:
         raise InvalidOptions(f"--llm_max_retries must be >= 0, got {options.llm_max_retries}")
+    for name in ("llm_rpm", "llm_tpm"):
+        if getattr(options, name) is not None and getattr(options, name) <= 0:
+            raise InvalidOptions(f"--{name} must be positive, got {getattr(options, name)}")
+    if options.llm_batch_wait_ms < 0:
+        raise InvalidOptions(f"--llm_batch_wait_ms must be >= 0, got {options.llm_batch_wait_ms}")
     if options.llm_timeout_seconds <= 0:
         raise InvalidOptions("--llm_timeout_seconds must be positive, "
                          f"got {options.llm_timeout_seconds}")
