@@ -44,6 +44,9 @@ class LlmConfig:
     batch_wait_ms: float = 50.0  # longest a request waits for others to pack with
     requests_per_minute: float | None = None  # client-side budgets per worker; None: none
     tokens_per_minute: float | None = None
+    cache_ttl_seconds: float = 60.0  # identical requests within this are answered once
+    cache_size: int = 100_000  # answers kept per worker
+    cache_url: str | None = None  # redis://host:port/db: a cache shared by all workers
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,6 +15,7 @@ import openai
 
 from realtime_ai.llm import base, failures, local_model, tasks
 from realtime_ai.llm.base import LlmConfig, LlmPermanentError, LlmResult
+from realtime_ai.llm.cache import CachingBackend
 from realtime_ai.llm.failures import classify
 from realtime_ai.llm.limits import CircuitBreaker, CircuitOpen, RateLimiter
 from realtime_ai.llm.packing import PackingBackend
@@ -139,5 +140,7 @@ def make_backend(config: LlmConfig) -> base.LlmBackend:
         return LocalBackend()
     if config.backend == "openai":
         backend = OpenAiBackend(config)
-        return PackingBackend(backend, config) if config.fast_batch_size > 1 else backend
+        if config.fast_batch_size > 1:
+            backend = PackingBackend(backend, config)
+        return CachingBackend(backend, config)
     raise ValueError(f"unknown LLM backend {config.backend!r}")

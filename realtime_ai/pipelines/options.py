@@ -85,6 +85,15 @@ class RealtimeAiOptions(PipelineOptions):
             help="Client-side tokens-per-minute budget per worker (prompt tokens estimated "
                  "before the call). Default: none. Example: --llm_tpm=200000")
         parser.add_argument(
+            "--cache_ttl_seconds", type=float, default=60.0,
+            help="Identical model requests within this many seconds are paid for once (also "
+                 "what keeps a retried bundle from paying twice). Default: 60. "
+                 "Example: --cache_ttl_seconds=600")
+        parser.add_argument(
+            "--cache_url", default=None,
+            help="Redis URL of a response cache shared by all workers (the in-worker cache "
+                 "is always on). Default: none. Example: --cache_url=redis://10.0.0.5:6379/0")
+        parser.add_argument(
             "--risk_threshold", type=float, default=0.8,
             help="Transactions with risk_score above this (0..1) get the deep analysis and "
                  "raise an alert. Default: 0.8. Example: --risk_threshold=0.7")
@@ -134,6 +143,8 @@ class RealtimeAiOptions(PipelineOptions):
             batch_wait_ms=self.llm_batch_wait_ms,
             requests_per_minute=self.llm_rpm,
             tokens_per_minute=self.llm_tpm,
+            cache_ttl_seconds=self.cache_ttl_seconds,
+            cache_url=self.cache_url,
         )
 
 
@@ -188,6 +199,10 @@ def validate(options: RealtimeAiOptions) -> None:
     for name in ("llm_rpm", "llm_tpm"):
         if getattr(options, name) is not None and getattr(options, name) <= 0:
             raise InvalidOptions(f"--{name} must be positive, got {getattr(options, name)}")
+    if options.cache_ttl_seconds < 0:
+        raise InvalidOptions(f"--cache_ttl_seconds must be >= 0, got {options.cache_ttl_seconds}")
+    if options.cache_url and not options.cache_url.startswith(("redis://", "rediss://")):
+        raise InvalidOptions(f"--cache_url must be redis://HOST:PORT/DB, got {options.cache_url}")
     if options.llm_batch_wait_ms < 0:
         raise InvalidOptions(f"--llm_batch_wait_ms must be >= 0, got {options.llm_batch_wait_ms}")
     if options.llm_timeout_seconds <= 0:
