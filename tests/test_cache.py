@@ -107,7 +107,8 @@ def test_redis_shares_answers_between_workers_and_expires_them(llm_server, redis
     worker_a, worker_b = make_backend(config), make_backend(config)
     first = runner.submit(worker_a.complete(base.DASHBOARD_INSIGHT, INSIGHT, base.FAST)).result(10)
     second = runner.submit(worker_b.complete(base.DASHBOARD_INSIGHT, INSIGHT, base.FAST)).result(10)
-    assert second == first and llm_server.stats["requests"] == 1
+    assert second.answer == first.answer and second.cached and not first.cached
+    assert llm_server.stats["requests"] == 1
     time.sleep(2.1)  # past the TTL in Redis (whole seconds) and locally
     runner.submit(worker_b.complete(base.DASHBOARD_INSIGHT, INSIGHT, base.FAST)).result(10)
     assert llm_server.stats["requests"] == 2

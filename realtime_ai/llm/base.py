@@ -59,6 +59,7 @@ class LlmResult:
     input_tokens: int = 0
     output_tokens: int = 0
     attempts: int = 1
+    cached: bool = False  # served from the response cache: no call, no cost
 
 
 class LlmPermanentError(Exception):

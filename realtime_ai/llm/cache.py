@@ -96,32 +96,26 @@ class CachingBackend:
         self._shared = (RedisCache(config.cache_url, config.cache_ttl_seconds)
                         if config.cache_url else None)
         self._in_flight: dict[str, asyncio.Task] = {}
-        self.hits = 0
-        self.misses = 0
 
     async def complete(self, task: str, data: Mapping[str, Any], tier: str) -> LlmResult:
         key = request_key(task, self._models[tier], data)
         cached = self._local.get(key)
         if cached is not None:
-            self.hits += 1
-            return cached
+            return dataclasses.replace(cached, cached=True)
         running = self._in_flight.get(key)
-        if running is None:
-            running = asyncio.ensure_future(self._fetch(key, task, data, tier))
-            self._in_flight[key] = running
-            running.add_done_callback(lambda _: self._in_flight.pop(key, None))
-        else:
-            self.hits += 1
+        if running is not None:  # the same request is on its way: share its answer
+            return dataclasses.replace(await asyncio.shield(running), cached=True)
+        running = asyncio.ensure_future(self._fetch(key, task, data, tier))
+        self._in_flight[key] = running
+        running.add_done_callback(lambda _: self._in_flight.pop(key, None))
         return await asyncio.shield(running)
 
     async def _fetch(self, key: str, task: str, data: Mapping[str, Any], tier: str) -> LlmResult:
         if self._shared is not None:
             shared = await self._shared.get(key)
             if shared is not None:
-                self.hits += 1
                 self._local.put(key, shared)
-                return shared
-        self.misses += 1
+                return dataclasses.replace(shared, cached=True)
         result = await self._inner.complete(task, data, tier)
         self._local.put(key, result)
         if self._shared is not None:

@@ -5,10 +5,12 @@ import logging
 import sys
 
 import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from realtime_ai.io.files import ReadEventPayloads
 from realtime_ai.io.parquet import WriteDataset, clear_dataset, read_dataset
+from realtime_ai.llm import accounting
 from realtime_ai.pipelines.options import (
     InvalidOptions,
     RealtimeAiOptions,
@@ -17,7 +19,7 @@ from realtime_ai.pipelines.options import (
 )
 from realtime_ai.records import OUTPUT_SCHEMAS
 from realtime_ai.transforms.anomaly import ScoreMetrics
-from realtime_ai.transforms.enrichment import EnrichTransactions, ExplainAnomalies
+from realtime_ai.transforms.enrichment import NAMESPACE, EnrichTransactions, ExplainAnomalies
 from realtime_ai.transforms.history import AddCustomerFeatures
 from realtime_ai.transforms.insights import DashboardInsights
 from realtime_ai.transforms.outputs import dead_letter_row
@@ -89,13 +91,22 @@ def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
     return result
 
 
-def summary(output: str) -> str:
-    """Where each output dataset is and how many rows it holds."""
+def _counters(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
+    query = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
+    totals: dict[str, int] = {}
+    for counter in query["counters"]:
+        name = counter.key.metric.name
+        totals[name] = totals.get(name, 0) + (counter.committed or 0)
+    return totals
+
+
+def summary(output: str, result: beam.runners.runner.PipelineResult) -> str:
+    """Where each output dataset is, how many rows it holds, and what the model calls cost."""
     lines = [f"Outputs under {output}/ (read with pyarrow.parquet.read_table(PATH)):"]
     for name in OUTPUT_SCHEMAS:
         path = f"{output}/{name}"
         lines.append(f"  {path:<40} {read_dataset(path).num_rows:>8} rows")
-    return "\n".join(lines)
+    return "\n".join(lines + accounting.summary_lines(_counters(result)))
 
 
 HELP_EPILOG = (
@@ -113,11 +124,11 @@ def main(argv: list[str] | None = None) -> int:
                                    "metrics, as one Beam pipeline.").print_help()
         return 0
     try:
-        run(argv)
+        result = run(argv)
     except InvalidOptions as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(summary(PipelineOptions(argv).view_as(RealtimeAiOptions).output))
+    print(summary(PipelineOptions(argv).view_as(RealtimeAiOptions).output, result))
     return 0
 
 

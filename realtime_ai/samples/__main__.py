@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     gen.add_argument("--customers", type=int, default=200, help="customers (default 200)")
     gen.add_argument("--hours", type=int, default=48, help="hours of transactions (default 48)")
-    gen.add_argument("--metrics-hours", type=float, default=2.0,
-                     help="hours of metrics, one value per metric every 10 s (default 2)")
+    gen.add_argument("--metrics-hours", type=float, default=3.0,
+                     help="hours of metrics, one value per metric every 10 s (default 3)")
     gen.add_argument("--start", default="2026-01-05T00:00:00Z",
                      help="first moment, ISO-8601 (default 2026-01-05T00:00:00Z)")
     gen.add_argument("--format", choices=FORMATS, default="jsonl",

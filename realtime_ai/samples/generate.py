@@ -42,6 +42,8 @@ METRIC_STEP_SECONDS = 10
 SEASON_SECONDS = 1800.0
 ANOMALY_KINDS = ("spike", "level_shift", "drop")
 LEVEL_SHIFT_STEPS = 30
+# Where a metric's incidents fall, as shares of its series (never in the first 20%).
+ANOMALY_SHARES = (0.45, 0.65, 0.85)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,9 +146,9 @@ def metrics(rng: random.Random, start: datetime, hours: float):
     events, labels = [], []
     for name, dashboard, host, service, level, amplitude, noise in METRICS:
         anomalies = {}
-        for kind in ANOMALY_KINDS:
-            first = int(steps * 0.2)  # after NAB-style probation (15%), with margin
-            at = rng.randrange(first, max(first + 1, steps - LEVEL_SHIFT_STEPS))
+        # incidents are sparse: one per kind, spread over the later part of the series
+        for kind, share in zip(ANOMALY_KINDS, rng.sample(ANOMALY_SHARES, 3), strict=True):
+            at = min(int(steps * (share + rng.uniform(-0.03, 0.03))), steps - LEVEL_SHIFT_STEPS)
             length = LEVEL_SHIFT_STEPS if kind == "level_shift" else 1
             anomalies.update({at + k: kind for k in range(length)})
         for step in range(steps):

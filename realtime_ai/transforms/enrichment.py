@@ -18,13 +18,14 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.utils.windowed_value import WindowedValue
 
-from realtime_ai.llm import base, retrieval
-from realtime_ai.llm.base import LlmConfig, LlmPermanentError
+from realtime_ai.llm import accounting, base, retrieval
+from realtime_ai.llm.base import LlmConfig, LlmPermanentError, LlmResult
 from realtime_ai.llm.runner import InFlight, shared_backend
 from realtime_ai.records import DeadLetter
 from realtime_ai.transforms import outputs
 
 DEAD_LETTER = "dead_letter"
+NAMESPACE = "realtime_ai"
 
 
 class _Pending(NamedTuple):
@@ -44,10 +45,11 @@ class _AskModelDoFn(beam.DoFn):
         self._tier = tier
         self._to_data = to_data
         self._keep_failed = keep_failed
-        self._answered = Metrics.counter("realtime_ai", f"llm_{task}_answered")
-        self._failed = Metrics.counter("realtime_ai", f"llm_{task}_dead_lettered")
+        self._answered = Metrics.counter(NAMESPACE, f"llm_{task}_answered")
+        self._failed = Metrics.counter(NAMESPACE, f"llm_{task}_dead_lettered")
 
     def setup(self):
+        self._prices = accounting.load_prices()
         self._backend = shared_backend(self._config)
         self._in_flight = InFlight(limit=self._config.concurrency)
 
@@ -77,7 +79,27 @@ class _AskModelDoFn(beam.DoFn):
                 raise outcome  # a bug, not an LLM failure: fail the bundle so Beam retries it
             else:
                 self._answered.inc()
+                self._account(outcome)
             yield WindowedValue((pending.element, outcome), pending.timestamp, [pending.window])
+
+    def _account(self, result: LlmResult) -> None:
+        """Beam metrics of one answer: counted here, on the bundle's thread, where Beam
+        attributes them (the event loop's thread has no metrics context)."""
+        if result.cached:
+            Metrics.counter(NAMESPACE, "llm_cache_hits").inc()
+            return
+        Metrics.counter(NAMESPACE, "llm_answers").inc()
+        Metrics.counter(NAMESPACE, "llm_retries").inc(result.attempts - 1)
+        Metrics.counter(NAMESPACE, f"llm_input_tokens:{result.model}").inc(result.input_tokens)
+        Metrics.counter(NAMESPACE, f"llm_output_tokens:{result.model}").inc(
+            result.output_tokens)
+        cost = accounting.cost_micro_usd(self._prices, result.model, result.input_tokens,
+                                         result.output_tokens)
+        if cost is not None:
+            Metrics.counter(NAMESPACE, f"llm_cost_micro_usd:{result.model}").inc(cost)
+        Metrics.distribution(NAMESPACE, "llm_latency_ms").update(round(result.latency_ms))
+        bucket = accounting.latency_bucket(result.latency_ms)
+        Metrics.counter(NAMESPACE, f"llm_latency_ms_le:{bucket}").inc()
 
 
 class AskModel(beam.PTransform):
