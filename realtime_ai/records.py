@@ -122,6 +122,7 @@ TRANSACTIONS_SCHEMA = pa.schema([
     ("escalated", pa.bool_()),
     ("analysis", pa.string()),  # the deep model's JSON answer; null when not escalated
     ("model", pa.string()),  # who answered, e.g. "gpt-4o-mini" or "gpt-4o-mini+gpt-4o"
+    ("llm_latency_ms", pa.float64()),  # time spent waiting for the answers of this row
 ])
 
 METRICS_SCHEMA = pa.schema([
@@ -135,6 +136,7 @@ METRICS_SCHEMA = pa.schema([
     ("analysis", pa.string()),  # the fast model's JSON answer; null when not an anomaly
     ("dashboard_id", pa.string()),
     ("model", pa.string()),
+    ("llm_latency_ms", pa.float64()),
 ])
 
 ALERTS_SCHEMA = pa.schema([
@@ -153,6 +155,7 @@ INSIGHTS_SCHEMA = pa.schema([
     ("insight", pa.string()),
     ("metric_count", pa.int64()),
     ("model", pa.string()),
+    ("llm_latency_ms", pa.float64()),
 ])
 
 DEAD_LETTER_SCHEMA = pa.schema([

@@ -94,3 +94,24 @@ def test_in_flight_bounds_concurrency_and_drains_everything():
     assert running["max"] <= 4
     assert len(outcomes) == 20 and outcomes[5] == 50
     assert isinstance(outcomes[3], LlmPermanentError)
+
+
+def test_deep_call_over_budget_is_answered_by_the_fast_model(monkeypatch):
+    from realtime_ai.llm.client import make_backend
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    handle = server.start_in_thread(port=0, latency_ms=5, model_latency_ms={"big": 3000})
+    try:
+        backend = make_backend(LlmConfig(backend="openai", base_url=handle.base_url,
+                                         fast_model="small", deep_model="big",
+                                         latency_budget_ms=300))
+        started = time.monotonic()
+        result = runner.submit(backend.complete(base.DASHBOARD_INSIGHT, {
+            "dashboard_id": "d", "window_start": "a", "window_end": "b", "metrics": []},
+            base.DEEP)).result(10)
+        elapsed = time.monotonic() - started
+    finally:
+        handle.stop()
+    assert result.fell_back and result.model == "small"
+    assert 0.3 <= elapsed < 1.5 and result.latency_ms >= 300
+    assert handle.stats["model:big"] == 1 and handle.stats["model:small"] == 1

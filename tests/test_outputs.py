@@ -103,3 +103,11 @@ def test_analysis_data_carries_history_and_playbook():
     assert data["transaction"]["timestamp"] == "2026-01-05T12:00:00Z"
     assert data["fast_assessment"]["risk_score"] == 0.93
     assert data["history"] == [] and data["playbook"][0]["id"] == "pb-1"
+
+
+def test_fallback_is_visible_in_the_model_column():
+    fallback = LlmResult(answer=ANALYSIS.answer, model="fast-m", latency_ms=400.0,
+                         fell_back=True)
+    row = outputs.transaction_row(_featured(), RISK, 0.8, fallback)
+    assert row["model"] == "fast-m+fast-m (deep over budget)"
+    assert row["llm_latency_ms"] == 403.0

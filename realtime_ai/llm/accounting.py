@@ -58,7 +58,9 @@ def summary_lines(counters: Mapping[str, int]) -> list[str]:
     dead = sum(v for k, v in counters.items() if k.endswith("_dead_lettered")
                and k.startswith("llm_"))
     lines = [f"Model calls: {answers} answered, {hits} from cache, "
-             f"{counters.get('llm_retries', 0)} retries, {dead} dead-lettered"]
+             f"{counters.get('llm_retries', 0)} retries, "
+             f"{counters.get('llm_fallbacks', 0)} deep calls over budget answered by the fast "
+             f"model, {dead} dead-lettered"]
     models = sorted({k.split(":", 1)[1] for k in counters if k.startswith("llm_input_tokens:")})
     for model in models:
         cost = counters.get(f"llm_cost_micro_usd:{model}")

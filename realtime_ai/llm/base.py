@@ -47,6 +47,7 @@ class LlmConfig:
     cache_ttl_seconds: float = 60.0  # identical requests within this are answered once
     cache_size: int = 100_000  # answers kept per worker
     cache_url: str | None = None  # redis://host:port/db: a cache shared by all workers
+    latency_budget_ms: float | None = None  # a deep call overrunning it goes to the fast tier
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +61,7 @@ class LlmResult:
     output_tokens: int = 0
     attempts: int = 1
     cached: bool = False  # served from the response cache: no call, no cost
+    fell_back: bool = False  # the deep model overran its budget; the fast model answered
 
 
 class LlmPermanentError(Exception):

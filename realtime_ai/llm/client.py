@@ -46,12 +46,11 @@ class LocalBackend:
     """Deterministic rules (not an LLM), with the same contract as a remote model."""
 
     async def complete(self, task: str, data: Mapping[str, Any], tier: str) -> LlmResult:
-        started = time.perf_counter()
         messages = tasks.build_messages(task, data)
         answer = local_model.answer(task, data)
         return LlmResult(
-            answer=answer, model=base.LOCAL_MODEL_LABEL,
-            latency_ms=(time.perf_counter() - started) * 1000.0,
+            # no call is made: 0 keeps local runs byte-for-byte reproducible
+            answer=answer, model=base.LOCAL_MODEL_LABEL, latency_ms=0.0,
             input_tokens=tasks.estimate_tokens(messages),
             output_tokens=tasks.estimate_tokens(json.dumps(answer)))
 
@@ -135,6 +134,29 @@ class OpenAiBackend:
             await self._client.close()
 
 
+class LatencyRouter:
+    """Deep-tier calls get `latency_budget_ms`; one that overruns is cut (cancelled, so it
+    is not paid further) and the fast model answers the same task instead."""
+
+    def __init__(self, inner: base.LlmBackend, budget_ms: float):
+        self._inner = inner
+        self._budget = budget_ms / 1000.0
+
+    async def complete(self, task: str, data: Mapping[str, Any], tier: str) -> LlmResult:
+        if tier != base.DEEP:
+            return await self._inner.complete(task, data, tier)
+        started = time.perf_counter()
+        try:
+            return await asyncio.wait_for(self._inner.complete(task, data, tier), self._budget)
+        except TimeoutError:
+            result = await self._inner.complete(task, data, base.FAST)
+            total_ms = (time.perf_counter() - started) * 1000.0
+            return dataclasses.replace(result, fell_back=True, latency_ms=total_ms)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 def make_backend(config: LlmConfig) -> base.LlmBackend:
     if config.backend == "local":
         return LocalBackend()
@@ -142,5 +164,7 @@ def make_backend(config: LlmConfig) -> base.LlmBackend:
         backend = OpenAiBackend(config)
         if config.fast_batch_size > 1:
             backend = PackingBackend(backend, config)
+        if config.latency_budget_ms:
+            backend = LatencyRouter(backend, config.latency_budget_ms)
         return CachingBackend(backend, config)
     raise ValueError(f"unknown LLM backend {config.backend!r}")

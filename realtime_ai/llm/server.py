@@ -36,6 +36,7 @@ class ServerSettings:
     rate_limit_rpm: int | None = None  # requests per sliding minute before 429s
     seed: int = 0
     faults: tuple[str, ...] = FAULTS  # which faults --error_rate injects
+    model_latency_ms: dict[str, float] = dataclasses.field(default_factory=dict)  # overrides
 
 
 class _Server:
@@ -48,7 +49,9 @@ class _Server:
         self._rng = random.Random(settings.seed)
         self._recent: collections.deque[float] = collections.deque()
 
-    def _latency_seconds(self) -> float:
+    def _latency_seconds(self, model: str) -> float:
+        if model in self.settings.model_latency_ms:
+            return self.settings.model_latency_ms[model] / 1000.0
         median = self.settings.latency_ms / 1000.0
         if self.settings.latency_p95_ms and median > 0:
             sigma = math.log(self.settings.latency_p95_ms / self.settings.latency_ms) / 1.645
@@ -101,7 +104,7 @@ class _Server:
         wait = self._rate_limited_for()
         if wait is not None:
             return self._too_many(wait)
-        await asyncio.sleep(self._latency_seconds())
+        await asyncio.sleep(self._latency_seconds(model))
         fault = (self._rng.choice(self.settings.faults)
                  if self._rng.random() < self.settings.error_rate else None)
         if fault == "rate_limited":
@@ -211,14 +214,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate_limit_rpm", type=int, default=None,
                         help="requests per sliding minute before 429 (default: unlimited)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault mix")
+    parser.add_argument("--model_latency", action="append", default=[],
+                        metavar="MODEL=MS", help="fixed latency of one model (repeatable)")
     parser.add_argument("--faults", default=",".join(FAULTS),
                         help=f"comma-separated faults to inject (default: {','.join(FAULTS)})")
     args = parser.parse_args(argv)
     faults = tuple(args.faults.split(","))
     if not set(faults) <= set(FAULTS):
         parser.error(f"--faults: choose from {', '.join(FAULTS)}")
+    model_latency = {}
+    for item in args.model_latency:
+        model, _, ms = item.partition("=")
+        model_latency[model] = float(ms)
     settings = ServerSettings(args.latency_ms, args.latency_p95_ms, args.error_rate,
-                              args.rate_limit_rpm, args.seed, faults)
+                              args.rate_limit_rpm, args.seed, faults, model_latency)
 
     async def serve() -> None:
         runner, port = await _start(_Server(settings), args.host, args.port)

@@ -85,6 +85,11 @@ class RealtimeAiOptions(PipelineOptions):
             help="Client-side tokens-per-minute budget per worker (prompt tokens estimated "
                  "before the call). Default: none. Example: --llm_tpm=200000")
         parser.add_argument(
+            "--latency_budget_ms", type=float, default=None,
+            help="Latency budget of a deep-model call, in ms: one that overruns is cut and "
+                 "answered by the fast model (the row's model column says which answered). "
+                 "Default: none. Example: --latency_budget_ms=3000")
+        parser.add_argument(
             "--cache_ttl_seconds", type=float, default=60.0,
             help="Identical model requests within this many seconds are paid for once (also "
                  "what keeps a retried bundle from paying twice). Default: 60. "
@@ -145,6 +150,7 @@ class RealtimeAiOptions(PipelineOptions):
             tokens_per_minute=self.llm_tpm,
             cache_ttl_seconds=self.cache_ttl_seconds,
             cache_url=self.cache_url,
+            latency_budget_ms=self.latency_budget_ms,
         )
 
 
@@ -196,7 +202,7 @@ def validate(options: RealtimeAiOptions) -> None:
         raise InvalidOptions(f"--anomaly_window must be at least 2, got {options.anomaly_window}")
     if options.llm_max_retries < 0:
         raise InvalidOptions(f"--llm_max_retries must be >= 0, got {options.llm_max_retries}")
-    for name in ("llm_rpm", "llm_tpm"):
+    for name in ("llm_rpm", "llm_tpm", "latency_budget_ms"):
         if getattr(options, name) is not None and getattr(options, name) <= 0:
             raise InvalidOptions(f"--{name} must be positive, got {getattr(options, name)}")
     if options.cache_ttl_seconds < 0:

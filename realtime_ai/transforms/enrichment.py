@@ -89,6 +89,8 @@ class _AskModelDoFn(beam.DoFn):
             Metrics.counter(NAMESPACE, "llm_cache_hits").inc()
             return
         Metrics.counter(NAMESPACE, "llm_answers").inc()
+        if result.fell_back:
+            Metrics.counter(NAMESPACE, "llm_fallbacks").inc()
         Metrics.counter(NAMESPACE, "llm_retries").inc(result.attempts - 1)
         Metrics.counter(NAMESPACE, f"llm_input_tokens:{result.model}").inc(result.input_tokens)
         Metrics.counter(NAMESPACE, f"llm_output_tokens:{result.model}").inc(

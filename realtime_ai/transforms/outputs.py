@@ -129,7 +129,10 @@ def answer_json(answer: Mapping[str, Any] | None) -> str | None:
 def transaction_row(featured: FeaturedTransaction, risk: LlmResult, threshold: float,
                     analysis: LlmResult | None) -> dict:
     tx, features = featured.transaction, featured.features
-    models = [risk.model] + ([analysis.model] if analysis else [])
+    models = [risk.model]
+    if analysis is not None:
+        models.append(f"{analysis.model} (deep over budget)" if analysis.fell_back
+                      else analysis.model)
     return {
         "transaction_id": tx.transaction_id,
         "customer_id": tx.customer_id,
@@ -149,6 +152,7 @@ def transaction_row(featured: FeaturedTransaction, risk: LlmResult, threshold: f
         "escalated": is_high_risk(risk, threshold),
         "analysis": answer_json(analysis.answer if analysis else None),
         "model": "+".join(dict.fromkeys(models)),
+        "llm_latency_ms": risk.latency_ms + (analysis.latency_ms if analysis else 0.0),
     }
 
 
@@ -169,6 +173,7 @@ def metric_row(scored: ScoredMetric, explanation: LlmResult | None) -> dict:
         "analysis": answer_json(explanation.answer if explanation else None),
         "dashboard_id": record.dashboard_id,
         "model": explanation.model if explanation else None,
+        "llm_latency_ms": explanation.latency_ms if explanation else None,
     }
 
 
@@ -180,6 +185,7 @@ def insight_row(window: DashboardWindow, insight: LlmResult) -> dict:
         "insight": insight.answer["insight"],
         "metric_count": len(window.summaries),
         "model": insight.model,
+        "llm_latency_ms": insight.latency_ms,
     }
 
 
