@@ -44,6 +44,7 @@ nab: venv
 
 bench: venv
 	$(PY) benchmarks/detector_cost.py
+	$(PY) benchmarks/llm_throughput.py
 
 clean:
 	rm -rf out build *.egg-info

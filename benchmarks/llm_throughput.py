@@ -18,11 +18,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import pathlib
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -99,29 +101,83 @@ async def article_loop(base_url: str, data: list[dict]) -> float:
 
 
 def pipeline_rate(server: Server, data: list[dict], concurrency: int, **config) -> dict:
+    """Runs AskModel over `data`; answers' latencies land in `latencies_ms` of the result."""
     llm = LlmConfig(backend="openai", base_url=server.base_url, concurrency=concurrency,
                     **config)
+    out = pathlib.Path(tempfile.mkdtemp(prefix="llm-bench-"))
     started = time.perf_counter()
     with beam.Pipeline(runner="DirectRunner") as pipeline:
         answered, dead = (pipeline | beam.Create(data)
                           | AskModel(llm, base.TRANSACTION_RISK, base.FAST, lambda d: d))
-        answered | "CountAnswered" >> beam.combiners.Count.Globally() | "A" >> beam.Map(
-            lambda n: pathlib.Path(os.environ["BENCH_OUT"], "answered").write_text(str(n)))
-        dead | "CountDead" >> beam.combiners.Count.Globally() | "D" >> beam.Map(
-            lambda n: pathlib.Path(os.environ["BENCH_OUT"], "dead").write_text(str(n)))
+        (answered | "Latency" >> beam.Map(lambda item: f"{item[1].latency_ms:.1f}")
+         | "WriteLatencies" >> beam.io.WriteToText(str(out / "latency")))
+        (dead | "Reason" >> beam.Map(lambda d: d.error)
+         | "WriteDead" >> beam.io.WriteToText(str(out / "dead")))
     wall = time.perf_counter() - started
+    latencies = [float(line) for f in out.glob("latency*") for line in f.read_text().split()]
+    dead_count = sum(len(f.read_text().splitlines()) for f in out.glob("dead*"))
     stats = server.stats()
     span = stats["last_answer_at"] - stats["first_request_at"]
-    out = pathlib.Path(os.environ["BENCH_OUT"])
+    requests = stats["requests"]
     return {
         "events": len(data),
-        "answered": int((out / "answered").read_text()),
-        "dead_lettered": int((out / "dead").read_text()),
-        "requests": stats["requests"],
+        "answered": len(latencies),
+        "dead_lettered": dead_count,
+        "requests": requests,
+        "requests_429": stats.get("status_429", 0),
+        "share_429": round(stats.get("status_429", 0) / requests, 4),
         "events_per_second": round(len(data) / span, 1),
+        "requests_per_minute": round(requests / span * 60, 1),
         "pipeline_wall_seconds": round(wall, 1),
         "prompt_tokens_per_event": round(stats.get("prompt_tokens", 0) / len(data), 1),
+        "latencies_ms": latencies,
     }
+
+
+def svg_cdf(series: dict[str, list[float]], path: pathlib.Path) -> None:
+    """A latency CDF per scenario (log-scaled x axis), as a small standalone SVG."""
+    width, height, pad = 640, 360, 50
+    colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
+    low, high = math.log10(10.0), math.log10(max(max(v) for v in series.values()) * 1.1)
+
+    def x(ms: float) -> float:
+        return pad + (math.log10(max(ms, 10.0)) - low) / (high - low) * (width - 2 * pad)
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             'font-family="sans-serif" font-size="12">',
+             f'<rect width="{width}" height="{height}" fill="white"/>',
+             f'<text x="{pad}" y="20">Model call latency, CDF (x: ms, log scale)</text>']
+    for decade in range(1, 7):
+        ms = 10.0 ** decade
+        if low <= decade <= high:
+            parts.append(f'<line x1="{x(ms):.1f}" y1="{pad}" x2="{x(ms):.1f}" '
+                         f'y2="{height - pad}" stroke="#ddd"/>'
+                         f'<text x="{x(ms) - 10:.1f}" y="{height - pad + 15}">{ms:g}</text>')
+    for i, (name, values) in enumerate(series.items()):
+        ordered = sorted(values)
+        points = " ".join(
+            f"{x(v):.1f},{height - pad - (k + 1) / len(ordered) * (height - 2 * pad):.1f}"
+            for k, v in enumerate(ordered))
+        colour = colours[i % len(colours)]
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" '
+                     f'points="{points}"/>'
+                     f'<text x="{width - pad - 200}" y="{pad + 15 * i}" fill="{colour}">'
+                     f'{name}</text>')
+    parts.append("</svg>")
+    path.write_text("\n".join(parts) + "\n")
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))], 1)
+
+
+def _scenario(flags: list[str], data: list[dict], concurrency: int, **config) -> dict:
+    server = Server(*flags)
+    try:
+        return pipeline_rate(server, data, concurrency, **config)
+    finally:
+        server.stop()
 
 
 def main() -> None:
@@ -129,22 +185,22 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--rate_limit_rpm", type=int, default=2400)
     args = parser.parse_args()
-    os.environ.setdefault("BENCH_OUT", str(RESULTS))
     RESULTS.mkdir(exist_ok=True)
     data = risk_data(args.events)
     result = {"python": platform.python_version(), "cores": os.cpu_count()}
+    latencies = {}
 
     server = Server("--latency_ms", "200")
     try:
         article_rate = asyncio.run(article_loop(server.base_url, data[:ARTICLE_EVENTS]))
-        urllib.request.urlopen(urllib.request.Request(
-            server.base_url.removesuffix("/v1") + "/stats/reset", method="POST"))
-        ours = pipeline_rate(server, data, args.concurrency)
     finally:
         server.stop()
+    ours = _scenario(["--latency_ms", "200"], data, args.concurrency)
+    latencies["fixed 200 ms"] = ours.pop("latencies_ms")
     bound = args.concurrency / 0.2
-    result["fixed_200ms"] = {
+    result["fixed_200ms_unpacked"] = {
         "article_events_per_second": round(article_rate, 2),
         "ours": ours,
         "concurrency_bound_events_per_second": bound,
@@ -152,18 +208,28 @@ def main() -> None:
         "speedup_over_article": round(ours["events_per_second"] / article_rate, 1),
     }
 
-    server = Server("--latency_ms", "700", "--latency_p95_ms", "4000", "--seed", "1")
-    try:
-        result["lognormal_700ms_p95_4s"] = pipeline_rate(server, data[:1500], args.concurrency)
-    finally:
-        server.stop()
+    packed = _scenario(["--latency_ms", "200"], data, args.concurrency, fast_batch_size=10)
+    packed.pop("latencies_ms")
+    result["fixed_200ms_packed_10"] = packed
 
-    server = Server("--latency_ms", "20", "--error_rate", "0.2", "--seed", "2")
-    try:
-        failures = pipeline_rate(server, data[:1000], args.concurrency, max_retries=4,
-                                 timeout_seconds=2.0)
-    finally:
-        server.stop()
+    realistic = _scenario(["--latency_ms", "700", "--latency_p95_ms", "4000", "--seed", "1"],
+                          data[:1500], args.concurrency)
+    latencies["lognormal p50 0.7 s, p95 4 s"] = realistic.pop("latencies_ms")
+    realistic["latency_p50_p95_p99_ms"] = [percentile(latencies["lognormal p50 0.7 s, p95 4 s"],
+                                                      p) for p in (50, 95, 99)]
+    result["lognormal_700ms_p95_4s"] = realistic
+
+    limited = _scenario(["--latency_ms", "100", "--rate_limit_rpm", str(args.rate_limit_rpm)],
+                        data[: int(args.rate_limit_rpm * 1.5)], args.concurrency,
+                        requests_per_minute=args.rate_limit_rpm)
+    limited.pop("latencies_ms")
+    limited["share_of_server_limit"] = round(
+        limited["requests_per_minute"] / args.rate_limit_rpm, 3)
+    result[f"server_limit_{args.rate_limit_rpm}_rpm"] = limited
+
+    failures = _scenario(["--latency_ms", "20", "--error_rate", "0.2", "--seed", "2"],
+                         data[:1000], args.concurrency, max_retries=4, timeout_seconds=2.0)
+    failures.pop("latencies_ms")
     failures["lost"] = failures["events"] - failures["answered"] - failures["dead_lettered"]
     result["failures_20_percent"] = failures
 
@@ -171,11 +237,12 @@ def main() -> None:
                       for d in data[:500]) / 500
     article_tokens = sum(tasks.estimate_tokens(article_prompt(d)) for d in data[:500]) / 500
     result["prompt_tokens_per_transaction"] = {
-        "ours": round(ours_tokens, 1), "article_style": round(article_tokens, 1),
-        "ratio": round(ours_tokens / article_tokens, 3)}
+        "article_style": round(article_tokens, 1),
+        "ours_unpacked": round(ours_tokens, 1),
+        "ours_packed_10": packed["prompt_tokens_per_event"],
+        "packed_over_article": round(packed["prompt_tokens_per_event"] / article_tokens, 3)}
+    svg_cdf(latencies, RESULTS / "llm_latency_cdf.svg")
     (RESULTS / "llm_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
-    for name in ("answered", "dead"):
-        (RESULTS / name).unlink(missing_ok=True)
     print(json.dumps(result, indent=2))
 
 
