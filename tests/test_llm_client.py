@@ -1,5 +1,6 @@
 """The real `openai` client against our OpenAI-compatible server on loopback."""
 import asyncio
+import threading
 import time
 
 import pytest
@@ -87,7 +88,7 @@ def test_in_flight_bounds_concurrency_and_drains_everything():
             raise LlmPermanentError("three")
         return i * 10
 
-    in_flight = runner.InFlight(limit=4)
+    in_flight = runner.InFlight(threading.Semaphore(4))
     for i in range(20):
         in_flight.add(i, job(i))
     outcomes = dict(in_flight.drain_completed() + in_flight.drain_all())
@@ -115,3 +116,29 @@ def test_deep_call_over_budget_is_answered_by_the_fast_model(monkeypatch):
     assert result.fell_back and result.model == "small"
     assert 0.3 <= elapsed < 1.5 and result.latency_ms >= 300
     assert handle.stats["model:big"] == 1 and handle.stats["model:small"] == 1
+
+
+def test_concurrency_limit_holds_across_dofn_instances_of_a_worker():
+    config = LlmConfig(backend="local", concurrency=3)
+    assert runner.shared_slots(config) is runner.shared_slots(config)
+    running = {"now": 0, "max": 0}
+
+    async def job():
+        running["now"] += 1
+        running["max"] = max(running["max"], running["now"])
+        await asyncio.sleep(0.01)
+        running["now"] -= 1
+
+    first, second = (runner.InFlight(runner.shared_slots(config)) for _ in range(2))
+
+    def feed(in_flight):
+        for _ in range(15):
+            in_flight.add(None, job())
+
+    threads = [threading.Thread(target=feed, args=(f,)) for f in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(first.drain_all()) == len(second.drain_all()) == 15
+    assert running["max"] <= 3

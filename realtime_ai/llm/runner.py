@@ -19,6 +19,7 @@ _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
 _loop_pid: int | None = None
 _backends: dict[LlmConfig, LlmBackend] = {}
+_slots: dict[LlmConfig, threading.Semaphore] = {}
 
 
 def event_loop() -> asyncio.AbstractEventLoop:
@@ -29,6 +30,7 @@ def event_loop() -> asyncio.AbstractEventLoop:
             _loop = asyncio.new_event_loop()
             _loop_pid = os.getpid()
             _backends.clear()
+            _slots.clear()
             threading.Thread(target=_loop.run_forever, name="realtime-ai-llm-loop",
                              daemon=True).start()
         return _loop
@@ -49,21 +51,30 @@ def shared_backend(config: LlmConfig) -> LlmBackend:
         return _backends[config]
 
 
+def shared_slots(config: LlmConfig) -> threading.Semaphore:
+    """`config.concurrency` request slots shared by every DoFn instance in the process, so
+    the limit holds per worker however many bundle threads the runner uses."""
+    event_loop()
+    with _lock:
+        return _slots.setdefault(config, threading.Semaphore(config.concurrency))
+
+
 class InFlight:
-    """At most `limit` coroutines running for one caller; results collected in any order.
+    """Coroutines running for one caller, at most as many as `slots` allows (slots may be
+    shared with other callers); results collected in any order.
 
     A finished coroutine frees its slot and queues its outcome from a done-callback, so
     adding and collecting are O(1) and never poll.
     """
 
-    def __init__(self, limit: int):
-        self._slots = threading.Semaphore(limit)
+    def __init__(self, slots: threading.Semaphore):
+        self._slots = slots
         self._finished: collections.deque[tuple[Any, Any]] = collections.deque()
         self._pending = 0
         self._all_done = threading.Condition()
 
     def add(self, key: Any, coro: Coroutine) -> None:
-        """Start `coro`; blocks while `limit` are still running."""
+        """Start `coro`; blocks while every slot is taken."""
         self._slots.acquire()
         with self._all_done:
             self._pending += 1

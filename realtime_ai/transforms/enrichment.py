@@ -20,7 +20,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from realtime_ai.llm import accounting, base, retrieval
 from realtime_ai.llm.base import LlmConfig, LlmPermanentError, LlmResult
-from realtime_ai.llm.runner import InFlight, shared_backend
+from realtime_ai.llm.runner import InFlight, shared_backend, shared_slots
 from realtime_ai.records import DeadLetter
 from realtime_ai.transforms import outputs
 
@@ -51,7 +51,7 @@ class _AskModelDoFn(beam.DoFn):
     def setup(self):
         self._prices = accounting.load_prices()
         self._backend = shared_backend(self._config)
-        self._in_flight = InFlight(limit=self._config.concurrency)
+        self._in_flight = InFlight(shared_slots(self._config))
 
     def process(self, element, timestamp=beam.DoFn.TimestampParam,
                 window=beam.DoFn.WindowParam):
