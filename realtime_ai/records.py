@@ -91,16 +91,27 @@ class FeaturedTransaction:
 
 
 @dataclasses.dataclass(frozen=True)
-class ScoredMetric:
-    """A metric value with its rolling statistics and anomaly verdict."""
+class MetricScore:
+    """What the per-metric statistics and detector say about one value."""
 
-    record: MetricRecord
     z_score: float
     anomaly_score: float
     is_anomaly: bool
     rolling_mean: float
     rolling_std: float
     rolling_count: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoredMetric:
+    """A metric value with its rolling statistics and anomaly verdict."""
+
+    record: MetricRecord
+    score: MetricScore
+
+    @property
+    def is_anomaly(self) -> bool:
+        return self.score.is_anomaly
 
 
 TRANSACTIONS_SCHEMA = pa.schema([

@@ -11,6 +11,7 @@ from realtime_ai.records import (
     METRICS_SCHEMA,
     TRANSACTIONS_SCHEMA,
     MetricRecord,
+    MetricScore,
     ScoredMetric,
     Transaction,
 )
@@ -37,9 +38,9 @@ def _scored(metric="api.latency", minutes=0.0, value=1.0, anomaly=False, dashboa
     record = MetricRecord(metric=metric, value=value,
                           event_time=T0 + timedelta(minutes=minutes), timestamp="t",
                           metadata=(("dashboard_id", dashboard),))
-    return ScoredMetric(record=record, z_score=4.0 if anomaly else 0.1,
-                        anomaly_score=0.99 if anomaly else 0.1, is_anomaly=anomaly,
-                        rolling_mean=1.0, rolling_std=0.5, rolling_count=50)
+    return ScoredMetric(record, MetricScore(
+        z_score=4.0 if anomaly else 0.1, anomaly_score=0.99 if anomaly else 0.1,
+        is_anomaly=anomaly, rolling_mean=1.0, rolling_std=0.5, rolling_count=50))
 
 
 def test_rows_fit_their_schemas():

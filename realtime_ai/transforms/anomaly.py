@@ -11,11 +11,7 @@ from realtime_ai.transforms.ordering import KeyedSequence, OrderedByKey
 
 
 def _score(scorer: MetricScorer, record: MetricRecord) -> ScoredMetric:
-    score = scorer.update(record.value, record.event_time.timestamp())
-    return ScoredMetric(
-        record=record, z_score=score.z_score, anomaly_score=score.anomaly_score,
-        is_anomaly=score.is_anomaly, rolling_mean=score.rolling_mean,
-        rolling_std=score.rolling_std, rolling_count=score.rolling_count)
+    return ScoredMetric(record, scorer.update(record.value, record.event_time.timestamp()))
 
 
 def _metric_order(record: MetricRecord) -> tuple:

@@ -22,6 +22,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from realtime_ai.records import MetricScore
+
 SEASONAL = "seasonal"
 ZSCORE = "zscore"
 DETECTORS = (SEASONAL, ZSCORE)
@@ -44,16 +46,6 @@ class DetectorSettings:
     surprise_rate: float = 0.002  # EWMA weight in the long-run surprise distribution
     warmup_values: int = 300  # values scored 0 while the model learns
     cooldown_values: int = 100  # values scored 0 after an alert
-
-
-@dataclasses.dataclass(frozen=True)
-class MetricScore:
-    z_score: float
-    anomaly_score: float
-    is_anomaly: bool
-    rolling_mean: float
-    rolling_std: float
-    rolling_count: int
 
 
 class RollingStats:

@@ -63,11 +63,11 @@ def metric_anomaly_data(scored: ScoredMetric) -> dict:
         "metric": record.metric,
         "value": record.value,
         "timestamp": iso(record.event_time),
-        "z_score": scored.z_score,
-        "anomaly_score": scored.anomaly_score,
-        "rolling_mean": scored.rolling_mean,
-        "rolling_std": scored.rolling_std,
-        "rolling_count": scored.rolling_count,
+        "z_score": scored.score.z_score,
+        "anomaly_score": scored.score.anomaly_score,
+        "rolling_mean": scored.score.rolling_mean,
+        "rolling_std": scored.score.rolling_std,
+        "rolling_count": scored.score.rolling_count,
         "metadata": dict(record.metadata),
     }
 
@@ -99,7 +99,7 @@ def summarise_window(scored: Iterable[ScoredMetric]) -> tuple[MetricSummary, ...
             metric=metric, count=len(values), mean=round(math.fsum(values) / len(values), 6),
             min=min(values), max=max(values), last=values[-1],
             anomalies=sum(s.is_anomaly for s in items),
-            max_anomaly_score=round(max(s.anomaly_score for s in items), 6)))
+            max_anomaly_score=round(max(s.score.anomaly_score for s in items), 6)))
     return tuple(summaries)
 
 
@@ -167,8 +167,8 @@ def metric_row(scored: ScoredMetric, explanation: LlmResult | None) -> dict:
         "event_time": record.event_time,
         "timestamp": record.timestamp,
         "value": record.value,
-        "z_score": scored.z_score,
-        "anomaly_score": scored.anomaly_score,
+        "z_score": scored.score.z_score,
+        "anomaly_score": scored.score.anomaly_score,
         "is_anomaly": scored.is_anomaly,
         "analysis": answer_json(explanation.answer if explanation else None),
         "dashboard_id": record.dashboard_id,
@@ -232,7 +232,7 @@ def metric_alert(scored: ScoredMetric, explanation: LlmResult) -> dict | None:
         "subject": record.metric,
         "severity": severity,
         "event_time": record.event_time,
-        "summary": (f"{record.metric}={record.value:g} (z={scored.z_score:.1f}, "
-                    f"score={scored.anomaly_score:.2f}): {causes}. "
+        "summary": (f"{record.metric}={record.value:g} (z={scored.score.z_score:.1f}, "
+                    f"score={scored.score.anomaly_score:.2f}): {causes}. "
                     f"{explanation.answer['recommended_action']}"),
     }
