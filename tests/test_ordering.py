@@ -16,6 +16,8 @@ from realtime_ai.transforms.history import AddCustomerFeatures
 from realtime_ai.transforms.ordering import KeyedSequence, OrderedByKey, split_ready
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
+LATENESS = 3600
+TTL = 30 * 86400
 
 
 def _running_trace():
@@ -43,9 +45,8 @@ def test_batch_processes_each_key_in_event_time_order_whatever_the_input_order()
             p
             | beam.Create(values)
             | beam.Map(lambda v: TimestampedValue(("k", v), 1000 + v))
-            | OrderedByKey(_running_trace(), streaming=False)
-            | beam.Map(lambda trace: ("k", trace))
-        )
+            | OrderedByKey(_running_trace(), False, LATENESS, TTL)
+        ).outputs | beam.Map(lambda trace: ("k", trace))
         assert_that(out, equal_to(expected))
 
 
@@ -63,7 +64,7 @@ def test_streaming_waits_for_the_watermark_before_processing_out_of_order_events
         .advance_watermark_to_infinity()
     )
     with TestPipeline(runner="BundleBasedDirectRunner", options=options) as p:
-        out = p | stream | OrderedByKey(_running_trace(), streaming=True)
+        out = (p | stream | OrderedByKey(_running_trace(), True, LATENESS, TTL)).outputs
         assert_that(out, equal_to([(10,), (10, 20), (10, 20, 27), (10, 20, 27, 30)]))
 
 
@@ -94,7 +95,50 @@ def test_customer_features_match_pure_reference_for_shuffled_input(streaming):
             p
             | beam.Create(shuffled)
             | beam.Map(lambda t: TimestampedValue(t, t.event_time.timestamp()))
-            | AddCustomerFeatures(history_size=10, streaming=streaming)
-            | beam.Map(lambda ft: (ft.transaction.transaction_id, ft.features))
-        )
+            | AddCustomerFeatures(10, streaming, LATENESS, TTL)
+        )[0] | beam.Map(lambda ft: (ft.transaction.transaction_id, ft.features))
         assert_that(out, equal_to(_reference_features(txs, 10)))
+
+
+def _streaming_options():
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    return options
+
+
+def test_late_records_within_lateness_are_used_and_later_ones_dead_lettered():
+    stream = (
+        TestStream()
+        .advance_watermark_to(0)
+        .add_elements([TimestampedValue(("k", 100), 100)])
+        .advance_watermark_to(200)  # k is processed up to 100
+        .add_elements([TimestampedValue(("k", 95), 95),  # 5 s behind: used
+                       TimestampedValue(("k", 20), 20)])  # 80 s behind: too late
+        .advance_watermark_to_infinity()
+    )
+    with TestPipeline(runner="BundleBasedDirectRunner", options=_streaming_options()) as p:
+        ordered = p | stream | OrderedByKey(_running_trace(), True, 10, TTL)
+        assert_that(ordered.outputs, equal_to([(100,), (100, 95)]), label="Used")
+        assert_that(ordered.late, equal_to([(20, 80.0)]), label="Late")
+
+
+def _gap_trace():
+    return [TimestampedValue(("k", t), t) for t in (0, 10, 20, 500, 510)]
+
+
+def test_idle_keys_start_afresh_after_the_ttl_in_batch():
+    with TestPipeline(runner="DirectRunner") as p:
+        out = (p | beam.Create([0, 10, 20, 500, 510])
+               | beam.Map(lambda t: TimestampedValue(("k", t), t))
+               | OrderedByKey(_running_trace(), False, LATENESS, 100)).outputs
+        assert_that(out, equal_to([(0,), (0, 10), (0, 10, 20), (500,), (500, 510)]))
+
+
+def test_idle_keys_start_afresh_after_the_ttl_in_streaming():
+    stream = TestStream().advance_watermark_to(0)
+    for element in _gap_trace():
+        stream = stream.add_elements([element]).advance_watermark_to(element.timestamp + 1)
+    stream = stream.advance_watermark_to_infinity()
+    with TestPipeline(runner="BundleBasedDirectRunner", options=_streaming_options()) as p:
+        out = (p | stream | OrderedByKey(_running_trace(), True, LATENESS, 100)).outputs
+        assert_that(out, equal_to([(0,), (0, 10), (0, 10, 20), (500,), (500, 510)]))

@@ -40,13 +40,13 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict[str, beam
             | "ReadTransactions" >> ReadEventPayloads(opts.transactions)
             | "ParseTransactions" >> ParseTransactions(opts.max_record_bytes)
         )
-        featured = parsed.valid | "CustomerHistory" >> AddCustomerFeatures(
-            opts.history_size, streaming)
+        featured, late = parsed.valid | "CustomerHistory" >> AddCustomerFeatures(
+            opts.history_size, streaming, opts.allowed_lateness_seconds, opts.state_ttl_seconds)
         rows, alerts, failed = featured | "EnrichTransactions" >> EnrichTransactions(
             llm, opts.risk_threshold, opts.context)
         parts["transactions"].append(rows)
         parts["alerts"].append(alerts)
-        dead_letters += [parsed.dead_letter, failed]
+        dead_letters += [parsed.dead_letter, late, failed]
 
     if opts.metrics:
         parsed = (
@@ -54,15 +54,16 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict[str, beam
             | "ReadMetrics" >> ReadEventPayloads(opts.metrics)
             | "ParseMetrics" >> ParseMetrics(opts.max_record_bytes)
         )
-        scored = parsed.valid | "MetricStatistics" >> ScoreMetrics(
-            opts.detector_settings(), streaming)
+        scored, late = parsed.valid | "MetricStatistics" >> ScoreMetrics(
+            opts.detector_settings(), streaming, opts.allowed_lateness_seconds,
+            opts.state_ttl_seconds)
         rows, alerts, failed = scored | "ExplainAnomalies" >> ExplainAnomalies(llm)
         insights, insight_failed = scored | "DashboardInsights" >> DashboardInsights(
             llm, opts.insight_window_seconds)
         parts["metrics"].append(rows)
         parts["alerts"].append(alerts)
         parts["insights"].append(insights)
-        dead_letters += [parsed.dead_letter, failed, insight_failed]
+        dead_letters += [parsed.dead_letter, late, failed, insight_failed]
 
     parts["dead_letter"].append(
         tuple(dead_letters) | "AllDeadLetters" >> beam.Flatten(pipeline=p)

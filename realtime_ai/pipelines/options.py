@@ -131,6 +131,17 @@ class RealtimeAiOptions(PipelineOptions):
                  "context for the deep analysis. Default: the playbook shipped in the package. "
                  "Example: --context=gs://bucket/playbook.json")
         parser.add_argument(
+            "--allowed_lateness_seconds", type=float, default=3600.0,
+            help="How far behind what was already processed for its customer or metric a "
+                 "record may arrive and still be used (out of order); later ones go to "
+                 "dead_letter/ with the reason. Default: 3600. "
+                 "Example: --allowed_lateness_seconds=600")
+        parser.add_argument(
+            "--state_ttl_seconds", type=float, default=30 * 86400.0,
+            help="A customer's history or a metric's statistics are forgotten after this "
+                 "many seconds of event time without records. Default: 2592000 (30 days). "
+                 "Example: --state_ttl_seconds=604800")
+        parser.add_argument(
             "--max_record_bytes", type=int, default=65536,
             help="Records larger than this many bytes are dead-lettered. Default: 65536. "
                  "Example: --max_record_bytes=16384")
@@ -202,9 +213,12 @@ def validate(options: RealtimeAiOptions) -> None:
         raise InvalidOptions(f"--anomaly_window must be at least 2, got {options.anomaly_window}")
     if options.llm_max_retries < 0:
         raise InvalidOptions(f"--llm_max_retries must be >= 0, got {options.llm_max_retries}")
-    for name in ("llm_rpm", "llm_tpm", "latency_budget_ms"):
+    for name in ("llm_rpm", "llm_tpm", "latency_budget_ms", "state_ttl_seconds"):
         if getattr(options, name) is not None and getattr(options, name) <= 0:
             raise InvalidOptions(f"--{name} must be positive, got {getattr(options, name)}")
+    if options.allowed_lateness_seconds < 0:
+        raise InvalidOptions("--allowed_lateness_seconds must be >= 0, "
+                             f"got {options.allowed_lateness_seconds}")
     if options.cache_ttl_seconds < 0:
         raise InvalidOptions(f"--cache_ttl_seconds must be >= 0, got {options.cache_ttl_seconds}")
     if options.cache_url and not options.cache_url.startswith(("redis://", "rediss://")):
