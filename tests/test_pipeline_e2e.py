@@ -180,3 +180,18 @@ def test_help_lists_the_options_with_defaults_and_examples():
                  "--anomaly_detector", "--runner"):
         assert name in proc.stdout
     assert "Default: 0.8" in proc.stdout
+
+
+def test_detector_options_reach_the_detector():
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from realtime_ai.pipelines.options import RealtimeAiOptions
+
+    settings = PipelineOptions([
+        "--anomaly_detector=zscore", "--anomaly_threshold=0.9", "--anomaly_window=50",
+        "--anomaly_day_slots=24", "--anomaly_warmup_values=10", "--anomaly_cooldown_values=5",
+    ]).view_as(RealtimeAiOptions).detector_settings()
+    assert (settings.detector, settings.threshold, settings.window, settings.day_slots,
+            settings.warmup_values, settings.cooldown_values) == ("zscore", 0.9, 50, 24, 10, 5)
+    defaults = PipelineOptions([]).view_as(RealtimeAiOptions).detector_settings()
+    assert defaults.detector == "seasonal" and defaults.threshold == 0.3

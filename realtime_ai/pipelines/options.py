@@ -14,6 +14,16 @@ from realtime_ai.transforms.detectors import DETECTORS, DetectorSettings
 LLM_BACKENDS = ("local", "openai")
 
 
+# Optional options -> the DetectorSettings field each overrides when given.
+_DETECTOR_OPTIONS = {
+    "anomaly_detector": "detector",
+    "anomaly_threshold": "threshold",
+    "anomaly_day_slots": "day_slots",
+    "anomaly_warmup_values": "warmup_values",
+    "anomaly_cooldown_values": "cooldown_values",
+}
+
+
 class InvalidOptions(ValueError):
     """Options a user must fix; the command prints the message, never a stack trace."""
 
@@ -126,6 +136,20 @@ class RealtimeAiOptions(PipelineOptions):
             help="is_anomaly is anomaly_score >= this (0..1); only anomalies go to the model. "
                  f"Default: {DetectorSettings.threshold}. Example: --anomaly_threshold=0.9")
         parser.add_argument(
+            "--anomaly_day_slots", type=int, default=None,
+            help="seasonal detector: time-of-day slots with their own expected value and "
+                 f"spread. Default: {DetectorSettings.day_slots} (half hours). "
+                 "Example: --anomaly_day_slots=24")
+        parser.add_argument(
+            "--anomaly_warmup_values", type=int, default=None,
+            help="seasonal detector: values per metric scored 0 while it learns. Default: "
+                 f"{DetectorSettings.warmup_values}. Example: --anomaly_warmup_values=100")
+        parser.add_argument(
+            "--anomaly_cooldown_values", type=int, default=None,
+            help="seasonal detector: values scored 0 after an alert, so one incident pages "
+                 f"once. Default: {DetectorSettings.cooldown_values}. "
+                 "Example: --anomaly_cooldown_values=30")
+        parser.add_argument(
             "--context", default=None,
             help="JSON file of fraud playbook entries ([{id, title, text}, ...]) retrieved as "
                  "context for the deep analysis. Default: the playbook shipped in the package. "
@@ -167,10 +191,9 @@ class RealtimeAiOptions(PipelineOptions):
 
     def detector_settings(self) -> DetectorSettings:
         overrides = {"window": self.anomaly_window}
-        if self.anomaly_detector is not None:
-            overrides["detector"] = self.anomaly_detector
-        if self.anomaly_threshold is not None:
-            overrides["threshold"] = self.anomaly_threshold
+        for option, setting in _DETECTOR_OPTIONS.items():
+            if getattr(self, option) is not None:
+                overrides[setting] = getattr(self, option)
         return dataclasses.replace(DetectorSettings(), **overrides)
 
 
@@ -209,6 +232,10 @@ def validate(options: RealtimeAiOptions) -> None:
     if options.anomaly_threshold is not None and not 0.0 <= options.anomaly_threshold <= 1.0:
         raise InvalidOptions("--anomaly_threshold must be in [0, 1], "
                              f"got {options.anomaly_threshold}")
+    for name in ("anomaly_day_slots", "anomaly_warmup_values", "anomaly_cooldown_values"):
+        if getattr(options, name) is not None and getattr(options, name) < (
+                1 if name == "anomaly_day_slots" else 0):
+            raise InvalidOptions(f"--{name} is out of range: {getattr(options, name)}")
     if options.anomaly_window < 2:
         raise InvalidOptions(f"--anomaly_window must be at least 2, got {options.anomaly_window}")
     if options.llm_max_retries < 0:
