@@ -10,6 +10,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from realtime_ai.io.files import ReadEventPayloads
 from realtime_ai.io.parquet import WriteDataset, clear_dataset, read_dataset
+from realtime_ai.io.pubsub import PublishMessages
 from realtime_ai.llm import accounting
 from realtime_ai.pipelines.options import (
     InvalidOptions,
@@ -22,7 +23,11 @@ from realtime_ai.transforms.anomaly import ScoreMetrics
 from realtime_ai.transforms.enrichment import NAMESPACE, EnrichTransactions, ExplainAnomalies
 from realtime_ai.transforms.history import AddCustomerFeatures
 from realtime_ai.transforms.insights import DashboardInsights
-from realtime_ai.transforms.outputs import dead_letter_row
+from realtime_ai.transforms.outputs import (
+    ALERT_ATTRIBUTES,
+    INSIGHT_ATTRIBUTES,
+    dead_letter_row,
+)
 from realtime_ai.transforms.parse import ParseMetrics, ParseTransactions
 
 
@@ -74,6 +79,12 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict[str, beam
         label = "".join(word.title() for word in name.split("_"))
         results[name] = tuple(parts[name]) | f"All{label}" >> beam.Flatten(pipeline=p)
         results[name] | f"Write{label}" >> WriteDataset(opts.output, name, schema)
+    if opts.alerts_topic:
+        results["alerts"] | "PublishAlerts" >> PublishMessages(opts.alerts_topic,
+                                                               ALERT_ATTRIBUTES)
+    if opts.insights_topic:
+        results["insights"] | "PublishInsights" >> PublishMessages(opts.insights_topic,
+                                                                   INSIGHT_ATTRIBUTES)
     return results
 
 

@@ -8,6 +8,7 @@ import os
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from realtime_ai.io.files import check_pattern_matches
+from realtime_ai.io.pubsub import TOPIC_PATTERN
 from realtime_ai.llm.base import LlmConfig
 from realtime_ai.transforms.detectors import DETECTORS, DetectorSettings
 
@@ -47,6 +48,17 @@ class RealtimeAiOptions(PipelineOptions):
             help="Folder (local or gs://) under which the Parquet datasets transactions/, "
                  "metrics/, alerts/, insights/ and dead_letter/ are written. Required. "
                  "Example: --output=out/run1")
+        parser.add_argument(
+            "--alerts_topic", default=None,
+            help="Pub/Sub topic the alerts are also published to, as JSON with attributes "
+                 "alert_id, kind and severity (dedupe on alert_id: delivery is at least "
+                 "once). Default: none (alerts/ only). "
+                 "Example: --alerts_topic=projects/my-project/topics/alerts")
+        parser.add_argument(
+            "--insights_topic", default=None,
+            help="Pub/Sub topic the dashboard insights are also published to, as JSON with "
+                 "attributes dashboard_id and window_start. Default: none. "
+                 "Example: --insights_topic=projects/my-project/topics/insights")
         parser.add_argument(
             "--llm_backend", default=None, choices=LLM_BACKENDS,
             help="Which model answers: 'openai' (any OpenAI-compatible endpoint: OpenAI, "
@@ -255,6 +267,11 @@ def validate(options: RealtimeAiOptions) -> None:
     if options.llm_timeout_seconds <= 0:
         raise InvalidOptions("--llm_timeout_seconds must be positive, "
                          f"got {options.llm_timeout_seconds}")
+    for name in ("alerts_topic", "insights_topic"):
+        topic = getattr(options, name)
+        if topic and not TOPIC_PATTERN.match(topic):
+            raise InvalidOptions(f"--{name} must be projects/PROJECT_ID/topics/TOPIC with a "
+                                 f"Google project id (e.g. local-project), got {topic}")
     for name in ("transactions", "metrics"):
         pattern = getattr(options, name)
         if pattern:

@@ -251,3 +251,20 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, datetime):
         return iso(value)
     raise TypeError(f"cannot render {type(value).__name__} as JSON")
+
+
+# Message attributes readers dedupe and route on (Beam's Pub/Sub writer may republish a
+# failed bundle, and its id_label does not work on every runner).
+ALERT_ATTRIBUTES = ("alert_id", "kind", "severity")
+INSIGHT_ATTRIBUTES = ("dashboard_id", "window_start")
+
+
+def pubsub_message(row: Mapping[str, Any], attribute_names: tuple[str, ...]
+                   ) -> tuple[bytes, dict[str, str]]:
+    """A row as a JSON message body (times as ISO-8601 Z) and its string attributes."""
+    def text(value: Any) -> str:
+        return iso(value) if isinstance(value, datetime) else str(value)
+
+    body = json.dumps({k: text(v) if isinstance(v, datetime) else v for k, v in row.items()},
+                      sort_keys=True)
+    return body.encode(), {name: text(row[name]) for name in attribute_names}
