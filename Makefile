@@ -9,7 +9,7 @@ OUT ?= out/run
 RUNNER ?= DirectRunner
 NAB ?= ../shared/nab
 
-.PHONY: venv run test lint unit nab bench clean
+.PHONY: venv run test test-flink lint unit nab bench clean
 
 venv: $(VENV)/.installed
 
@@ -32,8 +32,12 @@ lint: venv
 unit: venv
 	$(PY) -m pytest -q -m "not integration"
 
+# Flink tests need a 400 MB download and a cluster: `make test-flink` runs them on their own.
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not flink"
+
+test-flink: venv
+	$(PY) -m pytest -q -m flink
 
 nab: venv
 	$(PY) -m realtime_ai.pipelines.main --metrics=$(NAB)/metrics.jsonl.gz \

@@ -89,12 +89,16 @@ def test_a_retried_bundle_does_not_pay_twice(llm_server):
     assert llm_server.stats["requests"] / len(events) <= 1.01
 
 
+REDIS_PORT = "6396"  # our own port: never stops a Redis someone else started
+
+
 @pytest.fixture(scope="module")
 def redis_url():
-    started = subprocess.run(["bash", "scripts/redis.sh", "start"], capture_output=True,
+    script = ["bash", "scripts/redis.sh"]
+    started = subprocess.run([*script, "start", "--port", REDIS_PORT], capture_output=True,
                              text=True, check=True)
     yield started.stdout.strip().split("=", 1)[1]
-    subprocess.run(["bash", "scripts/redis.sh", "stop"], check=True)
+    subprocess.run([*script, "stop", "--port", REDIS_PORT], check=True)
 
 
 @pytest.mark.integration
@@ -102,14 +106,15 @@ def test_redis_shares_answers_between_workers_and_expires_them(llm_server, redis
     import redis
 
     redis.Redis.from_url(redis_url).flushdb()
+    # a TTL long enough that a busy machine cannot expire it between the two workers' calls
     config = LlmConfig(backend="openai", base_url=llm_server.base_url, cache_url=redis_url,
-                       cache_ttl_seconds=1)
+                       cache_ttl_seconds=3)
     worker_a, worker_b = make_backend(config), make_backend(config)
     first = runner.submit(worker_a.complete(base.DASHBOARD_INSIGHT, INSIGHT, base.FAST)).result(10)
     second = runner.submit(worker_b.complete(base.DASHBOARD_INSIGHT, INSIGHT, base.FAST)).result(10)
     assert second.answer == first.answer and second.cached and not first.cached
     assert llm_server.stats["requests"] == 1
-    time.sleep(2.1)  # past the TTL in Redis (whole seconds) and locally
+    time.sleep(3.1)  # past the TTL in Redis (whole seconds) and locally
     runner.submit(worker_b.complete(base.DASHBOARD_INSIGHT, INSIGHT, base.FAST)).result(10)
     assert llm_server.stats["requests"] == 2
 
