@@ -1,9 +1,9 @@
-"""What --runner=FlinkRunner needs besides --flink_master, for the cluster of scripts/flink-cluster.sh.
+"""What --runner=FlinkRunner needs besides --flink_master, for scripts/flink-cluster.sh's cluster.
 
 Maven Central as reachable here has no Beam Flink job-server jar, so the script assembles the
 Beam 2.62 Flink 1.19 job server and a launcher jar at JOB_SERVER_JAR; Python workers come from
-the script's worker pool (the EXTERNAL environment). `python -m realtime_ai.pipelines.flink_defaults`
-prints JOB_SERVER_JAR: the script builds it there.
+the script's worker pool (the EXTERNAL environment).
+`python -m realtime_ai.pipelines.flink_defaults` prints JOB_SERVER_JAR: the script builds it there.
 """
 from pathlib import Path
 

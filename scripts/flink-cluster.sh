@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# A real Flink 1.19 session cluster on loopback, for --runner=FlinkRunner:
+#   scripts/flink-cluster.sh start|stop|status [--port 8081]
+# `start` assembles (once, cached under ~/.cache/realtime-ai) FLINK_HOME from PyPI's apache-flink
+# wheel (bin/, conf/) and apache-flink-libraries sdist (lib/, opt/, plugins/), and the Beam 2.62
+# Flink 1.19 job server from Maven Central (scripts/jobserver/pom.xml) with a small launcher jar;
+# then starts a JobManager and a TaskManager (REST on 127.0.0.1:PORT) and the Beam Python worker
+# pool on 127.0.0.1:50000 (the EXTERNAL environment of realtime_ai.pipelines.flink_defaults).
+# It prints FLINK_MASTER=..., FLINK_JOB_SERVER_JAR=... on stdout, diagnostics on stderr.
+# The wheel and sdist are only unpacked, never pip-installed: they pin an older Beam.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+parse_service_args 8081 "$@"
+
+FLINK_VERSION=1.19.3
+WORKER_POOL_PORT=50000
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+PY="${REPO}/.venv/bin/python"
+FLINK_HOME="${CACHE_DIR}/flink-${FLINK_VERSION}"
+FLINK_RUN="${RUN_DIR}/flink"
+POOL_PID="${FLINK_RUN}/worker-pool.pid"
+POOL_PROGRAM=apache_beam.runners.worker.worker_pool_main
+export FLINK_HOME FLINK_CONF_DIR="${FLINK_HOME}/conf"
+
+[ -x "$PY" ] || die "no ${PY}: run 'make venv' first"
+# The launcher jar's path is defined once, in Python, where the pipeline reads it.
+JOB_SERVER_JAR=$(PYTHONPATH="$REPO" "$PY" -m realtime_ai.pipelines.flink_defaults)
+JOB_SERVER_DIR=$(dirname "$JOB_SERVER_JAR")
+
+# require COMMAND DEBIAN_PACKAGE: installs the package when the command is missing.
+require() {
+  command -v "$1" >/dev/null && return
+  echo "installing $2 (apt-get)" >&2
+  local log="${RUN_DIR}/apt-$2.log"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2"; } \
+    > "$log" 2>&1 || unavailable "apt-get install $2 failed: see $log"
+}
+
+assemble_flink_home() {
+  [ -d "$FLINK_HOME" ] && return
+  echo "assembling ${FLINK_HOME} from PyPI (~230 MB, once)" >&2
+  local downloads="${CACHE_DIR}/downloads" staging="${FLINK_HOME}.partial"
+  mkdir -p "$downloads"
+  "$PY" -m pip download -q --no-deps --no-cache-dir --dest "$downloads" \
+    "apache-flink==${FLINK_VERSION}" "apache-flink-libraries==${FLINK_VERSION}" >&2
+  rm -rf "$staging" && mkdir -p "$staging/wheel" "$staging/log"
+  "$PY" -m zipfile -e "$downloads"/apache_flink-"${FLINK_VERSION}"-*.whl "$staging/wheel"
+  mv "$staging/wheel/pyflink/bin" "$staging/wheel/pyflink/conf" "$staging/"
+  rm -rf "$staging/wheel"
+  tar -xzf "$downloads/apache-flink-libraries-${FLINK_VERSION}.tar.gz" -C "$staging" \
+    --strip-components=2 --wildcards '*/deps/lib' '*/deps/opt' '*/deps/plugins' \
+    '*/deps/bin/bash-java-utils.jar'
+  chmod +x "$staging"/bin/*
+  mv "$staging/conf/config.yaml" "$staging/conf/config.shipped.yaml"
+  mv "$staging" "$FLINK_HOME"
+}
+
+# The job server's jars come from Maven Central; the launcher jar names them in its manifest
+# (relative Class-Path, lines of at most 72 bytes) so that `java -jar` runs FlinkJobServerDriver.
+assemble_job_server() {
+  [ -f "$JOB_SERVER_JAR" ] && return
+  echo "assembling the Beam Flink job server in ${JOB_SERVER_DIR} (~150 MB, once)" >&2
+  local staging="${JOB_SERVER_DIR}.partial"
+  rm -rf "$staging" && mkdir -p "$staging"
+  mvn -q -B -f "${REPO}/scripts/jobserver/pom.xml" -Dmaven.repo.local="${CACHE_DIR}/m2" \
+    dependency:copy-dependencies -DoutputDirectory="$staging/lib" \
+    > "${RUN_DIR}/mvn-jobserver.log" 2>&1 || die "mvn failed: see ${RUN_DIR}/mvn-jobserver.log"
+  {
+    echo "Main-Class: org.apache.beam.runners.flink.FlinkJobServerDriver"
+    (cd "$staging" && printf 'Class-Path:' && printf ' %s' lib/*.jar) \
+      | fold -b -w 71 | sed '2,$s/^/ /'
+    echo
+  } > "$staging/MANIFEST.MF"
+  (cd "$staging" && jar --create --file "$(basename "$JOB_SERVER_JAR")" --manifest MANIFEST.MF)
+  rm "$staging/MANIFEST.MF"
+  rm -rf "$JOB_SERVER_DIR" && mv "$staging" "$JOB_SERVER_DIR"
+}
+
+# Written on every start, so the settings here are the ones in force.
+write_config() {
+  local java_opts
+  java_opts=$(sed -n 's/^ *all: //p' "${FLINK_CONF_DIR}/config.shipped.yaml")
+  mkdir -p "${FLINK_RUN}/log" "${FLINK_RUN}/checkpoints" "${FLINK_RUN}/savepoints"
+  cat > "${FLINK_CONF_DIR}/config.yaml" <<EOF
+env.java.opts.all: ${java_opts}
+env.log.dir: ${FLINK_RUN}/log
+env.pid.dir: ${FLINK_RUN}
+jobmanager.rpc.address: 127.0.0.1
+jobmanager.bind-host: 127.0.0.1
+jobmanager.rpc.port: 6123
+jobmanager.memory.process.size: 1024m
+jobmanager.execution.failover-strategy: region
+taskmanager.host: 127.0.0.1
+taskmanager.bind-host: 127.0.0.1
+# Two cores: a few slots so that a job and a test job fit; Beam keeps one Python worker per
+# TaskManager, so slots cost little. Beam uses no managed memory (no RocksDB).
+taskmanager.numberOfTaskSlots: 4
+taskmanager.memory.process.size: 1728m
+taskmanager.memory.managed.fraction: 0.1
+parallelism.default: 2
+rest.address: 127.0.0.1
+rest.bind-address: 127.0.0.1
+rest.port: ${PORT}
+execution.checkpointing.interval: 10s
+state.backend.type: hashmap
+state.checkpoints.dir: file://${FLINK_RUN}/checkpoints
+state.savepoints.dir: file://${FLINK_RUN}/savepoints
+EOF
+}
+
+# Prints the number of registered TaskManagers; fails while the REST endpoint does not answer.
+taskmanagers() {
+  "$PY" - "$PORT" <<'EOF'
+import json, sys, urllib.request
+with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/overview", timeout=2) as answer:
+    print(json.load(answer)["taskmanagers"])
+EOF
+}
+cluster_ready() { [ "$(taskmanagers 2>/dev/null)" -ge 1 ] 2>/dev/null; }
+daemon_pid_file() { compgen -G "${FLINK_RUN}/flink-*-$1.pid" || true; }
+
+start_worker_pool() {
+  # The pool starts SDK workers with a bare `python`: the venv's must come first on PATH.
+  PATH="${REPO}/.venv/bin:${PATH}" setsid "$PY" -m "$POOL_PROGRAM" \
+    --service_port="$WORKER_POOL_PORT" < /dev/null > "${FLINK_RUN}/worker-pool.log" 2>&1 9>&- &
+  echo $! > "$POOL_PID"
+  wait_for 30 port_open "$WORKER_POOL_PORT" \
+    || die "the worker pool did not open :${WORKER_POOL_PORT}: see ${FLINK_RUN}/worker-pool.log"
+}
+
+start() {
+  require java openjdk-17-jdk-headless
+  require mvn maven
+  assemble_flink_home
+  assemble_job_server
+  if ! cluster_ready; then
+    port_open "$PORT" && die "127.0.0.1:${PORT} is taken by something that is not a Flink cluster"
+    write_config
+    "${FLINK_HOME}/bin/start-cluster.sh" 9>&- >&2
+    wait_for 90 cluster_ready || die "Flink did not come up: see ${FLINK_RUN}/log"
+  fi
+  if ! pid_running "$POOL_PID" "$POOL_PROGRAM"; then
+    port_open "$WORKER_POOL_PORT" && die "127.0.0.1:${WORKER_POOL_PORT} is taken by something else"
+    start_worker_pool
+  fi
+  echo "FLINK_MASTER=localhost:${PORT}"
+  echo "FLINK_JOB_SERVER_JAR=${JOB_SERVER_JAR}"
+  echo "FLINK_WORKER_POOL=localhost:${WORKER_POOL_PORT}"
+  echo "FLINK_HOME=${FLINK_HOME}"
+}
+
+stop() {
+  if pid_running "$POOL_PID" "$POOL_PROGRAM"; then
+    kill -- "-$(cat "$POOL_PID")" 2>/dev/null || true  # the pool's own process group: its workers
+  fi
+  stop_pid_file "$POOL_PID" "$POOL_PROGRAM"
+  [ -d "$FLINK_HOME" ] || return 0
+  local pids
+  pids=$(cat "${FLINK_RUN}"/flink-*.pid 2>/dev/null || true)
+  "${FLINK_HOME}/bin/stop-cluster.sh" 9>&- >&2
+  for pid in $pids; do
+    wait_for 20 pid_gone "$pid" || kill -9 "$pid" 2>/dev/null || true
+  done
+}
+
+status() {
+  local failed=0 name pid_file
+  for name in standalonesession taskexecutor; do
+    pid_file=$(daemon_pid_file "$name")
+    if [ -n "$pid_file" ] && pid_running "$pid_file" java; then
+      echo "flink ${name} running (pid $(cat "$pid_file"))"
+    else
+      echo "flink ${name} stopped"; failed=1
+    fi
+  done
+  if cluster_ready; then
+    echo "flink REST on 127.0.0.1:${PORT} with $(taskmanagers) TaskManager(s)"
+  else
+    echo "flink REST on 127.0.0.1:${PORT} not answering"; failed=1
+  fi
+  if pid_running "$POOL_PID" "$POOL_PROGRAM"; then
+    echo "beam worker pool running on 127.0.0.1:${WORKER_POOL_PORT} (pid $(cat "$POOL_PID"))"
+  else
+    echo "beam worker pool stopped"; failed=1
+  fi
+  return "$failed"
+}
+
+mkdir -p "$FLINK_RUN"
+lock_service "flink-${PORT}"
+"$COMMAND"
