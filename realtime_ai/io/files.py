@@ -1,8 +1,6 @@
 """Event files: JSON lines (optionally gzipped) and Parquet, local or on any Beam filesystem."""
 from __future__ import annotations
 
-import io
-
 import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.io import fileio
@@ -26,20 +24,20 @@ def check_pattern_matches(pattern: str, option: str) -> None:
 
 
 def _payloads(readable: fileio.ReadableFile):
-    path = readable.metadata.path
-    if path.endswith(PARQUET_SUFFIX):
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
-            parquet = pq.ParquetFile(io.BytesIO(raw.read()))
-        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
-            for row in batch.to_pylist():
-                yield to_json_payload(row)
+    if readable.metadata.path.lower().endswith(PARQUET_SUFFIX):
+        with readable.open(compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            for batch in pq.ParquetFile(handle).iter_batches(batch_size=PARQUET_BATCH_ROWS):
+                for row in batch.to_pylist():
+                    yield to_json_payload(row)
         return
-    # AUTO picks gzip/bzip2/... by extension; lines that are not UTF-8 are kept (with
-    # replacement characters) so the parser dead-letters them instead of the job failing.
-    with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as handle:
+    # Any other file is JSON lines; AUTO picks gzip/bzip2/... by extension. Lines that are
+    # not UTF-8 are kept (with replacement characters) so the parser dead-letters them
+    # instead of the job failing.
+    with readable.open(compression_type=CompressionTypes.AUTO) as handle:
         # Beam's compressed files have readline() but are not iterable
         for raw_line in iter(handle.readline, b""):
-            line = raw_line.decode("utf-8", errors="replace").rstrip("\r\n")
+            line = raw_line.decode("utf-8", errors="replace").removesuffix("\n")
+            line = line.removesuffix("\r")
             if line.strip():
                 yield line
 

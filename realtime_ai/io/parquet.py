@@ -26,6 +26,8 @@ class WriteDataset(beam.PTransform):
         self._schema = schema
 
     def expand(self, rows):
+        if not rows.is_bounded:
+            raise ValueError(f"WriteDataset({self._prefix}) writes bounded input only")
         return rows | "WriteParquet" >> beam.io.WriteToParquet(
             self._prefix, self._schema, file_name_suffix=".parquet",
             row_group_buffer_size=ROW_GROUP_BUFFER_BYTES)
