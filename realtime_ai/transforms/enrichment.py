@@ -8,6 +8,7 @@ request fails permanently goes to the dead-letter output with the data and the r
 """
 from __future__ import annotations
 
+import collections
 import json
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -45,13 +46,13 @@ class _AskModelDoFn(beam.DoFn):
         self._tier = tier
         self._to_data = to_data
         self._keep_failed = keep_failed
-        self._answered = Metrics.counter(NAMESPACE, f"llm_{task}_answered")
-        self._failed = Metrics.counter(NAMESPACE, f"llm_{task}_dead_lettered")
 
     def setup(self):
         self._prices = accounting.load_prices()
         self._backend = shared_backend(self._config)
         self._in_flight = InFlight(shared_slots(self._config))
+        self._tally: collections.Counter = collections.Counter()
+        self._latency = Metrics.distribution(NAMESPACE, "llm_latency_ms")
 
     def process(self, element, timestamp=beam.DoFn.TimestampParam,
                 window=beam.DoFn.WindowParam):
@@ -62,11 +63,16 @@ class _AskModelDoFn(beam.DoFn):
 
     def finish_bundle(self):
         yield from self._emit(self._in_flight.drain_all())
+        # Counters are tallied per answer and reported once per bundle: a Beam counter call
+        # per answer cost the bundle thread enough to slow the event loop beside it.
+        for name, value in self._tally.items():
+            Metrics.counter(NAMESPACE, name).inc(value)
+        self._tally.clear()
 
     def _emit(self, completed):
         for pending, outcome in completed:
             if isinstance(outcome, LlmPermanentError):
-                self._failed.inc()
+                self._tally[f"llm_{self._task}_dead_lettered"] += 1
                 dead = DeadLetter(source=f"llm:{self._task}",
                                   payload=json.dumps(pending.data, sort_keys=True),
                                   error=str(outcome))
@@ -78,30 +84,28 @@ class _AskModelDoFn(beam.DoFn):
             elif isinstance(outcome, BaseException):
                 raise outcome  # a bug, not an LLM failure: fail the bundle so Beam retries it
             else:
-                self._answered.inc()
+                self._tally[f"llm_{self._task}_answered"] += 1
                 self._account(outcome)
             yield WindowedValue((pending.element, outcome), pending.timestamp, [pending.window])
 
     def _account(self, result: LlmResult) -> None:
-        """Beam metrics of one answer: counted here, on the bundle's thread, where Beam
-        attributes them (the event loop's thread has no metrics context)."""
+        """Metrics of one answer, tallied on the bundle's thread, where Beam attributes them
+        (the event loop's thread has no metrics context)."""
+        tally = self._tally
         if result.cached:
-            Metrics.counter(NAMESPACE, "llm_cache_hits").inc()
+            tally["llm_cache_hits"] += 1
             return
-        Metrics.counter(NAMESPACE, "llm_answers").inc()
-        if result.fell_back:
-            Metrics.counter(NAMESPACE, "llm_fallbacks").inc()
-        Metrics.counter(NAMESPACE, "llm_retries").inc(result.attempts - 1)
-        Metrics.counter(NAMESPACE, f"llm_input_tokens:{result.model}").inc(result.input_tokens)
-        Metrics.counter(NAMESPACE, f"llm_output_tokens:{result.model}").inc(
-            result.output_tokens)
+        tally["llm_answers"] += 1
+        tally["llm_fallbacks"] += result.fell_back
+        tally["llm_retries"] += result.attempts - 1
+        tally[f"llm_input_tokens:{result.model}"] += result.input_tokens
+        tally[f"llm_output_tokens:{result.model}"] += result.output_tokens
         cost = accounting.cost_micro_usd(self._prices, result.model, result.input_tokens,
                                          result.output_tokens)
         if cost is not None:
-            Metrics.counter(NAMESPACE, f"llm_cost_micro_usd:{result.model}").inc(cost)
-        Metrics.distribution(NAMESPACE, "llm_latency_ms").update(round(result.latency_ms))
-        bucket = accounting.latency_bucket(result.latency_ms)
-        Metrics.counter(NAMESPACE, f"llm_latency_ms_le:{bucket}").inc()
+            tally[f"llm_cost_micro_usd:{result.model}"] += cost
+        tally[f"llm_latency_ms_le:{accounting.latency_bucket(result.latency_ms)}"] += 1
+        self._latency.update(round(result.latency_ms))
 
 
 class AskModel(beam.PTransform):
