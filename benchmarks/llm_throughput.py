@@ -53,9 +53,16 @@ class Server:
         line = self._process.stdout.readline()
         self.base_url = line.split()[-1]
 
-    def stats(self) -> dict:
-        with urllib.request.urlopen(self.base_url.removesuffix("/v1") + "/stats") as response:
+    def stats(self, path: str = "/stats"):
+        with urllib.request.urlopen(self.base_url.removesuffix("/v1") + path) as response:
             return json.load(response)
+
+    def steady_rate(self) -> float:
+        """Answers per second between the 10th and 90th percentile answer: the sustained
+        rate, without the ramp-up and the final drain."""
+        times = sorted(self.stats("/stats/answer_times"))
+        low, high = times[len(times) // 10], times[len(times) * 9 // 10]
+        return (len(times) * 8 // 10) / (high - low)
 
     def stop(self) -> None:
         self._process.terminate()
@@ -127,6 +134,7 @@ def pipeline_rate(server: Server, data: list[dict], concurrency: int, **config) 
         "requests_429": stats.get("status_429", 0),
         "share_429": round(stats.get("status_429", 0) / requests, 4),
         "events_per_second": round(len(data) / span, 1),
+        "steady_answers_per_second": round(server.steady_rate(), 1),
         "requests_per_minute": round(requests / span * 60, 1),
         "pipeline_wall_seconds": round(wall, 1),
         "prompt_tokens_per_event": round(stats.get("prompt_tokens", 0) / len(data), 1),
@@ -205,8 +213,15 @@ def main() -> None:
         "ours": ours,
         "concurrency_bound_events_per_second": bound,
         "share_of_bound": round(ours["events_per_second"] / bound, 3),
+        "steady_share_of_bound": round(ours["steady_answers_per_second"] / bound, 3),
         "speedup_over_article": round(ours["events_per_second"] / article_rate, 1),
     }
+
+    half = args.concurrency // 2
+    lower = _scenario(["--latency_ms", "200"], data[:2000], half)
+    lower.pop("latencies_ms")
+    lower["steady_share_of_bound"] = round(lower["steady_answers_per_second"] / (half / 0.2), 3)
+    result[f"fixed_200ms_unpacked_concurrency_{half}"] = lower
 
     packed = _scenario(["--latency_ms", "200"], data, args.concurrency, fast_batch_size=10)
     packed.pop("latencies_ms")

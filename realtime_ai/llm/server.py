@@ -26,6 +26,7 @@ from realtime_ai.llm import local_model, tasks
 FAULTS = ("rate_limited", "server_error", "hang", "malformed")
 HANG_SECONDS = 600.0
 RATE_WINDOW_SECONDS = 60.0
+ANSWER_TIMES_KEPT = 200_000
 
 
 @dataclasses.dataclass
@@ -46,6 +47,8 @@ class _Server:
         # wall-clock span of the traffic, for throughput measured where the requests land
         self.first_request_at: float | None = None
         self.last_answer_at: float | None = None
+        # when each of the latest answers went out, for steady-state rates
+        self.answer_times: collections.deque[float] = collections.deque(maxlen=ANSWER_TIMES_KEPT)
         self._rng = random.Random(settings.seed)
         self._recent: collections.deque[float] = collections.deque()
 
@@ -90,6 +93,7 @@ class _Server:
             return await self._answer(request)
         finally:
             self.last_answer_at = time.time()
+            self.answer_times.append(self.last_answer_at)
 
     async def _answer(self, request: web.Request) -> web.Response:
         try:
@@ -143,8 +147,12 @@ class _Server:
         return web.json_response({**self.stats, "first_request_at": self.first_request_at,
                                   "last_answer_at": self.last_answer_at})
 
+    async def get_answer_times(self, request: web.Request) -> web.Response:
+        return web.json_response(list(self.answer_times))
+
     async def reset_stats(self, request: web.Request) -> web.Response:
         self.stats.clear()
+        self.answer_times.clear()
         self.first_request_at = self.last_answer_at = None
         self._recent.clear()
         return web.json_response({})
@@ -155,6 +163,7 @@ class _Server:
             web.post("/v1/chat/completions", self.chat),
             web.get("/v1/models", self.models),
             web.get("/stats", self.get_stats),
+            web.get("/stats/answer_times", self.get_answer_times),
             web.post("/stats/reset", self.reset_stats),
         ])
         return application
