@@ -3,12 +3,13 @@ still leaves a readable dataset."""
 from datetime import datetime, timedelta, timezone
 
 import apache_beam as beam
-import pytest
+import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
+from apache_beam.transforms.window import TimestampedValue
 
-from realtime_ai.io.parquet import WriteDataset, clear_dataset, read_dataset
+from realtime_ai.io.parquet import WriteDataset, clear_dataset, read_dataset, window_file_name
 from realtime_ai.records import DEAD_LETTER_SCHEMA, METRICS_SCHEMA
 
 START = datetime(2026, 1, 5, 10, tzinfo=timezone.utc)
@@ -51,10 +52,78 @@ def test_clearing_a_dataset_removes_the_files_of_an_earlier_run(tmp_path):
     clear_dataset(str(tmp_path), "never_written")  # nothing to clear is fine
 
 
-def test_unbounded_input_is_refused_rather_than_never_written(tmp_path):
+def _row(second: float) -> dict:
+    return {**METRIC_ROWS[0], "event_time": START + timedelta(seconds=second),
+            "timestamp": str(second)}
+
+
+def _stamped(*seconds: float) -> list:
+    return [TimestampedValue(_row(s), (START + timedelta(seconds=s)).timestamp())
+            for s in seconds]
+
+
+def _window_files(folder) -> dict[str, list[float]]:
+    """file path relative to the dataset -> the rows' event seconds after START"""
+    return {str(path.relative_to(folder)): sorted(
+        (row["event_time"] - START).total_seconds() for row in pq.read_table(path).to_pylist())
+        for path in sorted(folder.rglob("*.parquet"))}
+
+
+def _streaming_pipeline():
     options = PipelineOptions()
     options.view_as(StandardOptions).streaming = True
-    p = beam.Pipeline(runner="DirectRunner", options=options)
-    rows = p | TestStream().add_elements([{"source": "s", "payload": "p", "error": "e"}])
-    with pytest.raises(ValueError, match="writes bounded input only"):
-        _ = rows | WriteDataset(str(tmp_path), "dead_letter", DEAD_LETTER_SCHEMA)
+    return TestPipeline(runner="BundleBasedDirectRunner", options=options)
+
+
+def test_streaming_rows_land_in_their_own_windows_file_whatever_their_arrival_order(tmp_path):
+    # Rows of two 60 s windows arrive interleaved and in several bundles before the watermark
+    # passes either window: each window's file holds its rows and no others (the fault of
+    # WriteToParquet with triggering_frequency), one file per window, one row group.
+    events = (TestStream().advance_watermark_to(START.timestamp())
+              .add_elements(_stamped(1, 61, 59.5))
+              .add_elements(_stamped(65, 0, 119.999))
+              .advance_watermark_to(START.timestamp() + 40)
+              .add_elements(_stamped(30))
+              .advance_watermark_to(START.timestamp() + 75)   # past 60 + grace 10
+              .add_elements(_stamped(100))
+              .advance_watermark_to(START.timestamp() + 200))
+    with _streaming_pipeline() as p:
+        _ = (p | events | WriteDataset(str(tmp_path), "metrics", METRICS_SCHEMA,
+                                       window_seconds=60, grace_seconds=10,
+                                       allowed_lateness_seconds=3600))
+    folder = tmp_path / "metrics"
+    assert _window_files(folder) == {
+        "date=2026-01-05/hour=10/20260105T100000-20260105T100100-pane-0.parquet":
+            [0, 1, 30, 59.5],
+        "date=2026-01-05/hour=10/20260105T100100-20260105T100200-pane-0.parquet":
+            [61, 65, 100, 119.999],
+    }
+    for path in folder.rglob("*.parquet"):
+        assert pq.ParquetFile(path).metadata.num_row_groups == 1
+    assert not [path for path in folder.rglob(".*")]  # no staging file left behind
+    table = read_dataset(str(folder))
+    assert table.num_rows == 8 and {"date", "hour"} <= set(table.column_names)
+
+
+def test_streaming_late_rows_get_a_later_pane_of_their_own_window(tmp_path):
+    events = (TestStream().advance_watermark_to(START.timestamp())
+              .add_elements(_stamped(5, 70))
+              .advance_watermark_to(START.timestamp() + 100)  # window [0, 60) has fired
+              .add_elements(_stamped(6))  # late, but within the allowed lateness
+              .advance_watermark_to(START.timestamp() + 300))
+    with _streaming_pipeline() as p:
+        _ = (p | events | WriteDataset(str(tmp_path), "metrics", METRICS_SCHEMA,
+                                       window_seconds=60, grace_seconds=10,
+                                       allowed_lateness_seconds=3600))
+    files = _window_files(tmp_path / "metrics")
+    assert files == {
+        "date=2026-01-05/hour=10/20260105T100000-20260105T100100-pane-0.parquet": [5],
+        "date=2026-01-05/hour=10/20260105T100000-20260105T100100-pane-1.parquet": [6],
+        "date=2026-01-05/hour=10/20260105T100100-20260105T100200-pane-0.parquet": [70],
+    }
+
+
+def test_window_file_names_partition_by_the_windows_date_and_hour():
+    start = datetime(2026, 12, 31, 23, 59, tzinfo=timezone.utc)
+    assert window_file_name(start, start + timedelta(minutes=1), 2) == (
+        "date=2026-12-31/hour=23/20261231T235900-20270101T000000-pane-2.parquet")

@@ -3,14 +3,13 @@ import json
 import os
 import pathlib
 import subprocess
-import uuid
 
 import pyarrow.parquet as pq
 import pytest
 
-from realtime_ai.io.pubsub_admin import EMULATOR_PROJECT, ensure_subscription
 from realtime_ai.pipelines import main
 from realtime_ai.transforms.outputs import pubsub_message
+from tests.pubsub_helpers import pull_all, topic_with_subscription
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -25,47 +24,10 @@ def test_message_body_and_attributes():
     assert attributes == {"alert_id": "tra-1", "kind": "transaction", "severity": "high"}
 
 
-@pytest.fixture(scope="module")
-def emulator():
-    script = ["bash", "scripts/pubsub-emulator.sh"]
-    was_running = subprocess.run([*script, "status"], cwd=REPO, capture_output=True).returncode
-    started = subprocess.run([*script, "start"], cwd=REPO, capture_output=True, text=True,
-                             check=True)
-    host = started.stdout.strip().split("=", 1)[1]
-    previous = os.environ.get("PUBSUB_EMULATOR_HOST")
-    os.environ["PUBSUB_EMULATOR_HOST"] = host
-    yield host
-    if previous is None:
-        del os.environ["PUBSUB_EMULATOR_HOST"]
-    else:
-        os.environ["PUBSUB_EMULATOR_HOST"] = previous
-    if was_running != 0:  # leave nothing running that we started
-        subprocess.run([*script, "stop"], cwd=REPO, check=True)
-
-
-def _topic_with_subscription(prefix):
-    from google.cloud import pubsub_v1
-
-    topic = f"{prefix}-{uuid.uuid4().hex[:8]}"  # the emulator may outlive one test run
-    subscription = ensure_subscription(EMULATOR_PROJECT, topic, f"{topic}-reader")
-    return f"projects/{EMULATOR_PROJECT}/topics/{topic}", pubsub_v1.SubscriberClient(), subscription
-
-
-def _pull_all(subscriber, subscription):
-    messages = []
-    while True:
-        response = subscriber.pull(subscription=subscription, max_messages=500, timeout=5)
-        if not response.received_messages:
-            return messages
-        messages += [m.message for m in response.received_messages]
-        subscriber.acknowledge(subscription=subscription,
-                               ack_ids=[m.ack_id for m in response.received_messages])
-
-
 @pytest.mark.integration
 def test_batch_run_publishes_every_alert_with_its_attributes(emulator, tmp_path):
-    alerts_topic, subscriber, alerts_sub = _topic_with_subscription("alerts-batch")
-    insights_topic, _, insights_sub = _topic_with_subscription("insights-batch")
+    alerts_topic, subscriber, alerts_sub = topic_with_subscription("alerts-batch")
+    insights_topic, _, insights_sub = topic_with_subscription("insights-batch")
     lines = (REPO / "samples" / "transactions.jsonl").read_text().splitlines()[:800]
     (tmp_path / "tx.jsonl").write_text("\n".join(lines) + "\n")
     assert main.main([f"--transactions={tmp_path}/tx.jsonl",
@@ -74,7 +36,7 @@ def test_batch_run_publishes_every_alert_with_its_attributes(emulator, tmp_path)
                       f"--alerts_topic={alerts_topic}",
                       f"--insights_topic={insights_topic}"]) == 0
     alerts = pq.read_table(tmp_path / "out" / "alerts").to_pylist()
-    messages = _pull_all(subscriber, alerts_sub)
+    messages = pull_all(subscriber, alerts_sub)
     assert alerts and len(messages) == len(alerts)
     assert {m.attributes["alert_id"] for m in messages} == {a["alert_id"] for a in alerts}
     for message in messages:
@@ -83,7 +45,7 @@ def test_batch_run_publishes_every_alert_with_its_attributes(emulator, tmp_path)
         assert message.attributes["kind"] in ("transaction", "metric")
         assert message.attributes["severity"] == body["severity"]
     insights = pq.read_table(tmp_path / "out" / "insights").num_rows
-    assert len(_pull_all(subscriber, insights_sub)) == insights
+    assert len(pull_all(subscriber, insights_sub)) == insights
 
 
 def test_bad_topic_is_a_clear_error(tmp_path):

@@ -1,36 +1,103 @@
-"""Parquet datasets: one folder per output, readable with pyarrow.parquet.read_table(folder)."""
+"""Parquet datasets: one folder per output, readable with pyarrow.parquet.read_table(folder).
+
+Batch (bounded input): `part-SSSSS-of-NNNNN.parquet` files from Beam's WriteToParquet.
+
+Streaming (unbounded input): rows are grouped into event-time windows of `window_seconds`
+(closing `grace_seconds` after the watermark passes them: see transforms/windowing.py)
+and each window's rows become one file, `date=YYYY-MM-DD/hour=HH/WINDOW_START-WINDOW_END-
+pane-N.parquet` (the window's start gives the partition; pyarrow reads `date` and `hour` back
+as columns). One group per window makes one file and whole row groups, not a file per bundle.
+A file is written under a name readers skip (leading '.') and then renamed, so no reader sees
+a partial file; a retried write rewrites the same name, so retries never duplicate rows.
+Rows later than the window's on-time file (within `allowed_lateness_seconds`) come out in
+later panes of the same window, each its own file.
+
+We group by window ourselves instead of using WriteToParquet's `triggering_frequency`, which
+buffers rows across windows and can stamp them with the wrong window.
+"""
 from __future__ import annotations
+
+from datetime import datetime, timezone
 
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from realtime_ai.transforms.windowing import GraceWindows, window_bounds
 
 ROW_GROUP_BUFFER_BYTES = 64 * 1024 * 1024
+ROW_GROUP_ROWS = 1_000_000
+IN_PROGRESS_PREFIX = ".in-progress-"  # pyarrow skips names starting with '.' or '_'
 
 
 def dataset_path(output_dir: str, name: str) -> str:
     return FileSystems.join(output_dir, name)
 
 
-class WriteDataset(beam.PTransform):
-    """PCollection[dict] -> Parquet files `<output_dir>/<name>/part-SSSSS-of-NNNNN.parquet`.
+def window_file_name(window_start: datetime, window_end: datetime, pane_index: int) -> str:
+    """The path, relative to the dataset folder, of one window's file of one pane."""
+    start, end = (moment.astimezone(timezone.utc) for moment in (window_start, window_end))
+    return (f"date={start:%Y-%m-%d}/hour={start:%H}/"
+            f"{start:%Y%m%dT%H%M%S}-{end:%Y%m%dT%H%M%S}-pane-{pane_index}.parquet")
 
-    Bounded input only. An empty input still leaves one empty file with the schema, so the
-    dataset is always readable.
-    """
 
-    def __init__(self, output_dir: str, name: str, schema: pa.Schema):
-        super().__init__()
-        self._prefix = FileSystems.join(dataset_path(output_dir, name), "part")
+class _WriteWindowFileDoFn(beam.DoFn):
+    """Writes one window pane's rows as one Parquet file, atomically; yields its path."""
+
+    def __init__(self, folder: str, schema: pa.Schema, grace_seconds: float):
+        self._folder = folder
         self._schema = schema
+        self._grace_seconds = grace_seconds
+        self._files = Metrics.counter("realtime_ai", "parquet_files_written")
+
+    def process(self, element, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
+        _, rows = element
+        rows = list(rows)
+        if not rows:  # a late pane can fire with nothing new
+            return
+        relative = window_file_name(*window_bounds(window, self._grace_seconds), pane.index)
+        final = FileSystems.join(self._folder, relative)
+        folder, name = final.rsplit("/", 1)
+        staging = f"{folder}/{IN_PROGRESS_PREFIX}{name}"
+        table = pa.Table.from_pylist(rows, schema=self._schema)
+        with FileSystems.create(staging, compression_type=CompressionTypes.UNCOMPRESSED) as out:
+            pq.write_table(table, out, row_group_size=ROW_GROUP_ROWS)
+        # Replaces the file of a retried bundle (same rows, same name) in one step.
+        FileSystems.rename([staging], [final])
+        self._files.inc()
+        yield final
+
+
+class WriteDataset(beam.PTransform):
+    """PCollection[dict] -> Parquet files under `<output_dir>/<name>/`; returns the paths
+    written in streaming. Bounded input: `part-*.parquet` files (an empty input still leaves
+    one empty file with the schema, so the dataset is always readable). Unbounded input: one
+    file per event-time window of `window_seconds` per pane, by date and hour (see module)."""
+
+    def __init__(self, output_dir: str, name: str, schema: pa.Schema, window_seconds: int = 60,
+                 grace_seconds: float = 0.0, allowed_lateness_seconds: float = 0.0):
+        super().__init__()
+        self._folder = dataset_path(output_dir, name)
+        self._schema = schema
+        self._windows = GraceWindows(window_seconds, grace_seconds, allowed_lateness_seconds)
+        self._grace_seconds = grace_seconds
 
     def expand(self, rows):
-        if not rows.is_bounded:
-            raise ValueError(f"WriteDataset({self._prefix}) writes bounded input only")
-        return rows | "WriteParquet" >> beam.io.WriteToParquet(
-            self._prefix, self._schema, file_name_suffix=".parquet",
-            row_group_buffer_size=ROW_GROUP_BUFFER_BYTES)
+        if rows.is_bounded:
+            return rows | "WriteParquet" >> beam.io.WriteToParquet(
+                FileSystems.join(self._folder, "part"), self._schema,
+                file_name_suffix=".parquet", row_group_buffer_size=ROW_GROUP_BUFFER_BYTES)
+        return (
+            rows
+            | "FileWindows" >> self._windows
+            | "OneGroupPerWindow" >> beam.Map(lambda row: (None, row))
+            | "GroupWindowRows" >> beam.GroupByKey()
+            | "WriteWindowFiles" >> beam.ParDo(
+                _WriteWindowFileDoFn(self._folder, self._schema, self._grace_seconds))
+        )
 
 
 def clear_dataset(output_dir: str, name: str) -> None:
@@ -39,6 +106,12 @@ def clear_dataset(output_dir: str, name: str) -> None:
     stale = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
     if stale:
         FileSystems.delete(stale)
+
+
+def dataset_exists(path: str) -> bool:
+    """Whether the dataset folder holds any file yet (a streaming job may not have closed a
+    window before it stopped)."""
+    return bool(FileSystems.match([FileSystems.join(path, "*")])[0].metadata_list)
 
 
 def read_dataset(path: str) -> pa.Table:

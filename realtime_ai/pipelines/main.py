@@ -3,19 +3,22 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+import time
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from realtime_ai.io.files import ReadEventPayloads
-from realtime_ai.io.parquet import WriteDataset, clear_dataset, read_dataset
+from realtime_ai.io.parquet import WriteDataset, clear_dataset, dataset_exists, read_dataset
 from realtime_ai.io.pubsub import PublishMessages
+from realtime_ai.io.sources import ReadEvents
 from realtime_ai.llm import accounting
 from realtime_ai.pipelines.options import (
     InvalidOptions,
     RealtimeAiOptions,
     options_parser,
+    reads_pubsub,
     validate,
 )
 from realtime_ai.records import OUTPUT_SCHEMAS
@@ -35,6 +38,8 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict[str, beam
     """Adds every step to `p`; returns the row PCollection of each output dataset by name."""
     opts = options.view_as(RealtimeAiOptions)
     streaming = options.view_as(StandardOptions).streaming
+    grace = opts.window_grace_seconds if streaming else 0.0
+    lateness = opts.allowed_lateness_seconds if streaming else 0.0
     llm = opts.llm_config()
     parts: dict[str, list[beam.PCollection]] = {name: [] for name in OUTPUT_SCHEMAS}
     dead_letters = []
@@ -42,7 +47,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict[str, beam
     if opts.transactions:
         parsed = (
             p
-            | "ReadTransactions" >> ReadEventPayloads(opts.transactions)
+            | "ReadTransactions" >> ReadEvents(opts.transactions, opts.event_time_attribute)
             | "ParseTransactions" >> ParseTransactions(opts.max_record_bytes)
         )
         featured, late = parsed.valid | "CustomerHistory" >> AddCustomerFeatures(
@@ -56,7 +61,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict[str, beam
     if opts.metrics:
         parsed = (
             p
-            | "ReadMetrics" >> ReadEventPayloads(opts.metrics)
+            | "ReadMetrics" >> ReadEvents(opts.metrics, opts.event_time_attribute)
             | "ParseMetrics" >> ParseMetrics(opts.max_record_bytes)
         )
         scored, late = parsed.valid | "MetricStatistics" >> ScoreMetrics(
@@ -64,21 +69,28 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict[str, beam
             opts.state_ttl_seconds)
         rows, alerts, failed = scored | "ExplainAnomalies" >> ExplainAnomalies(llm)
         insights, insight_failed = scored | "DashboardInsights" >> DashboardInsights(
-            llm, opts.insight_window_seconds)
+            llm, opts.insight_window_seconds, grace)
         parts["metrics"].append(rows)
         parts["alerts"].append(alerts)
         parts["insights"].append(insights)
         dead_letters += [parsed.dead_letter, late, failed, insight_failed]
 
-    parts["dead_letter"].append(
-        tuple(dead_letters) | "AllDeadLetters" >> beam.Flatten(pipeline=p)
-        | "DeadLetterRows" >> beam.Map(dead_letter_row))
+    dead_letter_rows = (tuple(dead_letters) | "AllDeadLetters" >> beam.Flatten(pipeline=p)
+                        | "DeadLetterRows" >> beam.Map(dead_letter_row))
+    if streaming:
+        # A record too late for its key is behind the watermark by definition: filed by
+        # when it was dead-lettered, it lands in an open file window instead of being
+        # dropped as late by the sink.
+        dead_letter_rows = dead_letter_rows | "StampDeadLetterArrival" >> beam.Map(
+            lambda row: beam.window.TimestampedValue(row, time.time()))
+    parts["dead_letter"].append(dead_letter_rows)
 
     results = {}
     for name, schema in OUTPUT_SCHEMAS.items():
         label = "".join(word.title() for word in name.split("_"))
         results[name] = tuple(parts[name]) | f"All{label}" >> beam.Flatten(pipeline=p)
-        results[name] | f"Write{label}" >> WriteDataset(opts.output, name, schema)
+        results[name] | f"Write{label}" >> WriteDataset(
+            opts.output, name, schema, opts.file_window_seconds, grace, lateness)
     if opts.alerts_topic:
         results["alerts"] | "PublishAlerts" >> PublishMessages(opts.alerts_topic,
                                                                ALERT_ATTRIBUTES)
@@ -89,18 +101,47 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict[str, beam
 
 
 def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
-    """Validates the options (InvalidOptions on bad ones) and runs the pipeline to the end."""
+    """Validates the options (InvalidOptions on bad ones) and runs the pipeline to the end,
+    or for --max_run_seconds when given. A Pub/Sub input makes it a streaming job."""
     options = PipelineOptions(argv)
     opts = options.view_as(RealtimeAiOptions)
     validate(opts)
+    if reads_pubsub(opts):
+        options.view_as(StandardOptions).streaming = True
     if not options.view_as(StandardOptions).streaming:
         for name in OUTPUT_SCHEMAS:
             clear_dataset(opts.output, name)
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, options)
     result = pipeline.run()
-    result.wait_until_finish()
+    if opts.max_run_seconds is None:
+        result.wait_until_finish()
+    else:
+        _wait_then_cancel(result, opts.max_run_seconds)
     return result
+
+
+def _wait_then_cancel(result: beam.runners.runner.PipelineResult, seconds: float) -> None:
+    """Wait for the job for at most `seconds`, then cancel it; a job failure is raised."""
+    # The DirectRunner waits only without a duration, so the wait runs beside us.
+    outcome: list[BaseException | None] = []
+
+    def wait() -> None:
+        try:
+            result.wait_until_finish()
+            outcome.append(None)
+        except Exception as error:  # noqa: BLE001 - handed to the caller below
+            outcome.append(error)
+
+    waiter = threading.Thread(target=wait, name="wait-for-job", daemon=True)
+    waiter.start()
+    waiter.join(timeout=seconds)
+    if outcome and outcome[0] is not None:
+        raise outcome[0]
+    if not outcome:
+        logging.getLogger(__name__).warning("--max_run_seconds=%s reached: cancelling the job",
+                                            seconds)
+        result.cancel()
 
 
 def _counters(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
@@ -117,7 +158,8 @@ def summary(output: str, result: beam.runners.runner.PipelineResult) -> str:
     lines = [f"Outputs under {output}/ (read with pyarrow.parquet.read_table(PATH)):"]
     for name in OUTPUT_SCHEMAS:
         path = f"{output}/{name}"
-        lines.append(f"  {path:<40} {read_dataset(path).num_rows:>8} rows")
+        rows = read_dataset(path).num_rows if dataset_exists(path) else 0
+        lines.append(f"  {path:<40} {rows:>8} rows")
     return "\n".join(lines + accounting.summary_lines(_counters(result)))
 
 

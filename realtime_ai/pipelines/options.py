@@ -9,6 +9,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from realtime_ai.io.files import check_pattern_matches
 from realtime_ai.io.pubsub import TOPIC_PATTERN
+from realtime_ai.io.sources import check_subscription, is_subscription
 from realtime_ai.llm.base import LlmConfig
 from realtime_ai.transforms.detectors import DETECTORS, DetectorSettings
 
@@ -36,18 +37,42 @@ class RealtimeAiOptions(PipelineOptions):
     def _add_argparse_args(cls, parser):
         parser.add_argument(
             "--transactions", default=None,
-            help="Transactions to read: a file glob of JSON lines (.jsonl, .json, .gz) or "
-                 "Parquet (.parquet). Optional; default: none. "
+            help="Transactions to read, by form: a file glob of JSON lines (.jsonl, .json, "
+                 ".gz) or Parquet (.parquet), read in batch; or a Pub/Sub subscription "
+                 "projects/PROJECT/subscriptions/NAME, read in streaming (--streaming is then "
+                 "implied). Optional; default: none. "
                  "Example: --transactions='samples/transactions*.jsonl'")
         parser.add_argument(
             "--metrics", default=None,
             help="Metric records to read, in the same forms as --transactions. Optional; "
-                 "default: none. Example: --metrics='samples/metrics.jsonl'")
+                 "default: none. Example: --metrics=projects/my-project/subscriptions/metrics")
+        parser.add_argument(
+            "--event_time_attribute", default=None,
+            help="Pub/Sub inputs: message attribute holding the event time (RFC 3339 or ms "
+                 "since the epoch) that the watermark follows; records still take their "
+                 "event time from the payload's timestamp. Default: none (the watermark "
+                 "follows publish time). Example: --event_time_attribute=event_time")
         parser.add_argument(
             "--output", default=None,
             help="Folder (local or gs://) under which the Parquet datasets transactions/, "
                  "metrics/, alerts/, insights/ and dead_letter/ are written. Required. "
                  "Example: --output=out/run1")
+        parser.add_argument(
+            "--file_window_seconds", type=int, default=60,
+            help="Streaming: each output's rows are written as one Parquet file per event-time "
+                 "window of this many seconds, under date=YYYY-MM-DD/hour=HH/. Default: 60. "
+                 "Example: --file_window_seconds=300")
+        parser.add_argument(
+            "--window_grace_seconds", type=float, default=10.0,
+            help="Streaming: event-time windows (file windows, dashboard insights) close this "
+                 "many seconds after the watermark passes their end, so records released by "
+                 "the per-key ordering just behind the watermark still land in them. "
+                 "Default: 10. Example: --window_grace_seconds=30")
+        parser.add_argument(
+            "--max_run_seconds", type=float, default=None,
+            help="Streaming: stop the job after this many seconds (windows not yet closed "
+                 "are not written; for demos and tests). Default: none (run until "
+                 "cancelled). Example: --max_run_seconds=120")
         parser.add_argument(
             "--alerts_topic", default=None,
             help="Pub/Sub topic the alerts are also published to, as JSON with attributes "
@@ -209,6 +234,12 @@ class RealtimeAiOptions(PipelineOptions):
         return dataclasses.replace(DetectorSettings(), **overrides)
 
 
+def reads_pubsub(options: RealtimeAiOptions) -> bool:
+    """Whether an input is a Pub/Sub subscription, which makes the job a streaming one."""
+    return any(spec and is_subscription(spec) for spec in (options.transactions,
+                                                           options.metrics))
+
+
 def options_parser(**parser_args) -> argparse.ArgumentParser:
     """A plain parser of our options alone: for --help and the template metadata."""
     parser = argparse.ArgumentParser(**parser_args)
@@ -238,6 +269,7 @@ def validate(options: RealtimeAiOptions) -> None:
     if not 0.0 <= options.risk_threshold <= 1.0:
         raise InvalidOptions(f"--risk_threshold must be in [0, 1], got {options.risk_threshold}")
     for name in ("history_size", "insight_window_seconds", "max_record_bytes",
+                 "file_window_seconds",
                  "llm_concurrency", "fast_batch_size"):
         if getattr(options, name) < 1:
             raise InvalidOptions(f"--{name} must be at least 1, got {getattr(options, name)}")
@@ -252,9 +284,13 @@ def validate(options: RealtimeAiOptions) -> None:
         raise InvalidOptions(f"--anomaly_window must be at least 2, got {options.anomaly_window}")
     if options.llm_max_retries < 0:
         raise InvalidOptions(f"--llm_max_retries must be >= 0, got {options.llm_max_retries}")
-    for name in ("llm_rpm", "llm_tpm", "latency_budget_ms", "state_ttl_seconds"):
+    for name in ("llm_rpm", "llm_tpm", "latency_budget_ms", "state_ttl_seconds",
+                 "max_run_seconds"):
         if getattr(options, name) is not None and getattr(options, name) <= 0:
             raise InvalidOptions(f"--{name} must be positive, got {getattr(options, name)}")
+    if options.window_grace_seconds < 0:
+        raise InvalidOptions("--window_grace_seconds must be >= 0, "
+                             f"got {options.window_grace_seconds}")
     if options.allowed_lateness_seconds < 0:
         raise InvalidOptions("--allowed_lateness_seconds must be >= 0, "
                              f"got {options.allowed_lateness_seconds}")
@@ -273,10 +309,11 @@ def validate(options: RealtimeAiOptions) -> None:
             raise InvalidOptions(f"--{name} must be projects/PROJECT_ID/topics/TOPIC with a "
                                  f"Google project id (e.g. local-project), got {topic}")
     for name in ("transactions", "metrics"):
-        pattern = getattr(options, name)
-        if pattern:
+        spec = getattr(options, name)
+        if spec:
+            check = check_subscription if is_subscription(spec) else check_pattern_matches
             try:
-                check_pattern_matches(pattern, f"--{name}")
+                check(spec, f"--{name}")
             except ValueError as error:
                 raise InvalidOptions(str(error)) from None
     backend = resolve_backend(options.llm_backend, options.llm_base_url)

@@ -1,16 +1,20 @@
-"""python -m realtime_ai.samples generate --out DIR [--seed 7] ... (see --help)."""
+"""python -m realtime_ai.samples generate|publish ... (see --help)."""
 from __future__ import annotations
 
 import argparse
 import gzip
 import json
+import os
 import pathlib
 import sys
+import time
+from datetime import datetime, timezone
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from realtime_ai.samples.generate import generate, parse_start
+from realtime_ai.samples.replay import iso_millis, read_payloads, schedule
 
 FORMATS = ("jsonl", "jsonl.gz", "parquet")
 
@@ -51,6 +55,69 @@ def generate_command(args: argparse.Namespace) -> None:
           f"metric values ({len(samples.metric_labels)} labelled anomalies) to {out}/")
 
 
+def _topic_path(topic: str) -> str:
+    parts = topic.split("/")
+    if len(parts) != 4 or parts[0] != "projects" or parts[2] != "topics":
+        raise SystemExit(f"error: {topic} is not a topic path projects/PROJECT_ID/topics/NAME")
+    if os.environ.get("PUBSUB_EMULATOR_HOST"):  # the emulator forgets topics when restarted
+        from realtime_ai.io.pubsub_admin import ensure_topic
+
+        ensure_topic(parts[1], parts[3])
+    return topic
+
+
+def publish_command(args: argparse.Namespace) -> None:
+    from google.cloud import pubsub_v1
+
+    streams = [(path, _topic_path(topic)) for path, topic in (
+        (args.transactions, args.transactions_topic), (args.metrics, args.metrics_topic))
+        if path]
+    if not streams:
+        raise SystemExit("error: nothing to publish: give --transactions and/or --metrics")
+    for path, _ in streams:
+        if not pathlib.Path(path).is_file():
+            raise SystemExit(f"error: no such file: {path}")
+    start = datetime.now(timezone.utc)
+    replay = schedule([read_payloads(path) for path, _ in streams], start, args.speed,
+                      args.rate, args.limit)
+    if args.dump:
+        _dump(replay, streams, pathlib.Path(args.dump))
+    publisher = pubsub_v1.PublisherClient()
+    began = time.monotonic()
+    pending, next_report = [], began + 5
+    for sent, message in enumerate(replay, 1):
+        delay = message.offset_seconds - (time.monotonic() - began)
+        if delay > 0:
+            _settle(pending)  # whatever was due earlier is out before this one
+            time.sleep(delay)
+        attributes = {args.event_time_attribute: iso_millis(message.event_time)} if (
+            message.event_time and args.event_time_attribute) else {}
+        pending.append(publisher.publish(streams[message.stream][1],
+                                         message.payload.encode("utf-8"), **attributes))
+        if time.monotonic() >= next_report:
+            print(f"published {sent}/{len(replay)}", flush=True)
+            next_report += 5
+    _settle(pending)
+    print(f"published {len(replay)} events in {time.monotonic() - began:.1f} s "
+          f"(event times from {iso_millis(start)})")
+
+
+def _settle(pending: list) -> None:
+    for future in pending:
+        future.result(timeout=60)
+    pending.clear()
+
+
+def _dump(replay, streams, folder: pathlib.Path) -> None:
+    """Write what will be published, per input file, for a batch run over the same events."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, (path, _) in enumerate(streams):
+        name = pathlib.Path(path).name.removesuffix(".gz").removesuffix(".parquet")
+        lines = [m.payload + "\n" for m in replay if m.stream == index]
+        (folder / (name if name.endswith(".jsonl") else name + ".jsonl")).write_text(
+            "".join(lines))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m realtime_ai.samples",
                                      description="Sample events for realtime-ai.")
@@ -69,9 +136,41 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--shards", type=int, default=1,
                      help="split each stream over this many files (default 1)")
     gen.set_defaults(run=generate_command)
+    pub = commands.add_parser(
+        "publish", help="publish event files to Pub/Sub as a live stream, re-timed to now",
+        description="Publish event files to Pub/Sub topics as a live stream: events of all "
+                    "files in one timeline, each re-timed to the moment it is sent (the first "
+                    "now, the others after it by their original gap / --speed). Honours "
+                    "PUBSUB_EMULATOR_HOST (and then creates the topics).")
+    pub.add_argument("--transactions", help="transactions file (.jsonl, .jsonl.gz, .parquet)")
+    pub.add_argument("--transactions-topic", help="its topic, projects/P/topics/T")
+    pub.add_argument("--metrics", help="metrics file (.jsonl, .jsonl.gz, .parquet)")
+    pub.add_argument("--metrics-topic", help="its topic, projects/P/topics/T")
+    pace = pub.add_mutually_exclusive_group()
+    pace.add_argument("--speed", type=float, default=None,
+                      help="replay speed: 1 = real time (default), 60 = an hour a minute")
+    pace.add_argument("--rate", type=float, default=None,
+                      help="events per second on average (sets the speed), e.g. 100")
+    pub.add_argument("--limit", type=int, default=None,
+                     help="publish only the first N events of the timeline")
+    pub.add_argument("--event-time-attribute", default="event_time",
+                     help="attribute carrying each message's event time (RFC 3339), for "
+                          "--event_time_attribute of the pipeline; '' for none "
+                          "(default event_time)")
+    pub.add_argument("--dump", default=None,
+                     help="also write the re-timed events, one JSON-lines file per input, "
+                          "to this folder (to compare with a batch run)")
+    pub.set_defaults(run=publish_command)
     args = parser.parse_args(argv)
     if getattr(args, "shards", 1) < 1:
         parser.error("--shards must be at least 1")
+    for name in ("speed", "rate", "limit"):
+        value = getattr(args, name, None)
+        if value is not None and value <= 0:
+            parser.error(f"--{name} must be positive")
+    for name in ("transactions", "metrics"):
+        if getattr(args, name, None) and not getattr(args, f"{name}_topic"):
+            parser.error(f"--{name} needs --{name}-topic")
     args.run(args)
     return 0
 

@@ -2,43 +2,50 @@
 from __future__ import annotations
 
 import apache_beam as beam
-from apache_beam.transforms.window import FixedWindows, GlobalWindows
+from apache_beam.transforms.window import GlobalWindows, TimestampedValue
 
 from realtime_ai.llm import base
 from realtime_ai.llm.base import LlmConfig
 from realtime_ai.transforms import outputs
 from realtime_ai.transforms.enrichment import AskModel
+from realtime_ai.transforms.windowing import GraceWindows, window_bounds
 
 
 class _SummariseWindow(beam.DoFn):
+    def __init__(self, grace_seconds: float):
+        self._grace_seconds = grace_seconds
+
     def process(self, element, window=beam.DoFn.WindowParam):
         dashboard_id, scored = element
-        yield outputs.DashboardWindow(
-            dashboard_id=dashboard_id,
-            window_start=window.start.to_utc_datetime(has_tz=True),
-            window_end=window.end.to_utc_datetime(has_tz=True),
-            summaries=outputs.summarise_window(scored))
+        start, end = window_bounds(window, self._grace_seconds)
+        # stamped at the window's last moment: the file window of its own time span
+        yield TimestampedValue(outputs.DashboardWindow(
+            dashboard_id=dashboard_id, window_start=start, window_end=end,
+            summaries=outputs.summarise_window(scored)), end.timestamp() - 1e-6)
 
 
 class DashboardInsights(beam.PTransform):
     """PCollection[ScoredMetric] -> (insight rows, dead_letter), for records with a dashboard_id.
 
+    A window closes `grace_seconds` after the watermark passes its end (see windowing.py);
+    records later than that are still scored and written to metrics/ but miss the insight.
     Rows come out in the global window, ready for any sink.
     """
 
-    def __init__(self, config: LlmConfig, window_seconds: int):
+    def __init__(self, config: LlmConfig, window_seconds: int, grace_seconds: float = 0.0):
         super().__init__()
         self._config = config
         self._window_seconds = window_seconds
+        self._grace_seconds = grace_seconds
 
     def expand(self, scored):
         windows = (
             scored
             | "KeyByDashboard" >> beam.FlatMap(
                 lambda s: [(s.record.dashboard_id, s)] if s.record.dashboard_id else [])
-            | "InsightWindows" >> beam.WindowInto(FixedWindows(self._window_seconds))
+            | "InsightWindows" >> GraceWindows(self._window_seconds, self._grace_seconds)
             | "GroupByDashboard" >> beam.GroupByKey()
-            | "SummariseWindow" >> beam.ParDo(_SummariseWindow())
+            | "SummariseWindow" >> beam.ParDo(_SummariseWindow(self._grace_seconds))
         )
         answered, dead = windows | "AskInsight" >> AskModel(
             self._config, base.DASHBOARD_INSIGHT, base.FAST, outputs.dashboard_insight_data)
