@@ -115,3 +115,20 @@ def test_failure_classifier():
     assert classify(openai.APITimeoutError(request=httpx.Request("POST", "http://x"))).retriable
     with pytest.raises(TypeError):
         classify(KeyError("a bug, not a failure"))
+
+
+def test_playbook_is_re_read_while_the_job_runs_and_a_bad_version_is_not_taken():
+    now = [0.0]
+    versions = iter([
+        '[{"id": "a", "title": "card testing", "text": "small bursts"}]',
+        "not json",  # being replaced: keep what we have
+        '[{"id": "b", "title": "card testing", "text": "new version"}]',
+    ])
+    playbook = retrieval.RefreshingPlaybook(lambda: next(versions), 300, clock=lambda: now[0])
+    assert playbook.current().entries[0]["id"] == "a"
+    now[0] = 299
+    assert playbook.current().entries[0]["id"] == "a"  # not re-read yet
+    now[0] = 300
+    assert playbook.current().entries[0]["id"] == "a" and playbook.failed_reloads == 1
+    now[0] = 600
+    assert playbook.current().entries[0]["id"] == "b"

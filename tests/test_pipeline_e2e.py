@@ -163,6 +163,12 @@ def test_bad_options_give_a_clear_error_not_a_stack_trace(tmp_path):
          "--risk_threshold"),
         ([f"--output={tmp_path}", f"--metrics={SAMPLES}/metrics.jsonl", "--risk_treshold=.5"],
          "unknown option(s): --risk_treshold"),
+        ([f"--output={tmp_path}", "--metrics=projects/my-project/topics/metrics"],
+         "is not a Pub/Sub subscription"),
+        ([f"--output={tmp_path}", f"--transactions={SAMPLES}/transactions.jsonl",
+          f"--context={SAMPLES}/metrics_labels.jsonl"], "is not a readable playbook"),
+        ([f"--output={tmp_path}", f"--metrics={SAMPLES}/metrics.jsonl",
+          "--file_window_seconds=0"], "--file_window_seconds must be at least 1"),
     ]
     for argv, message in cases:
         proc = subprocess.run([sys.executable, "-m", "realtime_ai.pipelines.main", *argv],

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
+import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib import resources
 from typing import Any
 
@@ -56,6 +58,38 @@ def load_playbook(text: str | None = None) -> Playbook:
     if text is None:
         text = resources.files("realtime_ai.llm").joinpath("data/playbook.json").read_text()
     return Playbook(json.loads(text))
+
+
+class RefreshingPlaybook:
+    """The playbook a job is using, re-read while it runs (the article's "streaming RAG").
+
+    `read_text()` returns the playbook's JSON (None: the packaged playbook); it is read
+    again once the version in use is `refresh_seconds` old. A failed re-read (file being
+    replaced, invalid JSON) keeps the version in use and is counted in `failed_reloads`.
+    """
+
+    def __init__(self, read_text: Callable[[], str | None], refresh_seconds: float,
+                 clock: Callable[[], float] = time.monotonic):
+        self._read_text = read_text
+        self._refresh_seconds = refresh_seconds
+        self._clock = clock
+        self._playbook: Playbook | None = None
+        self._loaded_at = 0.0
+        self.failed_reloads = 0
+
+    def current(self) -> Playbook:
+        now = self._clock()
+        if self._playbook is None:
+            self._playbook, self._loaded_at = load_playbook(self._read_text()), now
+        elif now - self._loaded_at >= self._refresh_seconds:
+            self._loaded_at = now
+            try:
+                self._playbook = load_playbook(self._read_text())
+            except (OSError, ValueError, TypeError, KeyError) as error:
+                self.failed_reloads += 1
+                logging.getLogger(__name__).warning(
+                    "keeping the playbook in use: re-reading it failed: %s", error)
+        return self._playbook
 
 
 def query_for(data: Mapping[str, Any]) -> str:

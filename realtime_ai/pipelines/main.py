@@ -53,7 +53,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict[str, beam
         featured, late = parsed.valid | "CustomerHistory" >> AddCustomerFeatures(
             opts.history_size, streaming, opts.allowed_lateness_seconds, opts.state_ttl_seconds)
         rows, alerts, failed = featured | "EnrichTransactions" >> EnrichTransactions(
-            llm, opts.risk_threshold, opts.context)
+            llm, opts.risk_threshold, opts.context, opts.context_refresh_seconds)
         parts["transactions"].append(rows)
         parts["alerts"].append(alerts)
         dead_letters += [parsed.dead_letter, late, failed]

@@ -5,12 +5,14 @@ import argparse
 import dataclasses
 import os
 
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from realtime_ai.io.files import check_pattern_matches
 from realtime_ai.io.pubsub import TOPIC_PATTERN
 from realtime_ai.io.sources import check_subscription, is_subscription
 from realtime_ai.llm.base import LlmConfig
+from realtime_ai.llm.retrieval import load_playbook
 from realtime_ai.transforms.detectors import DETECTORS, DetectorSettings
 
 LLM_BACKENDS = ("local", "openai")
@@ -189,8 +191,13 @@ class RealtimeAiOptions(PipelineOptions):
         parser.add_argument(
             "--context", default=None,
             help="JSON file of fraud playbook entries ([{id, title, text}, ...]) retrieved as "
-                 "context for the deep analysis. Default: the playbook shipped in the package. "
+                 "context for the deep analysis, re-read every --context_refresh_seconds while "
+                 "the job runs. Default: the playbook shipped in the package. "
                  "Example: --context=gs://bucket/playbook.json")
+        parser.add_argument(
+            "--context_refresh_seconds", type=float, default=300.0,
+            help="How often each worker re-reads --context (a failed re-read keeps the "
+                 "version in use). Default: 300. Example: --context_refresh_seconds=60")
         parser.add_argument(
             "--allowed_lateness_seconds", type=float, default=3600.0,
             help="How far behind what was already processed for its customer or metric a "
@@ -285,7 +292,7 @@ def validate(options: RealtimeAiOptions) -> None:
     if options.llm_max_retries < 0:
         raise InvalidOptions(f"--llm_max_retries must be >= 0, got {options.llm_max_retries}")
     for name in ("llm_rpm", "llm_tpm", "latency_budget_ms", "state_ttl_seconds",
-                 "max_run_seconds"):
+                 "max_run_seconds", "context_refresh_seconds"):
         if getattr(options, name) is not None and getattr(options, name) <= 0:
             raise InvalidOptions(f"--{name} must be positive, got {getattr(options, name)}")
     if options.window_grace_seconds < 0:
@@ -316,6 +323,13 @@ def validate(options: RealtimeAiOptions) -> None:
                 check(spec, f"--{name}")
             except ValueError as error:
                 raise InvalidOptions(str(error)) from None
+    if options.context:
+        try:
+            with FileSystems.open(options.context) as handle:
+                load_playbook(handle.read().decode("utf-8"))
+        except (OSError, ValueError, TypeError, KeyError) as error:
+            raise InvalidOptions(f"--context={options.context} is not a readable playbook "
+                                 f"(JSON [{{id, title, text}}, ...]): {error}") from None
     backend = resolve_backend(options.llm_backend, options.llm_base_url)
     if backend == "openai" and not options.llm_base_url and not os.environ.get("OPENAI_API_KEY"):
         raise InvalidOptions("--llm_backend=openai needs OPENAI_API_KEY in the environment, or "

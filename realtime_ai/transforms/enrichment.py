@@ -132,19 +132,28 @@ def _read_text(path: str) -> str:
 
 
 class _AnalysisData:
-    """Deep-analysis input: the transaction, its history and the top playbook entries."""
+    """Deep-analysis input: the transaction, its history and the top playbook entries.
 
-    def __init__(self, playbook_path: str | None):
+    The playbook is re-read every `refresh_seconds` by each worker, not sent as a slowly
+    changing side input: on the DirectRunner a global-window side input blocks the main
+    input until the side input's watermark reaches the end of time, i.e. forever in
+    streaming; a re-read on the worker behaves the same on every runner.
+    """
+
+    def __init__(self, playbook_path: str | None, refresh_seconds: float):
         self._playbook_path = playbook_path
+        self._refresh_seconds = refresh_seconds
         self._playbook = None
+
+    def _read(self) -> str | None:
+        return _read_text(self._playbook_path) if self._playbook_path else None
 
     def __call__(self, scored) -> dict:
         featured, risk = scored
-        if self._playbook is None:
-            self._playbook = retrieval.load_playbook(
-                _read_text(self._playbook_path) if self._playbook_path else None)
+        if self._playbook is None:  # made on the worker: a clock does not travel pickled
+            self._playbook = retrieval.RefreshingPlaybook(self._read, self._refresh_seconds)
         data = outputs.transaction_risk_data(featured)
-        entries = self._playbook.top_k(retrieval.query_for(data), k=3)
+        entries = self._playbook.current().top_k(retrieval.query_for(data), k=3)
         return outputs.transaction_analysis_data(featured, risk.answer, entries)
 
 
@@ -156,11 +165,11 @@ class EnrichTransactions(beam.PTransform):
     """
 
     def __init__(self, config: LlmConfig, risk_threshold: float,
-                 playbook_path: str | None = None):
+                 playbook_path: str | None = None, playbook_refresh_seconds: float = 300.0):
         super().__init__()
         self._config = config
         self._threshold = risk_threshold
-        self._playbook_path = playbook_path
+        self._analysis_data = _AnalysisData(playbook_path, playbook_refresh_seconds)
 
     def expand(self, featured):
         threshold = self._threshold
@@ -170,7 +179,7 @@ class EnrichTransactions(beam.PTransform):
             lambda item, _: 0 if outputs.is_high_risk(item[1], threshold) else 1, 2)
         analysed, analysis_failed = high | "AnalyseHighRisk" >> AskModel(
             self._config, base.TRANSACTION_ANALYSIS, base.DEEP,
-            _AnalysisData(self._playbook_path), keep_failed=True)
+            self._analysis_data, keep_failed=True)
         rows = (
             (
                 analysed | "EscalatedRows" >> beam.Map(

@@ -1,0 +1,52 @@
+"""The live replay's schedule: one timeline, re-timed to the start, spacing kept / speed."""
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from realtime_ai.samples import __main__ as samples_cli
+from realtime_ai.samples.replay import iso_millis, schedule, speed_for_rate
+
+START = datetime(2026, 11, 25, 12, 0, 0, 123456, tzinfo=timezone.utc)
+
+
+def _event(second: int, name: str = "m") -> str:
+    return json.dumps({"metric": name, "value": second,
+                       "timestamp": f"2026-01-05T00:{second // 60:02d}:{second % 60:02d}Z"})
+
+
+def test_events_of_all_files_share_one_timeline_and_keep_their_spacing():
+    replay = schedule([[_event(0), _event(30)], [_event(10, "tx")]], START)
+    assert [(m.offset_seconds, m.stream) for m in replay] == [(0, 0), (10, 1), (30, 0)]
+    assert [json.loads(m.payload)["timestamp"] for m in replay] == [
+        "2026-11-25T12:00:00.123Z", "2026-11-25T12:00:10.123Z", "2026-11-25T12:00:30.123Z"]
+    assert [json.loads(m.payload)["value"] for m in replay] == [0, 10, 30]  # fields kept
+
+
+def test_speed_divides_the_gaps_and_rate_sets_the_speed():
+    events = [_event(s) for s in (0, 60, 120)]
+    assert [m.offset_seconds for m in schedule([events], START, speed=60)] == [0, 1, 2]
+    assert [m.offset_seconds for m in schedule([events], START, events_per_second=2)] == [
+        0, 0.5, 1]
+    assert speed_for_rate([START, START], 5) > 0  # no division by zero on equal times
+
+
+def test_unreadable_payloads_travel_unchanged_after_the_event_before_them():
+    replay = schedule([[_event(0), "not json", _event(20)]], START, limit=2)
+    assert [m.payload for m in replay][1] == "not json"
+    assert replay[1].event_time is None and replay[1].offset_seconds == 0
+    assert len(replay) == 2  # the limit counts every message
+
+
+def test_times_have_the_millisecond_precision_of_pubsub_attributes():
+    assert iso_millis(START) == "2026-11-25T12:00:00.123Z"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["publish", "--metrics", "x.jsonl"], "--metrics needs --metrics-topic"),
+    (["publish", "--rate", "0"], "--rate must be positive"),
+])
+def test_publish_command_refuses_bad_arguments(argv, message, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        samples_cli.main(argv)
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
