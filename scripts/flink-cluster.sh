@@ -95,8 +95,14 @@ taskmanager.bind-host: 127.0.0.1
 # Two cores: a few slots so that a job and a test job fit; Beam keeps one Python worker per
 # TaskManager, so slots cost little. Beam uses no managed memory (no RocksDB).
 taskmanager.numberOfTaskSlots: 4
-taskmanager.memory.process.size: 1728m
+taskmanager.memory.process.size: 2048m
 taskmanager.memory.managed.fraction: 0.1
+# The realtime-ai pipeline has a few dozen shuffles, all running at once in a batch job; with
+# Flink's defaults (about 128 MB of network memory, 512 buffers per sort-shuffle partition)
+# the job fails for want of network buffers.
+taskmanager.memory.network.min: 384m
+taskmanager.memory.network.max: 384m
+taskmanager.network.sort-shuffle.min-buffers: 64
 parallelism.default: 2
 rest.address: 127.0.0.1
 rest.bind-address: 127.0.0.1

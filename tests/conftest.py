@@ -6,6 +6,7 @@ import subprocess
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+UNAVAILABLE = 3  # scripts/lib.sh: the service cannot be installed on this machine
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +25,30 @@ def emulator():
         os.environ["PUBSUB_EMULATOR_HOST"] = previous
     if was_running != 0:  # leave nothing running that we started
         subprocess.run([*script, "stop"], cwd=REPO, check=True)
+
+
+def _service(script: str):
+    """Starts the service; yields its NAME=VALUE settings; stops it after, if it started it.
+
+    A service already running belongs to someone else on this shared machine: left running.
+    """
+    status = subprocess.run(["bash", script, "status"], cwd=REPO, capture_output=True)
+    was_running = status.returncode == 0
+    started = subprocess.run(["bash", script, "start"], cwd=REPO, capture_output=True, text=True,
+                             timeout=900)
+    if started.returncode == UNAVAILABLE:
+        pytest.skip(started.stderr)
+    assert started.returncode == 0, started.stderr
+    yield dict(line.split("=", 1) for line in started.stdout.splitlines())
+    if not was_running:
+        subprocess.run(["bash", script, "stop"], cwd=REPO, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def flink():
+    yield from _service("scripts/flink-cluster.sh")
+
+
+@pytest.fixture(scope="session")
+def kafka():
+    yield from _service("scripts/kafka.sh")

@@ -17,7 +17,6 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from realtime_ai.pipelines.flink_defaults import flink_defaults, job_server_jar_exists
 
-UNAVAILABLE = 3  # scripts/lib.sh: the service cannot be installed on this machine
 JOB_TIMEOUT_MS = 180_000  # a lost worker leaves a Flink job RUNNING forever
 
 
@@ -32,32 +31,6 @@ def test_defaults_are_options_the_flink_runner_accepts():
     portable = options.view_as(PortableOptions)
     assert (portable.environment_type, portable.environment_config) == (
         "EXTERNAL", "localhost:50000")
-
-
-def _service(script: str):
-    """Starts the service; yields its NAME=VALUE settings; stops it after, if it started it.
-
-    A service already running belongs to someone else on this shared machine: left running.
-    """
-    was_running = subprocess.run(["bash", script, "status"], capture_output=True).returncode == 0
-    started = subprocess.run(["bash", script, "start"], capture_output=True, text=True,
-                             timeout=900)
-    if started.returncode == UNAVAILABLE:
-        pytest.skip(started.stderr)
-    assert started.returncode == 0, started.stderr
-    yield dict(line.split("=", 1) for line in started.stdout.splitlines())
-    if not was_running:
-        subprocess.run(["bash", script, "stop"], check=True, capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def flink():
-    yield from _service("scripts/flink-cluster.sh")
-
-
-@pytest.fixture(scope="module")
-def kafka():
-    yield from _service("scripts/kafka.sh")
 
 
 class _RunningTotalDoFn(beam.DoFn):

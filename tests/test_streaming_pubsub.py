@@ -13,6 +13,7 @@ import pytest
 from realtime_ai.io.pubsub_admin import EMULATOR_PROJECT, ensure_subscription
 from realtime_ai.pipelines import main
 from realtime_ai.records import OUTPUT_SCHEMAS
+from tests.compare import comparable_rows
 from tests.conftest import REPO
 from tests.pubsub_helpers import pull_all, topic_with_subscription
 
@@ -52,13 +53,6 @@ def _publisher(name, path, topic, events_per_second, dump):
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _comparable(table):
-    """Rows without what legitimately differs: partition columns and model latency."""
-    rows = [{k: v for k, v in row.items() if k not in ("date", "hour", "llm_latency_ms")}
-            for row in table.to_pylist()]
-    return sorted(rows, key=lambda row: json.dumps(row, sort_keys=True, default=str))
-
-
 @pytest.mark.integration
 def test_live_stream_gives_the_batch_runs_rows_and_alerts(emulator, tmp_path):
     transactions, metrics = _sample_slices(tmp_path)
@@ -92,7 +86,7 @@ def test_live_stream_gives_the_batch_runs_rows_and_alerts(emulator, tmp_path):
     for name in OUTPUT_SCHEMAS:
         streamed = pq.read_table(tmp_path / "stream" / name)
         batch = pq.read_table(tmp_path / "batch" / name)
-        assert _comparable(streamed) == _comparable(batch), name
+        assert comparable_rows(streamed) == comparable_rows(batch), name
     batch_alerts = pq.read_table(tmp_path / "batch" / "alerts").to_pylist()
     assert {alert["kind"] for alert in batch_alerts} == {"transaction", "metric"}
     published_ids = {m.attributes["alert_id"] for m in pull_all(subscriber, alerts_sub)}

@@ -8,12 +8,18 @@ import time
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    FlinkRunnerOptions,
+    PipelineOptions,
+    PortableOptions,
+    StandardOptions,
+)
 
 from realtime_ai.io.parquet import WriteDataset, clear_dataset, dataset_exists, read_dataset
 from realtime_ai.io.pubsub import PublishMessages
 from realtime_ai.io.sources import ReadEvents
 from realtime_ai.llm import accounting
+from realtime_ai.pipelines.flink_defaults import flink_defaults
 from realtime_ai.pipelines.options import (
     InvalidOptions,
     RealtimeAiOptions,
@@ -106,6 +112,7 @@ def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
     options = PipelineOptions(argv)
     opts = options.view_as(RealtimeAiOptions)
     validate(opts)
+    _fill_in_runner_defaults(options)
     if reads_pubsub(opts):
         options.view_as(StandardOptions).streaming = True
     if not options.view_as(StandardOptions).streaming:
@@ -119,6 +126,18 @@ def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
     else:
         _wait_then_cancel(result, opts.max_run_seconds)
     return result
+
+
+def _fill_in_runner_defaults(options: PipelineOptions) -> None:
+    """--runner=FlinkRunner: the Flink version, job server and worker environment of
+    scripts/flink-cluster.sh's cluster, where the command line leaves them unset."""
+    if options.view_as(StandardOptions).runner not in ("FlinkRunner", "flink"):
+        return
+    given = options.get_all_options(drop_default=True)
+    for name, value in flink_defaults().items():
+        if given.get(name) is None:
+            view = FlinkRunnerOptions if name.startswith("flink_") else PortableOptions
+            setattr(options.view_as(view), name, value)
 
 
 def _wait_then_cancel(result: beam.runners.runner.PipelineResult, seconds: float) -> None:
@@ -149,7 +168,9 @@ def _counters(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
     totals: dict[str, int] = {}
     for counter in query["counters"]:
         name = counter.key.metric.name
-        totals[name] = totals.get(name, 0) + (counter.committed or 0)
+        # portable runners (Flink) may report attempted values only
+        value = counter.committed if counter.committed is not None else counter.attempted
+        totals[name] = totals.get(name, 0) + (value or 0)
     return totals
 
 
