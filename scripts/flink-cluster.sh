@@ -107,7 +107,7 @@ parallelism.default: 2
 rest.address: 127.0.0.1
 rest.bind-address: 127.0.0.1
 rest.port: ${PORT}
-# Jobs sent by `flink run` take this interval. Beam's job server does not: a Beam job checkpoints
+# Jobs sent by flink run take this interval. Beam's job server does not: a Beam job checkpoints
 # (to state.checkpoints.dir) only when its own checkpointing_interval option is set.
 execution.checkpointing.interval: 10s
 state.backend.type: hashmap
