@@ -27,15 +27,6 @@ export FLINK_HOME FLINK_CONF_DIR="${FLINK_HOME}/conf"
 JOB_SERVER_JAR=$(PYTHONPATH="$REPO" "$PY" -m realtime_ai.pipelines.flink_defaults)
 JOB_SERVER_DIR=$(dirname "$JOB_SERVER_JAR")
 
-# require COMMAND DEBIAN_PACKAGE: installs the package when the command is missing.
-require() {
-  command -v "$1" >/dev/null && return
-  echo "installing $2 (apt-get)" >&2
-  local log="${RUN_DIR}/apt-$2.log"
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2"; } \
-    > "$log" 2>&1 || unavailable "apt-get install $2 failed: see $log"
-}
-
 assemble_flink_home() {
   [ -d "$FLINK_HOME" ] && return
   echo "assembling ${FLINK_HOME} from PyPI (~230 MB, once)" >&2

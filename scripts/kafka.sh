@@ -21,15 +21,6 @@ KAFKA_RUN="${RUN_DIR}/kafka-${PORT}"
 PID_FILE="${KAFKA_RUN}/kafka.pid"
 SERVER_MAIN=kafka.Kafka
 
-# require COMMAND DEBIAN_PACKAGE: installs the package when the command is missing.
-require() {
-  command -v "$1" >/dev/null && return
-  echo "installing $2 (apt-get)" >&2
-  local log="${RUN_DIR}/apt-$2.log"
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2"; } \
-    > "$log" 2>&1 || unavailable "apt-get install $2 failed: see $log"
-}
-
 # The jars are fetched again when the pom changes (say, another Kafka version).
 assemble_jars() {
   cmp -s "$POM" "${KAFKA_LIB}/pom.xml" && return

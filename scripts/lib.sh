@@ -80,3 +80,12 @@ report_status() {
     return 1
   fi
 }
+
+# require COMMAND DEBIAN_PACKAGE: installs the package when the command is missing.
+require() {
+  command -v "$1" >/dev/null && return
+  echo "installing $2 (apt-get)" >&2
+  local log="${RUN_DIR}/apt-$2.log"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2"; } \
+    > "$log" 2>&1 || unavailable "apt-get install $2 failed: see $log"
+}

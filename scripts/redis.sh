@@ -12,13 +12,6 @@ pid_file="${RUN_DIR}/${name}.pid"
 log_file="${RUN_DIR}/${name}.log"
 program=redis-server
 
-install_redis() {
-  local apt_log="${RUN_DIR}/apt.log"
-  echo "installing redis-server (apt-get), log: ${apt_log}" >&2
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; } \
-    > "$apt_log" 2>&1 || unavailable "apt-get could not install redis-server: see ${apt_log}"
-}
-
 redis_answers() { [ "$(redis-cli -p "$PORT" ping 2>/dev/null)" = PONG ]; }
 
 case $COMMAND in
@@ -26,7 +19,8 @@ case $COMMAND in
     lock_service "$name"
     if ! pid_running "$pid_file" "$program"; then
       ! port_open "$PORT" || die "127.0.0.1:${PORT} is taken by a process that is not ours"
-      command -v redis-server >/dev/null && command -v redis-cli >/dev/null || install_redis
+      require redis-server redis-server
+      require redis-cli redis-server
       redis-server --port "$PORT" --bind 127.0.0.1 --save "" --appendonly no \
         --daemonize yes --pidfile "$pid_file" --logfile "$log_file" < /dev/null >&2 9>&-
       wait_for 10 redis_answers \
