@@ -16,5 +16,6 @@ setuptools.setup(
         "google-cloud-pubsub>=2.20",
         "aiohttp>=3.9",
         "redis>=5",
+        "kafka-python>=2.0",
     ],
 )

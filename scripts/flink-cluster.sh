@@ -23,8 +23,9 @@ POOL_PROGRAM=apache_beam.runners.worker.worker_pool_main
 export FLINK_HOME FLINK_CONF_DIR="${FLINK_HOME}/conf"
 
 [ -x "$PY" ] || die "no ${PY}: run 'make venv' first"
-# The launcher jar's path is defined once, in Python, where the pipeline reads it.
-JOB_SERVER_JAR=$(PYTHONPATH="$REPO" "$PY" -m realtime_ai.pipelines.flink_defaults)
+# The launcher jars' paths are defined once, in Python, where the pipeline reads them.
+read -r JOB_SERVER_JAR EXPANSION_SERVICE_JAR \
+  < <(PYTHONPATH="$REPO" "$PY" -m realtime_ai.pipelines.flink_defaults)
 JOB_SERVER_DIR=$(dirname "$JOB_SERVER_JAR")
 
 assemble_flink_home() {
@@ -46,25 +47,36 @@ assemble_flink_home() {
   mv "$staging" "$FLINK_HOME"
 }
 
-# The job server's jars come from Maven Central; the launcher jar names them in its manifest
-# (relative Class-Path, lines of at most 72 bytes) so that `java -jar` runs FlinkJobServerDriver.
+# The job server's jars come from Maven Central (assembled again when the pom changes); launcher
+# jars name them in their manifests (relative Class-Path, lines of at most 72 bytes) so that
+# `java -jar` runs FlinkJobServerDriver, or the expansion service that serves KafkaIO.
 assemble_job_server() {
-  [ -f "$JOB_SERVER_JAR" ] && return
-  echo "assembling the Beam Flink job server in ${JOB_SERVER_DIR} (~150 MB, once)" >&2
+  local pom="${REPO}/scripts/jobserver/pom.xml"
+  [ -f "$JOB_SERVER_JAR" ] && cmp -s "$pom" "${JOB_SERVER_DIR}/pom.xml" && return
+  echo "assembling the Beam Flink job server in ${JOB_SERVER_DIR} (~160 MB, once)" >&2
   local staging="${JOB_SERVER_DIR}.partial"
   rm -rf "$staging" && mkdir -p "$staging"
-  mvn -q -B -f "${REPO}/scripts/jobserver/pom.xml" -Dmaven.repo.local="${CACHE_DIR}/m2" \
+  mvn -q -B -f "$pom" -Dmaven.repo.local="${CACHE_DIR}/m2" \
     dependency:copy-dependencies -DoutputDirectory="$staging/lib" \
     > "${RUN_DIR}/mvn-jobserver.log" 2>&1 || die "mvn failed: see ${RUN_DIR}/mvn-jobserver.log"
+  launcher_jar "$staging" org.apache.beam.runners.flink.FlinkJobServerDriver \
+    "$(basename "$JOB_SERVER_JAR")"
+  launcher_jar "$staging" org.apache.beam.sdk.expansion.service.ExpansionService \
+    "$(basename "$EXPANSION_SERVICE_JAR")"
+  cp "$pom" "$staging/pom.xml"
+  rm -rf "$JOB_SERVER_DIR" && mv "$staging" "$JOB_SERVER_DIR"
+}
+
+# launcher_jar DIR MAIN_CLASS NAME: DIR/NAME runs MAIN_CLASS with DIR/lib/*.jar.
+launcher_jar() {
   {
-    echo "Main-Class: org.apache.beam.runners.flink.FlinkJobServerDriver"
-    (cd "$staging" && printf 'Class-Path:' && printf ' %s' lib/*.jar) \
+    echo "Main-Class: $2"
+    (cd "$1" && printf 'Class-Path:' && printf ' %s' lib/*.jar) \
       | fold -b -w 71 | sed '2,$s/^/ /'
     echo
-  } > "$staging/MANIFEST.MF"
-  (cd "$staging" && jar --create --file "$(basename "$JOB_SERVER_JAR")" --manifest MANIFEST.MF)
-  rm "$staging/MANIFEST.MF"
-  rm -rf "$JOB_SERVER_DIR" && mv "$staging" "$JOB_SERVER_DIR"
+  } > "$1/MANIFEST.MF"
+  (cd "$1" && jar --create --file "$3" --manifest MANIFEST.MF)
+  rm "$1/MANIFEST.MF"
 }
 
 # Written on every start, so the settings here are the ones in force.
@@ -144,6 +156,7 @@ start() {
   fi
   echo "FLINK_MASTER=localhost:${PORT}"
   echo "FLINK_JOB_SERVER_JAR=${JOB_SERVER_JAR}"
+  echo "KAFKA_EXPANSION_SERVICE_JAR=${EXPANSION_SERVICE_JAR}"
   echo "FLINK_WORKER_POOL=localhost:${WORKER_POOL_PORT}"
   echo "FLINK_HOME=${FLINK_HOME}"
 }

@@ -9,6 +9,7 @@ dedupe on an id attribute (alert_id for alerts).
 """
 from __future__ import annotations
 
+import os
 import re
 
 import apache_beam as beam
@@ -27,8 +28,13 @@ class _PublishDoFn(beam.DoFn):
         self._topic = topic
         self._attribute_names = attribute_names
         self._published = Metrics.counter("realtime_ai", "pubsub_published")
+        # A job launched against the emulator publishes to it from every worker, including
+        # workers that were started without the variable (a Flink cluster's worker pool).
+        self._emulator_host = os.environ.get("PUBSUB_EMULATOR_HOST")
 
     def setup(self):
+        if self._emulator_host:
+            os.environ.setdefault("PUBSUB_EMULATOR_HOST", self._emulator_host)
         from google.cloud import pubsub_v1  # on the worker; honours PUBSUB_EMULATOR_HOST
 
         self._publisher = pubsub_v1.PublisherClient()

@@ -1,23 +1,84 @@
 """Event sources chosen by the form of the input option.
 
 - a file glob (local or gs://): JSON lines, gzipped or not, or Parquet; bounded (batch);
-- `projects/P/subscriptions/S`: a Pub/Sub subscription; unbounded (streaming).
+- `projects/P/subscriptions/S`: a Pub/Sub subscription; unbounded (streaming);
+- `kafka://HOST:PORT[,HOST:PORT...]/TOPIC`: a Kafka topic (Azure Event Hubs speaks the same
+  protocol), through Beam's cross-language KafkaIO; unbounded (streaming). Python's Pub/Sub
+  reader runs on the DirectRunner and Dataflow only; on Flink, read Kafka.
 
 Whatever the source, payloads come out as text and the parse step gives each record its event
 time from the payload's `timestamp` field. On Pub/Sub the watermark follows the messages'
 publish time, or the attribute named by `event_time_attribute` (RFC 3339 or milliseconds
 since the epoch) when given: on Dataflow that lets the watermark follow event time itself.
 """
-from __future__ import annotations
 
 import re
+import typing
 
 import apache_beam as beam
+import numpy as np
+from apache_beam.transforms.external import (
+    ExternalTransform,
+    JavaJarExpansionService,
+    NamedTupleBasedPayloadBuilder,
+)
 
 from realtime_ai.io.files import ReadEventPayloads
 
 SUBSCRIPTION_PATTERN = re.compile(
     r"^projects/[a-z][-a-z0-9]{4,28}[a-z0-9]/subscriptions/[A-Za-z][\w.~+%-]{2,254}$")
+
+
+KAFKA_PATTERN = re.compile(r"^kafka://(?P<servers>[^/\s]+:\d+(,[^/\s]+:\d+)*)/(?P<topic>[\w.-]+)$")
+KAFKA_READ_URN = "beam:transform:org.apache.beam:kafka_read_without_metadata:v1"
+BYTES_DESERIALIZER = "org.apache.kafka.common.serialization.ByteArrayDeserializer"
+
+# KafkaIO's read configuration as Beam's Java expansion services from 2.62 on understand it.
+# Python 2.77's ReadFromKafka adds fields that older services reject; these are the common ones.
+# Real annotations, not strings (no `from __future__ import annotations` in this module):
+# Beam infers the payload's schema from them.
+class KafkaReadConfig(typing.NamedTuple):
+    consumer_config: typing.Mapping[str, str]
+    topics: list[str]
+    key_deserializer: str
+    value_deserializer: str
+    start_read_time: typing.Optional[int]  # noqa: UP045 - Beam's schema inference wants these
+    max_num_records: typing.Optional[int]  # noqa: UP045
+    max_read_time: typing.Optional[int]  # noqa: UP045
+    commit_offset_in_finalize: bool
+    timestamp_policy: str
+    consumer_polling_timeout: typing.Optional[int]  # noqa: UP045
+    redistribute: typing.Optional[bool]  # noqa: UP045
+    redistribute_num_keys: typing.Optional[np.int32]  # noqa: UP045
+    allow_duplicates: typing.Optional[bool]  # noqa: UP045
+
+
+def is_kafka(spec: str) -> bool:
+    return spec.startswith("kafka://")
+
+
+def is_unbounded(spec: str) -> bool:
+    """Whether an input option names a stream (which makes the job a streaming one)."""
+    return is_subscription(spec) or is_kafka(spec)
+
+
+def check_kafka(spec: str, option: str) -> None:
+    if not KAFKA_PATTERN.match(spec):
+        raise ValueError(f"{option}={spec} is not a Kafka topic: expected "
+                         "kafka://HOST:PORT[,HOST:PORT...]/TOPIC")
+
+
+def expansion_service(address: str | None):
+    """Where KafkaIO is expanded: a running service's HOST:PORT; a launcher .jar, started on
+    demand with its Java transforms EMBEDDED in the runner (the local Flink cluster of
+    scripts/flink-cluster.sh); or None, for Beam's own, fetched from Maven Central."""
+    if address and address.endswith(".jar"):
+        # use_deprecated_read: KafkaIO as an unbounded source, which the Flink runner reads
+        # natively with its watermark; as a splittable DoFn on portable Flink streaming,
+        # records are read but the watermark never moves, so no window ever closes.
+        return JavaJarExpansionService(address, extra_args=[
+            "{{PORT}}", "--defaultEnvironmentType=EMBEDDED", "--experiments=use_deprecated_read"])
+    return address
 
 
 def is_subscription(spec: str) -> bool:
@@ -38,15 +99,49 @@ def _decoded(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-class ReadEvents(beam.PTransform):
-    """PBegin -> PCollection[str]: the payloads of the files or subscription `spec` names."""
+class ReadKafkaPayloads(beam.PTransform):
+    """PBegin -> PCollection[str]: the values of a Kafka topic's records from the earliest
+    offset, timestamped with their create time (which the watermark follows)."""
 
-    def __init__(self, spec: str, event_time_attribute: str | None = None):
+    def __init__(self, spec: str, expansion_service_address: str | None):
+        super().__init__()
+        match = KAFKA_PATTERN.match(spec)
+        self._config = KafkaReadConfig(
+            consumer_config={"bootstrap.servers": match["servers"],
+                             "auto.offset.reset": "earliest"},
+            topics=[match["topic"]], key_deserializer=BYTES_DESERIALIZER,
+            value_deserializer=BYTES_DESERIALIZER, start_read_time=None, max_num_records=None,
+            max_read_time=None, commit_offset_in_finalize=False, timestamp_policy="CreateTime",
+            consumer_polling_timeout=2, redistribute=False, redistribute_num_keys=np.int32(0),
+            allow_duplicates=False)
+        self._expansion_service = expansion_service_address
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "ReadKafka" >> ExternalTransform(
+                KAFKA_READ_URN, NamedTupleBasedPayloadBuilder(self._config),
+                expansion_service(self._expansion_service))
+            | "RecordValues" >> beam.Map(lambda record: _decoded(record[1])).with_output_types(
+                str)
+        )
+
+
+class ReadEvents(beam.PTransform):
+    """PBegin -> PCollection[str]: the payloads of the files, subscription or Kafka topic
+    `spec` names."""
+
+    def __init__(self, spec: str, event_time_attribute: str | None = None,
+                 kafka_expansion_service: str | None = None):
         super().__init__()
         self._spec = spec
         self._event_time_attribute = event_time_attribute
+        self._kafka_expansion_service = kafka_expansion_service
 
     def expand(self, pbegin):
+        if is_kafka(self._spec):
+            return pbegin | "ReadKafka" >> ReadKafkaPayloads(self._spec,
+                                                            self._kafka_expansion_service)
         if not is_subscription(self._spec):
             return pbegin | "ReadFiles" >> ReadEventPayloads(self._spec)
         return (

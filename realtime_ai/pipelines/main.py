@@ -24,7 +24,7 @@ from realtime_ai.pipelines.options import (
     InvalidOptions,
     RealtimeAiOptions,
     options_parser,
-    reads_pubsub,
+    reads_stream,
     validate,
 )
 from realtime_ai.records import OUTPUT_SCHEMAS
@@ -53,7 +53,8 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict[str, beam
     if opts.transactions:
         parsed = (
             p
-            | "ReadTransactions" >> ReadEvents(opts.transactions, opts.event_time_attribute)
+            | "ReadTransactions" >> ReadEvents(
+                opts.transactions, opts.event_time_attribute, opts.kafka_expansion_service)
             | "ParseTransactions" >> ParseTransactions(opts.max_record_bytes)
         )
         featured, late = parsed.valid | "CustomerHistory" >> AddCustomerFeatures(
@@ -67,7 +68,8 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict[str, beam
     if opts.metrics:
         parsed = (
             p
-            | "ReadMetrics" >> ReadEvents(opts.metrics, opts.event_time_attribute)
+            | "ReadMetrics" >> ReadEvents(
+                opts.metrics, opts.event_time_attribute, opts.kafka_expansion_service)
             | "ParseMetrics" >> ParseMetrics(opts.max_record_bytes)
         )
         scored, late = parsed.valid | "MetricStatistics" >> ScoreMetrics(
@@ -108,12 +110,12 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict[str, beam
 
 def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
     """Validates the options (InvalidOptions on bad ones) and runs the pipeline to the end,
-    or for --max_run_seconds when given. A Pub/Sub input makes it a streaming job."""
+    or for --max_run_seconds when given. A Pub/Sub or Kafka input makes it a streaming job."""
     options = PipelineOptions(argv)
     opts = options.view_as(RealtimeAiOptions)
     validate(opts)
     _fill_in_runner_defaults(options)
-    if reads_pubsub(opts):
+    if reads_stream(opts):
         options.view_as(StandardOptions).streaming = True
     if not options.view_as(StandardOptions).streaming:
         for name in OUTPUT_SCHEMAS:
@@ -136,7 +138,8 @@ def _fill_in_runner_defaults(options: PipelineOptions) -> None:
     given = options.get_all_options(drop_default=True)
     for name, value in flink_defaults().items():
         if given.get(name) is None:
-            view = FlinkRunnerOptions if name.startswith("flink_") else PortableOptions
+            view = (FlinkRunnerOptions if name.startswith("flink_") else RealtimeAiOptions
+                    if name.startswith("kafka_") else PortableOptions)
             setattr(options.view_as(view), name, value)
 
 

@@ -10,7 +10,13 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from realtime_ai.io.files import check_pattern_matches
 from realtime_ai.io.pubsub import TOPIC_PATTERN
-from realtime_ai.io.sources import check_subscription, is_subscription
+from realtime_ai.io.sources import (
+    check_kafka,
+    check_subscription,
+    is_kafka,
+    is_subscription,
+    is_unbounded,
+)
 from realtime_ai.llm.base import LlmConfig
 from realtime_ai.llm.retrieval import load_playbook
 from realtime_ai.transforms.detectors import DETECTORS, DetectorSettings
@@ -41,13 +47,21 @@ class RealtimeAiOptions(PipelineOptions):
             "--transactions", default=None,
             help="Transactions to read, by form: a file glob of JSON lines (.jsonl, .json, "
                  ".gz) or Parquet (.parquet), read in batch; or a Pub/Sub subscription "
-                 "projects/PROJECT/subscriptions/NAME, read in streaming (--streaming is then "
+                 "projects/PROJECT/subscriptions/NAME, or a Kafka topic "
+                 "kafka://HOST:PORT/TOPIC (on Flink), read in streaming (--streaming is then "
                  "implied). Optional; default: none. "
                  "Example: --transactions='samples/transactions*.jsonl'")
         parser.add_argument(
             "--metrics", default=None,
             help="Metric records to read, in the same forms as --transactions. Optional; "
                  "default: none. Example: --metrics=projects/my-project/subscriptions/metrics")
+        parser.add_argument(
+            "--kafka_expansion_service", default=None,
+            help="Kafka inputs: the expansion service for Beam's cross-language KafkaIO, as "
+                 "HOST:PORT of a running one or the path of a launcher .jar started on demand "
+                 "with its Java transforms embedded in the runner. Default: on FlinkRunner the "
+                 "one scripts/flink-cluster.sh assembles, elsewhere Beam's own. "
+                 "Example: --kafka_expansion_service=localhost:8097")
         parser.add_argument(
             "--event_time_attribute", default=None,
             help="Pub/Sub inputs: message attribute holding the event time (RFC 3339 or ms "
@@ -241,10 +255,9 @@ class RealtimeAiOptions(PipelineOptions):
         return dataclasses.replace(DetectorSettings(), **overrides)
 
 
-def reads_pubsub(options: RealtimeAiOptions) -> bool:
-    """Whether an input is a Pub/Sub subscription, which makes the job a streaming one."""
-    return any(spec and is_subscription(spec) for spec in (options.transactions,
-                                                           options.metrics))
+def reads_stream(options: RealtimeAiOptions) -> bool:
+    """Whether an input is a Pub/Sub subscription or a Kafka topic: a streaming job."""
+    return any(spec and is_unbounded(spec) for spec in (options.transactions, options.metrics))
 
 
 def options_parser(**parser_args) -> argparse.ArgumentParser:
@@ -318,7 +331,8 @@ def validate(options: RealtimeAiOptions) -> None:
     for name in ("transactions", "metrics"):
         spec = getattr(options, name)
         if spec:
-            check = check_subscription if is_subscription(spec) else check_pattern_matches
+            check = (check_subscription if is_subscription(spec)
+                     else check_kafka if is_kafka(spec) else check_pattern_matches)
             try:
                 check(spec, f"--{name}")
             except ValueError as error:

@@ -13,10 +13,12 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from realtime_ai.io.sources import KAFKA_PATTERN
 from realtime_ai.samples.generate import generate, parse_start
 from realtime_ai.samples.replay import iso_millis, read_payloads, schedule
 
 FORMATS = ("jsonl", "jsonl.gz", "parquet")
+SEND_TIMEOUT_SECONDS = 60.0
 
 
 def _write(rows: list[dict], path: pathlib.Path, fmt: str) -> None:
@@ -55,21 +57,64 @@ def generate_command(args: argparse.Namespace) -> None:
           f"metric values ({len(samples.metric_labels)} labelled anomalies) to {out}/")
 
 
-def _topic_path(topic: str) -> str:
-    parts = topic.split("/")
-    if len(parts) != 4 or parts[0] != "projects" or parts[2] != "topics":
-        raise SystemExit(f"error: {topic} is not a topic path projects/PROJECT_ID/topics/NAME")
-    if os.environ.get("PUBSUB_EMULATOR_HOST"):  # the emulator forgets topics when restarted
-        from realtime_ai.io.pubsub_admin import ensure_topic
+class _PubSubTopic:
+    """Publishes to a Pub/Sub topic (the emulator when PUBSUB_EMULATOR_HOST is set)."""
 
-        ensure_topic(parts[1], parts[3])
-    return topic
+    def __init__(self, topic: str):
+        from google.cloud import pubsub_v1
+
+        parts = topic.split("/")
+        if len(parts) != 4 or parts[0] != "projects" or parts[2] != "topics":
+            raise SystemExit(f"error: {topic} is not projects/PROJECT_ID/topics/NAME")
+        if os.environ.get("PUBSUB_EMULATOR_HOST"):  # the emulator forgets topics on restart
+            from realtime_ai.io.pubsub_admin import ensure_topic
+
+            ensure_topic(parts[1], parts[3])
+        self._topic = topic
+        self._client = pubsub_v1.PublisherClient()
+
+    def send(self, data: bytes, event_time: datetime | None, attribute: str):
+        attributes = {attribute: iso_millis(event_time)} if event_time and attribute else {}
+        future = self._client.publish(self._topic, data, **attributes)
+        return lambda: future.result(timeout=SEND_TIMEOUT_SECONDS)
+
+
+class _KafkaTopic:
+    """Produces to a Kafka topic (created if missing), record time = the event time."""
+
+    def __init__(self, spec: str):
+        from kafka import KafkaAdminClient, KafkaProducer
+        from kafka.admin import NewTopic
+        from kafka.errors import TopicAlreadyExistsError
+
+        match = KAFKA_PATTERN.match(spec)
+        if not match:
+            raise SystemExit(f"error: {spec} is not kafka://HOST:PORT/TOPIC")
+        servers, self._topic = match["servers"].split(","), match["topic"]
+        admin = KafkaAdminClient(bootstrap_servers=servers)
+        try:
+            admin.create_topics([NewTopic(self._topic, num_partitions=1, replication_factor=1)])
+        except TopicAlreadyExistsError:
+            pass  # the state we want
+        finally:
+            admin.close()
+        self._producer = KafkaProducer(bootstrap_servers=servers)
+
+    def send(self, data: bytes, event_time: datetime | None, attribute: str):
+        millis = int(event_time.timestamp() * 1000) if event_time else None
+        headers = [(attribute, iso_millis(event_time).encode())] if (
+            event_time and attribute) else None
+        future = self._producer.send(self._topic, value=data, timestamp_ms=millis,
+                                     headers=headers)
+        return lambda: future.get(timeout=SEND_TIMEOUT_SECONDS)
+
+
+def _destination(topic: str):
+    return _KafkaTopic(topic) if topic.startswith("kafka://") else _PubSubTopic(topic)
 
 
 def publish_command(args: argparse.Namespace) -> None:
-    from google.cloud import pubsub_v1
-
-    streams = [(path, _topic_path(topic)) for path, topic in (
+    streams = [(path, topic) for path, topic in (
         (args.transactions, args.transactions_topic), (args.metrics, args.metrics_topic))
         if path]
     if not streams:
@@ -77,12 +122,12 @@ def publish_command(args: argparse.Namespace) -> None:
     for path, _ in streams:
         if not pathlib.Path(path).is_file():
             raise SystemExit(f"error: no such file: {path}")
+    destinations = [_destination(topic) for _, topic in streams]
     start = datetime.now(timezone.utc)
     replay = schedule([read_payloads(path) for path, _ in streams], start, args.speed,
                       args.rate, args.limit)
     if args.dump:
         _dump(replay, streams, pathlib.Path(args.dump))
-    publisher = pubsub_v1.PublisherClient()
     began = time.monotonic()
     pending, next_report = [], began + 5
     for sent, message in enumerate(replay, 1):
@@ -90,10 +135,8 @@ def publish_command(args: argparse.Namespace) -> None:
         if delay > 0:
             _settle(pending)  # whatever was due earlier is out before this one
             time.sleep(delay)
-        attributes = {args.event_time_attribute: iso_millis(message.event_time)} if (
-            message.event_time and args.event_time_attribute) else {}
-        pending.append(publisher.publish(streams[message.stream][1],
-                                         message.payload.encode("utf-8"), **attributes))
+        pending.append(destinations[message.stream].send(
+            message.payload.encode("utf-8"), message.event_time, args.event_time_attribute))
         if time.monotonic() >= next_report:
             print(f"published {sent}/{len(replay)}", flush=True)
             next_report += 5
@@ -103,8 +146,8 @@ def publish_command(args: argparse.Namespace) -> None:
 
 
 def _settle(pending: list) -> None:
-    for future in pending:
-        future.result(timeout=60)
+    for wait in pending:
+        wait()
     pending.clear()
 
 
@@ -141,11 +184,13 @@ def main(argv: list[str] | None = None) -> int:
         description="Publish event files to Pub/Sub topics as a live stream: events of all "
                     "files in one timeline, each re-timed to the moment it is sent (the first "
                     "now, the others after it by their original gap / --speed). Honours "
-                    "PUBSUB_EMULATOR_HOST (and then creates the topics).")
+                    "PUBSUB_EMULATOR_HOST (and then creates the topics); Kafka topics are "
+                    "created if missing, with the event time as the record's time.")
     pub.add_argument("--transactions", help="transactions file (.jsonl, .jsonl.gz, .parquet)")
-    pub.add_argument("--transactions-topic", help="its topic, projects/P/topics/T")
+    pub.add_argument("--transactions-topic",
+                     help="its topic: projects/P/topics/T (Pub/Sub) or kafka://HOST:PORT/TOPIC")
     pub.add_argument("--metrics", help="metrics file (.jsonl, .jsonl.gz, .parquet)")
-    pub.add_argument("--metrics-topic", help="its topic, projects/P/topics/T")
+    pub.add_argument("--metrics-topic", help="its topic, in the same forms")
     pace = pub.add_mutually_exclusive_group()
     pace.add_argument("--speed", type=float, default=None,
                       help="replay speed: 1 = real time (default), 60 = an hour a minute")
@@ -154,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     pub.add_argument("--limit", type=int, default=None,
                      help="publish only the first N events of the timeline")
     pub.add_argument("--event-time-attribute", default="event_time",
-                     help="attribute carrying each message's event time (RFC 3339), for "
+                     help="attribute (Kafka: header) carrying each event time (RFC 3339), for "
                           "--event_time_attribute of the pipeline; '' for none "
                           "(default event_time)")
     pub.add_argument("--dump", default=None,
