@@ -1,0 +1,44 @@
+"""The pipeline translates for Google Dataflow, in batch and in streaming, with no cloud:
+`--dry_run=True` (Beam's TestOptions) builds the Dataflow job without submitting it."""
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from realtime_ai.pipelines.main import build_pipeline
+
+GOOGLE = ["--runner=DataflowRunner", "--project=my-project", "--region=us-central1",
+          "--temp_location=gs://my-bucket/tmp", "--dry_run=True",
+          "--output=gs://my-bucket/out", "--alerts_topic=projects/my-project/topics/alerts"]
+STEPS = {"ReadTransactions", "ParseTransactions", "CustomerHistory", "EnrichTransactions",
+         "ReadMetrics", "ParseMetrics", "MetricStatistics", "ExplainAnomalies",
+         "DashboardInsights", "WriteTransactions", "WriteMetrics", "WriteAlerts",
+         "WriteInsights", "WriteDeadLetter", "PublishAlerts"}
+
+
+def _translated(argv: list[str]):
+    """(Dataflow job, the unique names of every transform in the job's pipeline)."""
+    options = PipelineOptions([*GOOGLE, *argv])
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, options)
+    job = pipeline.run().job
+    names = {t.unique_name for t in job.proto_pipeline.components.transforms.values()}
+    return job, names
+
+
+def test_batch_job_reads_files_and_writes_parquet_files():
+    job, names = _translated(["--transactions=gs://my-bucket/tx/*.jsonl",
+                              "--metrics=gs://my-bucket/metrics/*.parquet"])
+    assert job.proto.type.name == "JOB_TYPE_BATCH"
+    assert STEPS <= {name.split("/")[0] for name in names}
+    assert "ReadTransactions/ReadFiles/MatchFiles" in names
+    assert any(name.startswith("WriteAlerts/WriteParquet") for name in names)
+
+
+def test_streaming_job_reads_subscriptions_and_writes_windowed_files():
+    job, names = _translated(["--streaming",
+                              "--transactions=projects/my-project/subscriptions/tx",
+                              "--metrics=projects/my-project/subscriptions/metrics"])
+    assert job.proto.type.name == "JOB_TYPE_STREAMING"
+    assert STEPS <= {name.split("/")[0] for name in names}
+    assert "ReadTransactions/ReadPubSub" in names and "ReadMetrics/ReadPubSub" in names
+    assert "WriteAlerts/WriteWindowFiles" in names
+    assert not any(name.startswith("WriteAlerts/WriteParquet") for name in names)
