@@ -13,14 +13,20 @@ PARQUET_SUFFIX = ".parquet"
 PARQUET_BATCH_ROWS = 4096
 
 
-def check_pattern_matches(pattern: str, option: str) -> None:
-    """Raise ValueError naming the option when the glob matches no file."""
-    try:
-        matched = FileSystems.match([pattern])[0].metadata_list
-    except (OSError, ValueError) as error:  # Beam raises BeamIOError (an OSError) here
-        raise ValueError(f"cannot list {option}={pattern}: {error}") from None
-    if not matched:
-        raise ValueError(f"no files match {option}={pattern}")
+def file_patterns(spec: str) -> list[str]:
+    """The globs of an input option: one, or several separated by commas."""
+    return [pattern.strip() for pattern in spec.split(",") if pattern.strip()]
+
+
+def check_pattern_matches(spec: str, option: str) -> None:
+    """Raise ValueError naming the option when a glob of `spec` matches no file."""
+    for pattern in file_patterns(spec):
+        try:
+            matched = FileSystems.match([pattern])[0].metadata_list
+        except (OSError, ValueError) as error:  # Beam raises BeamIOError (an OSError) here
+            raise ValueError(f"cannot list {option}={pattern}: {error}") from None
+        if not matched:
+            raise ValueError(f"no files match {option}={pattern}")
 
 
 def _payloads(readable: fileio.ReadableFile):
@@ -44,16 +50,18 @@ def _payloads(readable: fileio.ReadableFile):
 
 class ReadEventPayloads(beam.PTransform):
     """PBegin -> PCollection[str]: one payload per JSON line or Parquet row of every file
-    matching `file_pattern` (formats may be mixed); files are read in parallel."""
+    matching `file_pattern` (several globs may be separated by commas; formats may be
+    mixed); files are read in parallel."""
 
     def __init__(self, file_pattern: str):
         super().__init__()
-        self._pattern = file_pattern
+        self._patterns = file_patterns(file_pattern)
 
     def expand(self, pbegin):
         return (
             pbegin
-            | "MatchFiles" >> fileio.MatchFiles(self._pattern)
+            | "Patterns" >> beam.Create(self._patterns)
+            | "MatchFiles" >> fileio.MatchAll()
             | "SpreadFiles" >> beam.Reshuffle()
             | "OpenFiles" >> fileio.ReadMatches(compression=CompressionTypes.UNCOMPRESSED)
             | "FilePayloads" >> beam.FlatMap(_payloads)

@@ -46,7 +46,8 @@ class RealtimeAiOptions(PipelineOptions):
         parser.add_argument(
             "--transactions", default=None,
             help="Transactions to read, by form: a file glob of JSON lines (.jsonl, .json, "
-                 ".gz) or Parquet (.parquet), read in batch; or a Pub/Sub subscription "
+                 ".gz) or Parquet (.parquet), or several separated by commas, read in batch; "
+                 "or a Pub/Sub subscription "
                  "projects/PROJECT/subscriptions/NAME, or a Kafka topic "
                  "kafka://HOST:PORT/TOPIC (on Flink), read in streaming (--streaming is then "
                  "implied). Optional; default: none. "
