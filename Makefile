@@ -32,9 +32,10 @@ lint: venv
 unit: venv
 	$(PY) -m pytest -q -m "not integration"
 
-# Flink tests need a 400 MB download and a cluster: `make test-flink` runs them on their own.
+# Every test, real services included: they are started (and stopped) by scripts/. The Flink
+# tests (about 6 minutes, 450 MB of downloads the first time) also run alone: `make test-flink`.
 test: lint
-	$(PY) -m pytest -q -m "not flink"
+	$(PY) -m pytest -q
 
 test-flink: venv
 	$(PY) -m pytest -q -m flink
