@@ -10,11 +10,11 @@ setuptools.setup(
     python_requires=">=3.10",
     install_requires=[
         "apache-beam[gcp]==2.77.0",
-        "openai>=1.40",
+        "openai[aiohttp]>=3.57,<4",  # DefaultAioHttpClient over httpx2
         "numpy>=1.26",
         "pyarrow>=14",
         "google-cloud-pubsub>=2.20",
-        "aiohttp>=3.9",
+        "aiohttp>=3.14.4",
         "redis>=5",
         "kafka-python>=2.0",
     ],

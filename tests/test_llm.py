@@ -1,7 +1,7 @@
 """Pure tests of the LLM layer: tasks, validation, local model, retrieval, failure classes."""
 import json
 
-import httpx
+import httpx2
 import openai
 import pytest
 
@@ -100,8 +100,8 @@ def test_playbook_retrieval_ranks_the_matching_entry_first():
 
 
 def _status_error(status, headers=None):
-    request = httpx.Request("POST", "http://x/v1/chat/completions")
-    response = httpx.Response(status, headers=headers or {}, request=request)
+    request = httpx2.Request("POST", "http://x/v1/chat/completions")
+    response = httpx2.Response(status, headers=headers or {}, request=request)
     return openai.APIStatusError("failed", response=response, body=None)
 
 
@@ -112,7 +112,7 @@ def test_failure_classifier():
     assert not classify(_status_error(401)).retriable
     assert not classify(_status_error(400)).retriable
     assert classify(tasks.InvalidAnswer("bad")).retriable
-    assert classify(openai.APITimeoutError(request=httpx.Request("POST", "http://x"))).retriable
+    assert classify(openai.APITimeoutError(request=httpx2.Request("POST", "http://x"))).retriable
     with pytest.raises(TypeError):
         classify(KeyError("a bug, not a failure"))
 

@@ -31,7 +31,10 @@ def _ask(handle, monkeypatch, **config):
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     backend = OpenAiBackend(LlmConfig(backend="openai", base_url=handle.base_url,
                                       fast_model="small", **config))
-    return runner.submit(backend.complete(base.TRANSACTION_RISK, DATA, base.FAST)).result(30)
+    try:
+        return runner.submit(backend.complete(base.TRANSACTION_RISK, DATA, base.FAST)).result(30)
+    finally:
+        runner.submit(backend.aclose()).result(5)
 
 
 def test_answer_with_usage(llm_server, monkeypatch):
@@ -67,6 +70,23 @@ def test_hung_request_times_out(llm_server, monkeypatch):
     with pytest.raises(LlmPermanentError, match="timed out"):
         _ask(llm_server, monkeypatch, max_retries=0, timeout_seconds=0.3)
     assert time.monotonic() - started < 2
+
+
+def test_requests_in_flight_stay_within_the_concurrency(llm_server, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    llm_server.settings.latency_ms = 50
+    backend = OpenAiBackend(LlmConfig(backend="openai", base_url=llm_server.base_url,
+                                      concurrency=3))
+
+    async def ask_many():
+        try:
+            return await asyncio.gather(*(
+                backend.complete(base.TRANSACTION_RISK, DATA, base.FAST) for _ in range(12)))
+        finally:
+            await backend.aclose()
+
+    assert len(runner.submit(ask_many()).result(30)) == 12
+    assert llm_server.stats["requests"] == 12 and llm_server.stats["max_in_flight"] == 3
 
 
 def test_backoff_honours_retry_after_and_is_capped():
@@ -142,3 +162,11 @@ def test_concurrency_limit_holds_across_dofn_instances_of_a_worker():
         thread.join()
     assert len(first.drain_all()) == len(second.drain_all()) == 15
     assert running["max"] <= 3
+
+
+def test_packing_lets_each_request_slot_carry_a_batch_of_elements():
+    slots = runner.shared_slots(LlmConfig(backend="local", concurrency=3, fast_batch_size=4))
+    taken = [slots.acquire(blocking=False) for _ in range(13)]
+    for _ in range(sum(taken)):
+        slots.release()
+    assert taken == [True] * 12 + [False]

@@ -88,10 +88,12 @@ def test_packed_requests_through_the_server_match_single_requests(monkeypatch):
             base.FAST)).result(10)
         assert handle.stats["requests"] == 6
         handle.settings.error_rate = 1.0
+        failing = make_backend(LlmConfig(
+            backend="openai", base_url=handle.base_url, fast_batch_size=8, max_retries=0,
+            timeout_seconds=0.5))
         with pytest.raises(LlmPermanentError):
-            runner.submit(make_backend(LlmConfig(
-                backend="openai", base_url=handle.base_url, fast_batch_size=8, max_retries=0,
-                timeout_seconds=0.5)).complete(base.TRANSACTION_RISK, data[0], base.FAST)
-            ).result(10)
+            runner.submit(failing.complete(base.TRANSACTION_RISK, data[0], base.FAST)).result(10)
+        runner.submit(failing.aclose()).result(5)
     finally:
+        runner.submit(backend.aclose()).result(5)
         handle.stop()

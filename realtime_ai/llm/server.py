@@ -47,6 +47,7 @@ class _Server:
         # wall-clock span of the traffic, for throughput measured where the requests land
         self.first_request_at: float | None = None
         self.last_answer_at: float | None = None
+        self.in_flight = 0  # requests being answered now
         # when each of the latest answers went out, for steady-state rates
         self.answer_times: collections.deque[float] = collections.deque(maxlen=ANSWER_TIMES_KEPT)
         self._rng = random.Random(settings.seed)
@@ -87,11 +88,14 @@ class _Server:
 
     async def chat(self, request: web.Request) -> web.Response:
         self.stats["requests"] += 1
+        self.in_flight += 1
+        self.stats["max_in_flight"] = max(self.stats["max_in_flight"], self.in_flight)
         if self.first_request_at is None:
             self.first_request_at = time.time()
         try:
             return await self._answer(request)
         finally:
+            self.in_flight -= 1
             self.last_answer_at = time.time()
             self.answer_times.append(self.last_answer_at)
 
