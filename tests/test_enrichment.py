@@ -32,14 +32,19 @@ def test_batch_every_element_answered_even_beyond_the_concurrency_limit():
 def test_streaming_answers_keep_their_timestamp_and_window():
     options = PipelineOptions()
     options.view_as(StandardOptions).streaming = True
+    # Processing time moves before the watermark: gathered elements leave on their wait,
+    # not on the watermark (the DirectRunner holds no watermark for a pending timer).
     stream = (TestStream()
               .add_elements([TimestampedValue(n, n * 10) for n in range(4)])
+              .advance_processing_time(1)
               .advance_watermark_to(25)
               .add_elements([TimestampedValue(n, n * 10) for n in range(4, 7)])
+              .advance_processing_time(1)
               .advance_watermark_to_infinity())
     with TestPipeline(runner="BundleBasedDirectRunner", options=options) as p:
         answered, _ = (p | stream | beam.WindowInto(FixedWindows(30))
-                       | AskModel(CONFIG, base.DASHBOARD_INSIGHT, base.FAST, _insight_data))
+                       | AskModel(CONFIG, base.DASHBOARD_INSIGHT, base.FAST, _insight_data,
+                                  clock=lambda: 0.0))
         per_window = (answered
                       | beam.Map(lambda item: ("all", item[0]))
                       | beam.GroupByKey()

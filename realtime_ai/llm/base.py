@@ -41,7 +41,7 @@ class LlmConfig:
     max_retries: int = 4
     concurrency: int = 64
     fast_batch_size: int = 1  # transactions packed into one fast-tier request
-    batch_wait_ms: float = 50.0  # longest a request waits for others to pack with
+    batch_wait_ms: float = 50.0  # longest a request waits for others to pack or gather with
     requests_per_minute: float | None = None  # client-side budgets per worker; None: none
     tokens_per_minute: float | None = None
     cache_ttl_seconds: float = 60.0  # identical requests within this are answered once

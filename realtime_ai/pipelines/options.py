@@ -138,7 +138,8 @@ class RealtimeAiOptions(PipelineOptions):
                  "1 = no packing. Default: 1. Example: --fast_batch_size=10")
         parser.add_argument(
             "--llm_batch_wait_ms", type=float, default=50.0,
-            help="Longest a request waits for others to pack with, in ms. Default: 50. "
+            help="Longest a request waits for others to pack with and, in streaming, to be "
+                 "gathered into one bundle with, in ms. Default: 50. "
                  "Example: --llm_batch_wait_ms=20")
         parser.add_argument(
             "--llm_rpm", type=float, default=None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import json
+import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -24,6 +25,7 @@ from realtime_ai.llm.base import LlmConfig, LlmPermanentError, LlmResult
 from realtime_ai.llm.runner import InFlight, shared_backend, shared_slots
 from realtime_ai.records import DeadLetter
 from realtime_ai.transforms import outputs
+from realtime_ai.transforms.gather import GatherForModel
 
 DEAD_LETTER = "dead_letter"
 NAMESPACE = "realtime_ai"
@@ -111,16 +113,27 @@ class _AskModelDoFn(beam.DoFn):
 class AskModel(beam.PTransform):
     """PCollection[E] -> (answered: PCollection[(E, LlmResult | None)], dead_letter).
 
+    Unbounded input is first gathered into bundles of up to concurrency x fast_batch_size
+    elements, each waiting at most `batch_wait_ms` (see gather.py); bounded input is not.
+
     With `keep_failed`, an element whose request failed permanently is also passed on with
     None (its row is still written); otherwise it only reaches the dead-letter output.
     """
 
     def __init__(self, config: LlmConfig, task: str, tier: str, to_data: Callable[[Any], dict],
-                 keep_failed: bool = False):
+                 keep_failed: bool = False, clock: Callable[[], float] = time.time):
         super().__init__()
+        self._config = config
+        self._clock = clock  # processing time, for how long GatherForModel lets elements wait
         self._fn = _AskModelDoFn(config, task, tier, to_data, keep_failed)
 
     def expand(self, elements):
+        if not elements.is_bounded:
+            # Streaming bundles can be as small as one element, and a bundle waits for all
+            # of its answers: gathered first, a bundle carries a worker's load.
+            elements = elements | "GatherForModel" >> GatherForModel(
+                self._config.concurrency * self._config.fast_batch_size,
+                self._config.batch_wait_ms / 1000.0, self._clock)
         results = elements | "Ask" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER,
                                                                        main="answered")
         return results.answered, results[DEAD_LETTER]

@@ -47,12 +47,12 @@ class DashboardInsights(beam.PTransform):
             | "GroupByDashboard" >> beam.GroupByKey()
             | "SummariseWindow" >> beam.ParDo(_SummariseWindow(self._grace_seconds))
         )
-        answered, dead = windows | "AskInsight" >> AskModel(
-            self._config, base.DASHBOARD_INSIGHT, base.FAST, outputs.dashboard_insight_data)
-        rows = (
-            answered
-            | "InsightRows" >> beam.MapTuple(outputs.insight_row)
-            | "InsightsToGlobalWindow" >> beam.WindowInto(GlobalWindows())
+        # In the global window before the model is asked: in streaming, summaries of many
+        # windows are gathered into one bundle of requests instead of one bundle per window.
+        answered, failed = (
+            windows
+            | "SummariesToGlobalWindow" >> beam.WindowInto(GlobalWindows())
+            | "AskInsight" >> AskModel(self._config, base.DASHBOARD_INSIGHT, base.FAST,
+                                       outputs.dashboard_insight_data)
         )
-        failed = dead | "FailuresToGlobalWindow" >> beam.WindowInto(GlobalWindows())
-        return rows, failed
+        return answered | "InsightRows" >> beam.MapTuple(outputs.insight_row), failed
