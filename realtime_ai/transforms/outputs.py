@@ -42,8 +42,9 @@ def _transaction_fields(tx: Transaction | PastTransaction) -> dict:
 
 def transaction_risk_data(featured: FeaturedTransaction) -> dict:
     tx = featured.transaction
-    data = {"transaction": {**_transaction_fields(tx), "customer_id": tx.customer_id,
-                            "currency": tx.currency}}
+    # No customer_id: the features already say how this customer behaves, and an identity
+    # is neither evidence nor something a model provider needs.
+    data = {"transaction": {**_transaction_fields(tx), "currency": tx.currency}}
     data["features"] = dataclasses.asdict(featured.features)
     return data
 
