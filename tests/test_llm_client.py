@@ -1,5 +1,6 @@
 """The real `openai` client against our OpenAI-compatible server on loopback."""
 import asyncio
+import gc
 import threading
 import time
 
@@ -162,6 +163,19 @@ def test_concurrency_limit_holds_across_dofn_instances_of_a_worker():
         thread.join()
     assert len(first.drain_all()) == len(second.drain_all()) == 15
     assert running["max"] <= 3
+
+
+def test_long_lived_objects_are_frozen_at_most_once_per_interval(monkeypatch):
+    monkeypatch.setattr(runner, "_frozen_at", None)
+    runner.freeze_long_lived_objects()
+    frozen = gc.get_freeze_count()
+    kept = [[] for _ in range(1000)]
+    runner.freeze_long_lived_objects()  # too soon: nothing new frozen
+    assert frozen > 0 and gc.get_freeze_count() == frozen
+    monkeypatch.setattr(runner, "_frozen_at",
+                        time.monotonic() - runner.FREEZE_INTERVAL_SECONDS)
+    runner.freeze_long_lived_objects()
+    assert gc.get_freeze_count() >= frozen + len(kept)
 
 
 def test_packing_lets_each_request_slot_carry_a_batch_of_elements():

@@ -12,17 +12,20 @@ import concurrent.futures
 import gc
 import os
 import threading
+import time
 from collections.abc import Coroutine
 from typing import Any
 
 from realtime_ai.llm.base import LlmBackend, LlmConfig
 
 CLOSE_TIMEOUT_SECONDS = 5.0
+FREEZE_INTERVAL_SECONDS = 300.0
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
 _loop_pid: int | None = None
 _backends: dict[LlmConfig, LlmBackend] = {}
 _slots: dict[LlmConfig, threading.Semaphore] = {}
+_frozen_at: float | None = None  # time.monotonic() of the last freeze
 
 
 def event_loop() -> asyncio.AbstractEventLoop:
@@ -30,12 +33,6 @@ def event_loop() -> asyncio.AbstractEventLoop:
     global _loop, _loop_pid
     with _lock:
         if _loop is None or _loop_pid != os.getpid():
-            # What the process has loaded by now (Beam, the SDK harness, the pipeline) lives
-            # as long as it does: frozen out of the collector's sight, a full collection no
-            # longer scans it, a pause of ~70 ms for every request in flight
-            # (benchmarks/llm_throughput.py: 0.91-0.95 of the concurrency bound before, 0.96
-            # after).
-            gc.freeze()
             _loop = asyncio.new_event_loop()
             _loop_pid = os.getpid()
             _backends.clear()
@@ -61,6 +58,27 @@ def _close_backends() -> None:
 
 
 atexit.register(_close_backends)
+
+
+def freeze_long_lived_objects() -> None:
+    """Moves what the process holds now out of the cyclic collector's sight, at most once
+    every FREEZE_INTERVAL_SECONDS.
+
+    A worker's heap is mostly long-lived (Beam, the SDK harness, the pipeline); every full
+    collection scans it, a pause of ~70 ms for every request in flight on the event loop
+    (benchmarks/llm_throughput.py: 0.91-0.95 of the concurrency bound without, falling with
+    each pipeline a process had run; 0.94-0.96 with). Collected first, so no garbage is kept;
+    frozen objects freed later by reference counting are still freed. Not on every call:
+    the DirectRunner sets DoFns up per bundle.
+    """
+    global _frozen_at
+    with _lock:
+        now = time.monotonic()
+        if _frozen_at is not None and now - _frozen_at < FREEZE_INTERVAL_SECONDS:
+            return
+        _frozen_at = now
+    gc.collect()
+    gc.freeze()
 
 
 def submit(coro: Coroutine) -> concurrent.futures.Future:

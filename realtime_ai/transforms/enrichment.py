@@ -22,7 +22,12 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from realtime_ai.llm import accounting, base, retrieval
 from realtime_ai.llm.base import LlmConfig, LlmPermanentError, LlmResult
-from realtime_ai.llm.runner import InFlight, shared_backend, shared_slots
+from realtime_ai.llm.runner import (
+    InFlight,
+    freeze_long_lived_objects,
+    shared_backend,
+    shared_slots,
+)
 from realtime_ai.records import DeadLetter
 from realtime_ai.transforms import outputs
 from realtime_ai.transforms.gather import GatherForModel
@@ -50,6 +55,7 @@ class _AskModelDoFn(beam.DoFn):
         self._keep_failed = keep_failed
 
     def setup(self):
+        freeze_long_lived_objects()
         self._prices = accounting.load_prices()
         self._backend = shared_backend(self._config)
         self._in_flight = InFlight(shared_slots(self._config))
