@@ -10,6 +10,7 @@ import atexit
 import collections
 import concurrent.futures
 import gc
+import logging
 import os
 import threading
 import time
@@ -43,7 +44,11 @@ def event_loop() -> asyncio.AbstractEventLoop:
 
 
 async def _close_all(backends: list[LlmBackend]) -> None:
-    await asyncio.gather(*(backend.aclose() for backend in backends))
+    # a client that fails to close says so in the log, not in a traceback at exit
+    for outcome in await asyncio.gather(*(backend.aclose() for backend in backends),
+                                        return_exceptions=True):
+        if isinstance(outcome, Exception):
+            logging.warning("a model client did not close cleanly: %s", outcome)
 
 
 def _close_backends() -> None:
@@ -54,7 +59,11 @@ def _close_backends() -> None:
             return
         backends = list(_backends.values())
         _backends.clear()
-    asyncio.run_coroutine_threadsafe(_close_all(backends), _loop).result(CLOSE_TIMEOUT_SECONDS)
+    closing = asyncio.run_coroutine_threadsafe(_close_all(backends), _loop)
+    try:
+        closing.result(CLOSE_TIMEOUT_SECONDS)
+    except concurrent.futures.TimeoutError:
+        logging.warning("model clients still closing after %s s; exiting", CLOSE_TIMEOUT_SECONDS)
 
 
 atexit.register(_close_backends)
