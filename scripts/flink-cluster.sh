@@ -98,7 +98,11 @@ taskmanager.bind-host: 127.0.0.1
 # Two cores: a few slots so that a job and a test job fit; Beam keeps one Python worker per
 # TaskManager, so slots cost little. Beam uses no managed memory (no RocksDB).
 taskmanager.numberOfTaskSlots: 4
-taskmanager.memory.process.size: 2048m
+taskmanager.memory.process.size: 2304m
+# Each Kafka job runs Beam's Java KafkaIO embedded in the TaskManager, in a class loader of its
+# own: with the default 256 MB of metaspace the TaskManager died (metaspace OutOfMemoryError)
+# after seven jobs. The process size above grew by what this adds.
+taskmanager.memory.jvm-metaspace.size: 512m
 taskmanager.memory.managed.fraction: 0.1
 # The realtime-ai pipeline has a few dozen shuffles, all running at once in a batch job; with
 # Flink's defaults (about 128 MB of network memory, 512 buffers per sort-shuffle partition)

@@ -16,6 +16,7 @@ from apache_beam.runners.runner import PipelineState
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from realtime_ai.pipelines.flink_defaults import flink_defaults, job_server_jar_exists
+from realtime_ai.pipelines.flink_jobs import active_job_ids, flink_job_name
 
 JOB_TIMEOUT_MS = 180_000  # a lost worker leaves a Flink job RUNNING forever
 
@@ -31,6 +32,16 @@ def test_defaults_are_options_the_flink_runner_accepts():
     portable = options.view_as(PortableOptions)
     assert (portable.environment_type, portable.environment_config) == (
         "EXTERNAL", "localhost:50000")
+
+
+def test_a_beam_jobs_active_flink_jobs_are_found_by_its_name():
+    assert flink_job_name("BeamApp-root-1125-7b52_fcab872c-4f0a") == "BeamApp-root-1125-7b52"
+    assert flink_job_name("nightly_backfill_fcab872c-4f0a") == "nightly_backfill"
+    overview = {"jobs": [{"jid": "a", "name": "job", "state": "RUNNING"},
+                         {"jid": "b", "name": "job", "state": "CANCELED"},
+                         {"jid": "c", "name": "other", "state": "RUNNING"},
+                         {"jid": "d", "name": "job", "state": "RESTARTING"}]}
+    assert active_job_ids(overview, "job") == ["a", "d"]
 
 
 class _RunningTotalDoFn(beam.DoFn):

@@ -1,15 +1,18 @@
 """The streaming job on a real Flink cluster: events published live to Kafka, read through
 Beam's cross-language KafkaIO, alerts published to Pub/Sub (the emulator); outputs equal a
 DirectRunner batch run over the same (re-timed) events."""
+import json
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 
 import pyarrow.parquet as pq
 import pytest
 
 from realtime_ai.pipelines import main
+from realtime_ai.pipelines.flink_jobs import ACTIVE_STATES
 from realtime_ai.records import OUTPUT_SCHEMAS
 from tests.compare import comparable_rows
 from tests.conftest import REPO
@@ -50,6 +53,11 @@ def test_kafka_events_become_pubsub_alerts_and_the_batch_runs_rows(flink, kafka,
         assert publisher.wait(timeout=PUBLISH_SECONDS * 3) == 0, publisher.stdout.read()
     job_log = job.communicate(timeout=RUN_SECONDS + 300)[0]
     assert job.returncode == 0, job_log[-3000:]
+    assert "Traceback" not in job_log, job_log[-3000:]
+    with urllib.request.urlopen(f"http://{flink['FLINK_MASTER']}/jobs/overview") as response:
+        still_active = [job for job in json.load(response)["jobs"]
+                        if job["state"] in ACTIVE_STATES]
+    assert still_active == []  # the cancelled job holds no task slots
 
     assert main.main([f"--transactions={tmp_path}/published/tx.jsonl",
                       f"--metrics={tmp_path}/published/m.jsonl",

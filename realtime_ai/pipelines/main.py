@@ -14,12 +14,14 @@ from apache_beam.options.pipeline_options import (
     PortableOptions,
     StandardOptions,
 )
+from apache_beam.runners.runner import PipelineState
 
 from realtime_ai.io.parquet import WriteDataset, clear_dataset, dataset_exists, read_dataset
 from realtime_ai.io.pubsub import PublishMessages
 from realtime_ai.io.sources import ReadEvents
 from realtime_ai.llm import accounting
 from realtime_ai.pipelines.flink_defaults import flink_defaults
+from realtime_ai.pipelines.flink_jobs import cancel_flink_jobs, flink_job_name
 from realtime_ai.pipelines.options import (
     InvalidOptions,
     RealtimeAiOptions,
@@ -125,15 +127,35 @@ def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
     result = pipeline.run()
     if opts.max_run_seconds is None:
         result.wait_until_finish()
-    else:
-        _wait_then_cancel(result, opts.max_run_seconds)
+    elif _wait_then_cancel(result, opts.max_run_seconds) and _is_flink(options):
+        _cancel_on_flink(options.view_as(FlinkRunnerOptions).flink_master, result)
     return result
+
+
+def _is_flink(options: PipelineOptions) -> bool:
+    return options.view_as(StandardOptions).runner in ("FlinkRunner", "flink")
+
+
+def _cancel_on_flink(flink_master: str, result: beam.runners.runner.PipelineResult) -> None:
+    """The Flink job server leaves a cancelled streaming job running: cancel it on the
+    cluster too (see flink_jobs.py)."""
+    # PortableRunner's result has no public accessor for its job id.
+    beam_job_id = result._job_id
+    try:
+        cancelled = cancel_flink_jobs(flink_master, beam_job_id)
+    except OSError as error:
+        logging.getLogger(__name__).warning(
+            "could not cancel job %s on the Flink cluster at %s: %s; cancel it there",
+            flink_job_name(beam_job_id), flink_master, error)
+        return
+    if cancelled:
+        logging.getLogger(__name__).warning("cancelled Flink job(s) %s", ", ".join(cancelled))
 
 
 def _fill_in_runner_defaults(options: PipelineOptions) -> None:
     """--runner=FlinkRunner: the Flink version, job server and worker environment of
     scripts/flink-cluster.sh's cluster, where the command line leaves them unset."""
-    if options.view_as(StandardOptions).runner not in ("FlinkRunner", "flink"):
+    if not _is_flink(options):
         return
     given = options.get_all_options(drop_default=True)
     for name, value in flink_defaults().items():
@@ -143,8 +165,13 @@ def _fill_in_runner_defaults(options: PipelineOptions) -> None:
             setattr(options.view_as(view), name, value)
 
 
-def _wait_then_cancel(result: beam.runners.runner.PipelineResult, seconds: float) -> None:
-    """Wait for the job for at most `seconds`, then cancel it; a job failure is raised."""
+CANCEL_WAIT_SECONDS = 60.0
+CANCEL_POLL_SECONDS = 0.5
+
+
+def _wait_then_cancel(result: beam.runners.runner.PipelineResult, seconds: float) -> bool:
+    """Wait for the job for at most `seconds`, then cancel it; a job failure is raised.
+    Whether it had to be cancelled."""
     # The DirectRunner waits only without a duration, so the wait runs beside us.
     outcome: list[BaseException | None] = []
 
@@ -160,10 +187,18 @@ def _wait_then_cancel(result: beam.runners.runner.PipelineResult, seconds: float
     waiter.join(timeout=seconds)
     if outcome and outcome[0] is not None:
         raise outcome[0]
-    if not outcome:
-        logging.getLogger(__name__).warning("--max_run_seconds=%s reached: cancelling the job",
-                                            seconds)
-        result.cancel()
+    if outcome:
+        return False
+    logging.getLogger(__name__).warning("--max_run_seconds=%s reached: cancelling the job",
+                                        seconds)
+    result.cancel()
+    # Until the job says it is cancelled: a Flink job server still cleaning up the job's
+    # artifacts when the process exits races Beam's own clean-up at exit, which then fails
+    # with a traceback and leaves the job server running.
+    deadline = time.monotonic() + CANCEL_WAIT_SECONDS
+    while not PipelineState.is_terminal(result.state) and time.monotonic() < deadline:
+        time.sleep(CANCEL_POLL_SECONDS)
+    return True
 
 
 def _counters(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
