@@ -9,12 +9,14 @@ import pytest
 from apache_beam.coders import VarIntCoder
 from apache_beam.options.pipeline_options import (
     FlinkRunnerOptions,
+    JobServerOptions,
     PipelineOptions,
     PortableOptions,
 )
 from apache_beam.runners.runner import PipelineState
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
+from realtime_ai.pipelines import main
 from realtime_ai.pipelines.flink_defaults import flink_defaults, job_server_jar_exists
 from realtime_ai.pipelines.flink_jobs import active_job_ids, flink_job_name
 
@@ -32,6 +34,18 @@ def test_defaults_are_options_the_flink_runner_accepts():
     portable = options.view_as(PortableOptions)
     assert (portable.environment_type, portable.environment_config) == (
         "EXTERNAL", "localhost:50000")
+
+
+def test_the_job_server_stages_jars_in_a_directory_of_the_jobs_own(tmp_path):
+    # not under Beam's job-server temp root, which Beam removes at exit while the job
+    # server may still be removing a cancelled job's jars from it
+    options = PipelineOptions(["--runner=FlinkRunner"])
+    main._fill_in_runner_defaults(options)
+    staging = options.view_as(JobServerOptions).artifacts_dir
+    assert "realtime-ai-flink-artifacts-" in staging and glob.glob(staging)
+    chosen = PipelineOptions(["--runner=FlinkRunner", f"--artifacts_dir={tmp_path}"])
+    main._fill_in_runner_defaults(chosen)
+    assert chosen.view_as(JobServerOptions).artifacts_dir == str(tmp_path)
 
 
 def test_a_beam_jobs_active_flink_jobs_are_found_by_its_name():

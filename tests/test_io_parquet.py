@@ -9,7 +9,13 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.window import TimestampedValue
 
-from realtime_ai.io.parquet import WriteDataset, clear_dataset, read_dataset, window_file_name
+from realtime_ai.io.parquet import (
+    WriteDataset,
+    clear_dataset,
+    dataset_exists,
+    read_dataset,
+    window_file_name,
+)
 from realtime_ai.records import DEAD_LETTER_SCHEMA, METRICS_SCHEMA
 
 START = datetime(2026, 1, 5, 10, tzinfo=timezone.utc)
@@ -50,6 +56,16 @@ def test_clearing_a_dataset_removes_the_files_of_an_earlier_run(tmp_path):
     clear_dataset(str(tmp_path), "dead_letter")
     assert not list((tmp_path / "dead_letter").iterdir())
     clear_dataset(str(tmp_path), "never_written")  # nothing to clear is fine
+
+
+def test_a_streaming_runs_dataset_is_found_and_cleared_in_its_date_and_hour_folders(tmp_path):
+    folder = tmp_path / "metrics"
+    window_file = folder / window_file_name(START, START + timedelta(seconds=60), 0)
+    window_file.parent.mkdir(parents=True)
+    pq.write_table(METRICS_SCHEMA.empty_table(), window_file)
+    assert dataset_exists(str(folder))
+    clear_dataset(str(tmp_path), "metrics")
+    assert not window_file.exists() and not dataset_exists(str(folder))
 
 
 def _row(second: float) -> dict:

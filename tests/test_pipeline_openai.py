@@ -1,6 +1,7 @@
 """The main command through the real `openai` client against our OpenAI-compatible server."""
 import json
 import pathlib
+import re
 
 import pyarrow.parquet as pq
 import pytest
@@ -56,7 +57,7 @@ def test_openai_backend_matches_local_model_answers(inputs, monkeypatch):
     assert not remote["dead_letter"]
 
 
-def test_failing_endpoint_loses_nothing(inputs, monkeypatch):
+def test_failing_endpoint_loses_nothing(inputs, monkeypatch, capsys):
     tmp_path, n_tx, n_metrics = inputs
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
     handle = server.start_in_thread(port=0, latency_ms=2, error_rate=0.3, seed=4)
@@ -74,3 +75,12 @@ def test_failing_endpoint_loses_nothing(inputs, monkeypatch):
         assert json.loads(failure["payload"])["transaction"]["transaction_id"]
         assert failure["error"]
         assert "sk-test-not-a-real-key" not in failure["error"]
+    # the run's closing report counts what the outputs hold
+    report = capsys.readouterr().out
+    assert re.search(rf"/flaky/transactions +{len(result['transactions'])} rows", report)
+    calls = re.search(r"Model calls: (\d+) answered, \d+ from cache, (\d+) retries, "
+                      r"\d+ deep calls over budget answered by the fast model, "
+                      r"(\d+) dead-lettered", report)
+    answered, retries, dead_lettered = map(int, calls.groups())
+    assert dead_lettered == len([d for d in dead if d["source"].startswith("llm:")])
+    assert retries > 0 and answered >= len(result["transactions"])

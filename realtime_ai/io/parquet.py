@@ -102,8 +102,7 @@ class WriteDataset(beam.PTransform):
 
 def clear_dataset(output_dir: str, name: str) -> None:
     """Remove a dataset's files from an earlier run, so a re-run replaces, never appends."""
-    pattern = FileSystems.join(dataset_path(output_dir, name), "*")
-    stale = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+    stale = _dataset_files(dataset_path(output_dir, name))
     if stale:
         FileSystems.delete(stale)
 
@@ -111,7 +110,12 @@ def clear_dataset(output_dir: str, name: str) -> None:
 def dataset_exists(path: str) -> bool:
     """Whether the dataset folder holds any file yet (a streaming job may not have closed a
     window before it stopped)."""
-    return bool(FileSystems.match([FileSystems.join(path, "*")])[0].metadata_list)
+    return bool(_dataset_files(path))
+
+
+def _dataset_files(path: str) -> list[str]:
+    # "**" crosses folders: a streaming run files its windows under date=/hour= folders
+    return [m.path for m in FileSystems.match([FileSystems.join(path, "**")])[0].metadata_list]
 
 
 def read_dataset(path: str) -> pa.Table:

@@ -53,6 +53,9 @@ def percentiles(bucket_counts: Mapping[int, int]) -> dict[int, int]:
 
 def summary_lines(counters: Mapping[str, int]) -> list[str]:
     """A short report of the model calls from the pipeline's `realtime_ai` counters."""
+    if not counters:
+        # e.g. a Flink job cancelled by --max_run_seconds: its job server drops the metrics
+        return ["Model calls: no counters reported by the runner"]
     answers = counters.get("llm_answers", 0)
     hits = counters.get("llm_cache_hits", 0)
     dead = sum(v for k, v in counters.items() if k.endswith("_dead_lettered")

@@ -1,8 +1,11 @@
 """The realtime-ai pipeline: `python -m realtime_ai.pipelines.main --help`."""
 from __future__ import annotations
 
+import atexit
 import logging
+import shutil
 import sys
+import tempfile
 import threading
 import time
 
@@ -10,6 +13,7 @@ import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import (
     FlinkRunnerOptions,
+    JobServerOptions,
     PipelineOptions,
     PortableOptions,
     StandardOptions,
@@ -154,7 +158,8 @@ def _cancel_on_flink(flink_master: str, result: beam.runners.runner.PipelineResu
 
 def _fill_in_runner_defaults(options: PipelineOptions) -> None:
     """--runner=FlinkRunner: the Flink version, job server and worker environment of
-    scripts/flink-cluster.sh's cluster, where the command line leaves them unset."""
+    scripts/flink-cluster.sh's cluster, where the command line leaves them unset, and a
+    staging directory of the job's own."""
     if not _is_flink(options):
         return
     given = options.get_all_options(drop_default=True)
@@ -163,6 +168,21 @@ def _fill_in_runner_defaults(options: PipelineOptions) -> None:
             view = (FlinkRunnerOptions if name.startswith("flink_") else RealtimeAiOptions
                     if name.startswith("kafka_") else PortableOptions)
             setattr(options.view_as(view), name, value)
+    if given.get("artifacts_dir") is None:
+        options.view_as(JobServerOptions).artifacts_dir = _own_artifacts_dir()
+
+
+def _own_artifacts_dir() -> str:
+    """A directory for the job server's staged jars, removed at exit.
+
+    By default they go under Beam's temp directory for the job server, which Beam removes at
+    exit while the job server may still be deleting the same files for a cancelled job: the
+    exit then fails with a traceback. Registered before the job server starts, this removal
+    runs after Beam has stopped it.
+    """
+    path = tempfile.mkdtemp(prefix="realtime-ai-flink-artifacts-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 CANCEL_WAIT_SECONDS = 60.0
@@ -192,9 +212,7 @@ def _wait_then_cancel(result: beam.runners.runner.PipelineResult, seconds: float
     logging.getLogger(__name__).warning("--max_run_seconds=%s reached: cancelling the job",
                                         seconds)
     result.cancel()
-    # Until the job says it is cancelled: a Flink job server still cleaning up the job's
-    # artifacts when the process exits races Beam's own clean-up at exit, which then fails
-    # with a traceback and leaves the job server running.
+    # Until the job says it is cancelled, so that the exit does not cut the job server short.
     deadline = time.monotonic() + CANCEL_WAIT_SECONDS
     while not PipelineState.is_terminal(result.state) and time.monotonic() < deadline:
         time.sleep(CANCEL_POLL_SECONDS)
