@@ -58,7 +58,7 @@ def test_malformed_and_failing_answers_are_retried_then_dead_lettered(llm_server
     llm_server.settings.error_rate = 1.0
     with pytest.raises(LlmPermanentError) as failure:
         _ask(llm_server, monkeypatch, max_retries=2, timeout_seconds=0.5)
-    assert "after 3 attempt(s)" in str(failure.value)
+    assert "after 3 attempt(s)" in str(failure.value) and failure.value.attempts == 3
     assert KEY not in str(failure.value)
     assert llm_server.stats["requests"] == 3
     llm_server.settings.error_rate = 0.0

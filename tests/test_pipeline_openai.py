@@ -83,4 +83,5 @@ def test_failing_endpoint_loses_nothing(inputs, monkeypatch, capsys):
                       r"(\d+) dead-lettered", report)
     answered, retries, dead_lettered = map(int, calls.groups())
     assert dead_lettered == len([d for d in dead if d["source"].startswith("llm:")])
-    assert retries > 0 and answered >= len(result["transactions"])
+    # every failure is retriable here: each dead-lettered request was tried twice
+    assert retries >= dead_lettered > 0 and answered >= len(result["transactions"])

@@ -67,6 +67,10 @@ class LlmResult:
 class LlmPermanentError(Exception):
     """The task cannot be answered (after retries, or never): dead-letter the event."""
 
+    def __init__(self, message: str, attempts: int = 1):
+        super().__init__(message)
+        self.attempts = attempts  # requests spent on it, counted with the answered ones'
+
 
 class LlmBackend(Protocol):
     async def complete(self, task: str, data: Mapping[str, Any], tier: str) -> LlmResult:

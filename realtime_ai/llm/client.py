@@ -105,7 +105,7 @@ class OpenAiBackend:
                 if not failure.retriable or attempt + 1 == attempts:
                     raise LlmPermanentError(self._redact(
                         f"{task} via {model} failed after {attempt + 1} attempt(s): "
-                        f"{failure.reason}")) from None
+                        f"{failure.reason}"), attempts=attempt + 1) from None
                 await asyncio.sleep(backoff_seconds(attempt, failure.retry_after, self._rng))
                 continue
             self._limiter.succeeded()

@@ -81,6 +81,7 @@ class _AskModelDoFn(beam.DoFn):
         for pending, outcome in completed:
             if isinstance(outcome, LlmPermanentError):
                 self._tally[f"llm_{self._task}_dead_lettered"] += 1
+                self._tally["llm_retries"] += outcome.attempts - 1
                 dead = DeadLetter(source=f"llm:{self._task}",
                                   payload=json.dumps(pending.data, sort_keys=True),
                                   error=str(outcome))
