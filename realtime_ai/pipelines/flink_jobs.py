@@ -12,6 +12,8 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
+from apache_beam.runners.portability.flink_runner import FlinkRunner
+
 # Flink job states that still hold (or wait for) task slots.
 ACTIVE_STATES = frozenset({"INITIALIZING", "CREATED", "RUNNING", "RESTARTING", "FAILING"})
 REST_TIMEOUT_SECONDS = 10.0
@@ -27,13 +29,9 @@ def active_job_ids(overview: Mapping[str, Any], name: str) -> list[str]:
             if job.get("name") == name and job.get("state") in ACTIVE_STATES]
 
 
-def _rest_url(flink_master: str) -> str:
-    return flink_master if "://" in flink_master else f"http://{flink_master}"
-
-
 def active_jobs(flink_master: str, name: str) -> list[str]:
     """Ids of the cluster's active jobs called `name`; OSError if the cluster does not answer."""
-    url = f"{_rest_url(flink_master)}/jobs/overview"
+    url = f"{FlinkRunner.add_http_scheme(flink_master)}/jobs/overview"
     with urllib.request.urlopen(url, timeout=REST_TIMEOUT_SECONDS) as response:
         return active_job_ids(json.load(response), name)
 
@@ -44,7 +42,8 @@ def cancel_flink_jobs(flink_master: str, beam_job_id: str) -> list[str]:
     cancelled = active_jobs(flink_master, flink_job_name(beam_job_id))
     for job_id in cancelled:
         request = urllib.request.Request(
-            f"{_rest_url(flink_master)}/jobs/{job_id}?mode=cancel", method="PATCH")
+            f"{FlinkRunner.add_http_scheme(flink_master)}/jobs/{job_id}?mode=cancel",
+            method="PATCH")
         with urllib.request.urlopen(request, timeout=REST_TIMEOUT_SECONDS):
             pass
     return cancelled
