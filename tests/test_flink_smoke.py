@@ -18,7 +18,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from realtime_ai.pipelines import main
 from realtime_ai.pipelines.flink_defaults import flink_defaults, job_server_jar_exists
-from realtime_ai.pipelines.flink_jobs import active_job_ids, flink_job_name
+from realtime_ai.pipelines.flink_jobs import active_job_ids, cancel_flink_jobs, flink_job_name
 
 JOB_TIMEOUT_MS = 180_000  # a lost worker leaves a Flink job RUNNING forever
 
@@ -56,6 +56,12 @@ def test_a_beam_jobs_active_flink_jobs_are_found_by_its_name():
                          {"jid": "c", "name": "other", "state": "RUNNING"},
                          {"jid": "d", "name": "job", "state": "RESTARTING"}]}
     assert active_job_ids(overview, "job") == ["a", "d"]
+
+
+def test_a_job_on_an_embedded_cluster_has_nothing_to_cancel_on_a_cluster():
+    # Beam's default master: no REST API to ask, and no ValueError from trying
+    assert cancel_flink_jobs("[auto]", "BeamApp-root-1125-7b52_fcab872c-4f0a") == []
+    assert cancel_flink_jobs("[local]", "BeamApp-root-1125-7b52_fcab872c-4f0a") == []
 
 
 class _RunningTotalDoFn(beam.DoFn):

@@ -12,7 +12,7 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
-from apache_beam.runners.portability.flink_runner import FlinkRunner
+from apache_beam.runners.portability.flink_runner import MAGIC_HOST_NAMES, FlinkRunner
 
 # Flink job states that still hold (or wait for) task slots.
 ACTIVE_STATES = frozenset({"INITIALIZING", "CREATED", "RUNNING", "RESTARTING", "FAILING"})
@@ -38,7 +38,10 @@ def active_jobs(flink_master: str, name: str) -> list[str]:
 
 def cancel_flink_jobs(flink_master: str, beam_job_id: str) -> list[str]:
     """Cancels the active Flink jobs of a Beam job; returns their ids. OSError if the
-    cluster does not answer."""
+    cluster does not answer. An embedded cluster ([auto], Beam's default, or [local]) has no
+    REST API and runs inside the job server, which Beam stops at exit: nothing to cancel."""
+    if flink_master.strip() in MAGIC_HOST_NAMES:
+        return []
     cancelled = active_jobs(flink_master, flink_job_name(beam_job_id))
     for job_id in cancelled:
         request = urllib.request.Request(
