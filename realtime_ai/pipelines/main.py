@@ -18,6 +18,7 @@ from apache_beam.options.pipeline_options import (
     PortableOptions,
     StandardOptions,
 )
+from apache_beam.runners.portability.portable_runner import PipelineResult as PortableJobResult
 from apache_beam.runners.runner import PipelineState
 
 from realtime_ai.io.parquet import WriteDataset, clear_dataset, dataset_exists, read_dataset
@@ -212,7 +213,14 @@ def _wait_then_cancel(result: beam.runners.runner.PipelineResult, seconds: float
     logging.getLogger(__name__).warning("--max_run_seconds=%s reached: cancelling the job",
                                         seconds)
     result.cancel()
-    # Until the job says it is cancelled, so that the exit does not cut the job server short.
+    if isinstance(result, PortableJobResult):
+        # Beam reads a portable job's messages in a thread that ends when the job service
+        # closes the stream, a moment after the job's terminal state; the exit stops the job
+        # service, and a thread still reading then prints a traceback. Our wait returns only
+        # after that thread has ended (Beam joins it once the state stream ends).
+        waiter.join(timeout=CANCEL_WAIT_SECONDS)
+        return True
+    # Until the job says it is cancelled, so that the exit does not cut the runner short.
     deadline = time.monotonic() + CANCEL_WAIT_SECONDS
     while not PipelineState.is_terminal(result.state) and time.monotonic() < deadline:
         time.sleep(CANCEL_POLL_SECONDS)
