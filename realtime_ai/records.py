@@ -10,6 +10,8 @@ from datetime import datetime
 
 import pyarrow as pa
 
+from realtime_ai.core.keyed import from_micros, to_micros
+
 _TIME = pa.timestamp("us", tz="UTC")
 
 
@@ -41,6 +43,35 @@ class MetricRecord:
     @property
     def dashboard_id(self) -> str | None:
         return dict(self.metadata).get("dashboard_id")
+
+    @property
+    def event_id(self) -> str:
+        """The same for a value and its redeliveries (metric values carry no id of their own);
+        the metric itself is the key it is deduplicated under."""
+        return f"{self.timestamp}|{self.value!r}"
+
+
+def transaction_to_plain(tx: Transaction) -> list:
+    return [tx.transaction_id, tx.customer_id, tx.amount, tx.currency, tx.merchant,
+            tx.merchant_category, tx.country, tx.channel, to_micros(tx.event_time)]
+
+
+def transaction_from_plain(plain: list) -> Transaction:
+    (transaction_id, customer_id, amount, currency, merchant, merchant_category, country,
+     channel, micros) = plain
+    return Transaction(transaction_id, customer_id, amount, currency, merchant,
+                       merchant_category, country, channel, from_micros(micros))
+
+
+def metric_to_plain(record: MetricRecord) -> list:
+    return [record.metric, record.value, to_micros(record.event_time), record.timestamp,
+            [list(pair) for pair in record.metadata]]
+
+
+def metric_from_plain(plain: list) -> MetricRecord:
+    metric, value, micros, timestamp, metadata = plain
+    return MetricRecord(metric, value, from_micros(micros), timestamp,
+                        tuple(tuple(pair) for pair in metadata))
 
 
 @dataclasses.dataclass(frozen=True)

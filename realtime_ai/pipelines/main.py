@@ -65,7 +65,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict[str, beam
             | "ParseTransactions" >> ParseTransactions(opts.max_record_bytes)
         )
         featured, late = parsed.valid | "CustomerHistory" >> AddCustomerFeatures(
-            opts.history_size, streaming, opts.allowed_lateness_seconds, opts.state_ttl_seconds)
+            opts.history_size, opts.ordering_settings())
         rows, alerts, failed = featured | "EnrichTransactions" >> EnrichTransactions(
             llm, opts.risk_threshold, opts.context, opts.context_refresh_seconds)
         parts["transactions"].append(rows)
@@ -80,8 +80,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict[str, beam
             | "ParseMetrics" >> ParseMetrics(opts.max_record_bytes)
         )
         scored, late = parsed.valid | "MetricStatistics" >> ScoreMetrics(
-            opts.detector_settings(), streaming, opts.allowed_lateness_seconds,
-            opts.state_ttl_seconds)
+            opts.detector_settings(), opts.ordering_settings())
         rows, alerts, failed = scored | "ExplainAnomalies" >> ExplainAnomalies(llm)
         insights, insight_failed = scored | "DashboardInsights" >> DashboardInsights(
             llm, opts.insight_window_seconds, grace)

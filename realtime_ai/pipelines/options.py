@@ -8,6 +8,7 @@ import os
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from realtime_ai.core.keyed import OrderingSettings
 from realtime_ai.io.files import check_pattern_matches
 from realtime_ai.io.pubsub import TOPIC_PATTERN
 from realtime_ai.io.sources import (
@@ -226,6 +227,13 @@ class RealtimeAiOptions(PipelineOptions):
                  "many seconds of event time without records. Default: 2592000 (30 days). "
                  "Example: --state_ttl_seconds=604800")
         parser.add_argument(
+            "--dedupe_horizon_seconds", type=float, default=86400.0,
+            help="A record whose id (transaction_id; a metric's timestamp and value) was "
+                 "already seen for its customer or metric within this many seconds of event "
+                 "time is a redelivery: it makes no second row and changes no feature. At "
+                 "least --allowed_lateness_seconds, at most --state_ttl_seconds. "
+                 "Default: 86400 (one day). Example: --dedupe_horizon_seconds=3600")
+        parser.add_argument(
             "--max_record_bytes", type=int, default=65536,
             help="Records larger than this many bytes are dead-lettered. Default: 65536. "
                  "Example: --max_record_bytes=16384")
@@ -248,6 +256,10 @@ class RealtimeAiOptions(PipelineOptions):
             latency_budget_ms=self.latency_budget_ms,
         )
 
+
+    def ordering_settings(self) -> OrderingSettings:
+        return OrderingSettings.of_seconds(self.allowed_lateness_seconds, self.state_ttl_seconds,
+                                           self.dedupe_horizon_seconds)
 
     def detector_settings(self) -> DetectorSettings:
         overrides = {"window": self.anomaly_window}
@@ -316,6 +328,12 @@ def validate(options: RealtimeAiOptions) -> None:
     if options.allowed_lateness_seconds < 0:
         raise InvalidOptions("--allowed_lateness_seconds must be >= 0, "
                              f"got {options.allowed_lateness_seconds}")
+    if not (options.allowed_lateness_seconds <= options.dedupe_horizon_seconds
+            <= options.state_ttl_seconds):
+        raise InvalidOptions(
+            f"--dedupe_horizon_seconds must be at least --allowed_lateness_seconds "
+            f"({options.allowed_lateness_seconds:g}) and at most --state_ttl_seconds "
+            f"({options.state_ttl_seconds:g}), got {options.dedupe_horizon_seconds:g}")
     if options.cache_ttl_seconds < 0:
         raise InvalidOptions(f"--cache_ttl_seconds must be >= 0, got {options.cache_ttl_seconds}")
     if options.cache_url and not options.cache_url.startswith(("redis://", "rediss://")):

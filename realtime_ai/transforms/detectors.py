@@ -20,9 +20,18 @@ The default detector, `seasonal`, scores how unlikely the recent surprise is:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import operator
 
-from realtime_ai.records import MetricScore
+from realtime_ai.core.keyed import KeyedSequence
+from realtime_ai.records import (
+    MetricRecord,
+    MetricScore,
+    ScoredMetric,
+    metric_from_plain,
+    metric_to_plain,
+)
 
 SEASONAL = "seasonal"
 ZSCORE = "zscore"
@@ -146,8 +155,8 @@ class SeasonalLikelihood:
              self._scalars) = (list(part) for part in state)
 
     def state(self) -> list:
-        return [self._slot_mean, self._slot_var, self._slot_count, self._recent,
-                self._scalars]
+        return [list(self._slot_mean), list(self._slot_var), list(self._slot_count),
+                list(self._recent), list(self._scalars)]
 
     def _surprise(self, value: float, slot: int, level: float, level_std: float) -> float:
         if self._slot_count[slot] < MIN_SLOT_VALUES:
@@ -224,3 +233,24 @@ class MetricScorer:
             z_score=z, anomaly_score=score, is_anomaly=score >= self._settings.threshold,
             rolling_mean=self._stats.mean(), rolling_std=self._stats.std(),
             rolling_count=self._stats.count)
+
+
+def _score(scorer: MetricScorer, record: MetricRecord) -> ScoredMetric:
+    return ScoredMetric(record, scorer.update(record.value, record.event_time.timestamp()))
+
+
+def _metric_order(record: MetricRecord) -> tuple:
+    return (record.event_time, record.value, record.timestamp, record.metadata)
+
+
+def metric_sequence(settings: DetectorSettings) -> KeyedSequence:
+    """How each metric's values are processed in order (see core/keyed.py)."""
+    return KeyedSequence(
+        restore=functools.partial(MetricScorer, settings),
+        advance=_score,
+        save=MetricScorer.state,
+        order_key=_metric_order,
+        event_id=operator.attrgetter("event_id"),
+        record_to_plain=metric_to_plain,
+        record_from_plain=metric_from_plain,
+    )

@@ -8,13 +8,18 @@ event-time order; each one's features are computed from the history *before* it.
 from __future__ import annotations
 
 import collections
+import functools
 import math
+import operator
 
+from realtime_ai.core.keyed import KeyedSequence, from_micros, to_micros
 from realtime_ai.records import (
     FeaturedTransaction,
     PastTransaction,
     Transaction,
     TransactionFeatures,
+    transaction_from_plain,
+    transaction_to_plain,
 )
 
 VELOCITY_WINDOW_SECONDS = 3600.0
@@ -33,15 +38,23 @@ class CustomerProfile:
         self._m2 = 0.0
 
     @classmethod
-    def restore(cls, history_size: int, saved: tuple | None) -> CustomerProfile:
+    def restore(cls, history_size: int, saved: list | None) -> CustomerProfile:
         profile = cls(history_size)
         if saved is not None:
             profile._count, profile._mean, profile._m2, recent = saved
-            profile._recent.extend(recent)
+            profile._recent.extend(
+                PastTransaction(transaction_id, amount, merchant, category, country, channel,
+                                from_micros(micros))
+                for transaction_id, amount, merchant, category, country, channel, micros
+                in recent)
         return profile
 
-    def saved(self) -> tuple:
-        return (self._count, self._mean, self._m2, tuple(self._recent))
+    def saved(self) -> list:
+        """Plain data: [count, mean, m2, [[id, amount, merchant, category, country, channel,
+        event micros], ...]]."""
+        return [self._count, self._mean, self._m2, [
+            [p.transaction_id, p.amount, p.merchant, p.merchant_category, p.country,
+             p.channel, to_micros(p.event_time)] for p in self._recent]]
 
     @property
     def recent(self) -> tuple[PastTransaction, ...]:
@@ -96,3 +109,16 @@ class CustomerProfile:
 def transaction_order(tx: Transaction) -> tuple:
     """Event-time order with a deterministic tie-break, so input order never matters."""
     return (tx.event_time, tx.transaction_id, tx.amount, tx.merchant)
+
+
+def customer_sequence(history_size: int) -> KeyedSequence:
+    """How each customer's transactions are processed in order (see core/keyed.py)."""
+    return KeyedSequence(
+        restore=functools.partial(CustomerProfile.restore, history_size),
+        advance=CustomerProfile.advance,
+        save=CustomerProfile.saved,
+        order_key=transaction_order,
+        event_id=operator.attrgetter("transaction_id"),
+        record_to_plain=transaction_to_plain,
+        record_from_plain=transaction_from_plain,
+    )

@@ -1,0 +1,1 @@
+"""Pure logic of realtime-ai: no Beam import anywhere below this package."""

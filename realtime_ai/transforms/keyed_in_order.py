@@ -1,0 +1,181 @@
+"""Per-key processing in event-time order, once per event: the Beam wiring of core/keyed.py.
+
+Bounded input (batch): each key's records are grouped and processed in one sorted pass. The
+group keeps the earliest timestamp of its records (OUTPUT_AT_EARLIEST), so on runners that
+track watermarks exactly (Prism, Flink, Dataflow) the outputs, stamped with their own event
+times, are never behind the watermark of the windows downstream.
+
+Unbounded input (streaming): one state cell per key holds the whole `KeyState` (one read and
+one write per element or timer, with an explicit versioned coder). A watermark timer sits at
+the earliest record waiting; it holds the output watermark there, and when it fires at T the
+records up to T are processed in order and the timer moves to the next one waiting. An expiry
+timer `state_ttl` after the frontier clears an idle key's cell.
+
+Both paths make the same decisions (`KeyedStep`), so batch and streaming give the same rows.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.pvalue import TaggedOutput
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.window import GlobalWindows, TimestampCombiner, TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
+
+from realtime_ai.core.keyed import (
+    KeyedStep,
+    KeyState,
+    decode_state,
+    encode_state,
+)
+from realtime_ai.transforms import sdk_workarounds
+from realtime_ai.transforms.outputs import late_dead_letter
+
+LATE = "late"
+NAMESPACE = "realtime_ai"
+
+
+class KeyStateCoder(beam.coders.Coder):
+    """The one state cell per key, as versioned plain JSON (see core/keyed.py)."""
+
+    def encode(self, value: KeyState) -> bytes:
+        return encode_state(value)
+
+    def decode(self, encoded: bytes) -> KeyState:
+        return decode_state(encoded)
+
+    def is_deterministic(self) -> bool:
+        return True
+
+
+class _StreamingInOrderDoFn(beam.DoFn):
+    KEY_STATE = ReadModifyWriteStateSpec("key_state", KeyStateCoder())
+    # At the earliest record waiting: fires once the watermark passes it.
+    RELEASE = TimerSpec("release", TimeDomain.WATERMARK)
+    # `state_ttl` after the frontier: the key has been idle that long.
+    EXPIRE = TimerSpec("expire", TimeDomain.WATERMARK)
+
+    def __init__(self, step: KeyedStep, source: str):
+        self._step = step
+        self._duplicates = Metrics.counter(NAMESPACE, f"{source}_duplicates")
+
+    def setup(self):
+        sdk_workarounds.cheap_state_cache_sizing()
+
+    def start_bundle(self):
+        # KeyStates made in this bundle, by id: only these may be changed in place. One read
+        # from the runner's cache is still the committed value; changing it in place would
+        # corrupt the cache if the bundle then failed.
+        self._owned: dict[int, KeyState] = {}
+
+    def _state(self, cell) -> KeyState:
+        state = cell.read()
+        if state is None:
+            state = KeyState()
+        elif id(state) not in self._owned:
+            state = state.copy()
+        self._owned[id(state)] = state
+        return state
+
+    def process(self, element, timestamp=beam.DoFn.TimestampParam,
+                cell=beam.DoFn.StateParam(KEY_STATE), release=beam.DoFn.TimerParam(RELEASE)):
+        _, record = element
+        state = self._state(cell)
+        offer = self._step.offer(state, timestamp.micros, record)
+        if offer.duplicate:
+            self._duplicates.inc()
+            return
+        if offer.late_seconds is not None:
+            yield TaggedOutput(LATE, (record, offer.late_seconds))
+            return
+        if offer.set_timer is not None:
+            release.set(Timestamp(micros=offer.set_timer))
+        cell.write(state)
+        if offer.output is not None:
+            yield TimestampedValue(offer.output, timestamp)
+
+    @on_timer(RELEASE)
+    def on_release(self, fire_time=beam.DoFn.TimestampParam,
+                   cell=beam.DoFn.StateParam(KEY_STATE), release=beam.DoFn.TimerParam(RELEASE),
+                   expire=beam.DoFn.TimerParam(EXPIRE)):
+        state = self._state(cell)
+        outputs = self._step.release(state, fire_time.micros)
+        if state.flush_at is not None:
+            release.set(Timestamp(micros=state.flush_at))
+        expiry = self._step.expiry_time(state)
+        if expiry is not None:
+            expire.set(Timestamp(micros=expiry))
+        cell.write(state)
+        for micros, output in outputs:
+            yield TimestampedValue(output, Timestamp(micros=micros))
+
+    @on_timer(EXPIRE)
+    def on_expire(self, cell=beam.DoFn.StateParam(KEY_STATE)):
+        state = cell.read()
+        if state is not None and not state.waiting:
+            cell.clear()
+
+
+class _BatchInOrderDoFn(beam.DoFn):
+    def __init__(self, step: KeyedStep, source: str):
+        self._step = step
+        self._duplicates = Metrics.counter(NAMESPACE, f"{source}_duplicates")
+
+    def process(self, element):
+        _, entries = element
+        processed = self._step.run_sorted(entries)
+        if processed.duplicates:
+            self._duplicates.inc(processed.duplicates)
+        for micros, output in processed.outputs:
+            yield TimestampedValue(output, Timestamp(micros=micros))
+
+
+def _with_event_micros(element, timestamp=beam.DoFn.TimestampParam):
+    key, record = element
+    return key, (timestamp.micros, record)
+
+
+class Ordered(NamedTuple):
+    outputs: beam.PCollection  # what the sequence's `advance` returned, at the record's time
+    dead_letter: beam.PCollection  # DeadLetter of each record too late for its key
+
+
+class InEventTimeOrder(beam.PTransform):
+    """PCollection[record] -> Ordered(outputs, dead_letter): the records of each key (`key_of`)
+    processed once each (redeliveries dropped and counted as `<source>_duplicates`) in
+    event-time order by `step`, see the module docstring. A record's event time is its Beam
+    timestamp; outputs keep it. Streaming only: a record behind its key's frontier by more
+    than the allowed lateness becomes a dead letter of `source`."""
+
+    def __init__(self, source: str, key_of: Callable[[Any], str], step: KeyedStep):
+        super().__init__()
+        self._source = source
+        self._key_of = key_of
+        self._step = step
+
+    def expand(self, records) -> Ordered:
+        key_of = self._key_of
+        keyed = records | "KeyBy" >> beam.Map(lambda record: (key_of(record), record))
+        # Outputs are whatever the sequence returns: not the (key, record) input type that
+        # Beam would otherwise infer for them.
+        if keyed.is_bounded:
+            outputs = (
+                keyed
+                | "WithEventTime" >> beam.Map(_with_event_micros).with_output_types(
+                    tuple[Any, tuple[int, Any]])
+                | "KeepEarliestTime" >> beam.WindowInto(
+                    GlobalWindows(), timestamp_combiner=TimestampCombiner.OUTPUT_AT_EARLIEST)
+                | "GroupByKey" >> beam.GroupByKey()
+                | "InEventTimeOrder" >> beam.ParDo(_BatchInOrderDoFn(self._step, self._source))
+            )
+            return Ordered(outputs, keyed.pipeline | "NothingLate" >> beam.Create([]))
+        results = keyed | "InEventTimeOrder" >> beam.ParDo(
+            _StreamingInOrderDoFn(self._step, self._source)).with_outputs(LATE, main="outputs")
+        source, lateness = self._source, self._step.allowed_lateness_seconds
+        late = results[LATE] | "LateRecords" >> beam.MapTuple(
+            lambda record, behind: late_dead_letter(source, record, behind, lateness))
+        return Ordered(results.outputs, late)
