@@ -45,6 +45,17 @@ def _service(script: str):
 
 
 @pytest.fixture(scope="session")
+def prism() -> str:
+    """The path of Beam's Prism runner binary, built once by scripts/prism.sh."""
+    found = subprocess.run(["bash", "scripts/prism.sh", "path"], cwd=REPO, capture_output=True,
+                           text=True, timeout=900)
+    if found.returncode == UNAVAILABLE:
+        pytest.skip(found.stderr)
+    assert found.returncode == 0, found.stderr
+    return found.stdout.strip()
+
+
+@pytest.fixture(scope="session")
 def flink():
     yield from _service("scripts/flink-cluster.sh")
 

@@ -11,6 +11,7 @@ import pytest
 
 from realtime_ai.pipelines import main
 from realtime_ai.records import OUTPUT_SCHEMAS
+from tests.compare import comparable_rows
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
@@ -58,7 +59,7 @@ def _run(tmp_path, name, transactions, metrics, *extra):
 
 
 @pytest.fixture(scope="module")
-def sample_run(tmp_path_factory):
+def sample_inputs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
     good_tx = _lines(SAMPLES / "transactions.jsonl")
     good_metrics = _lines(SAMPLES / "metrics.jsonl")
@@ -72,8 +73,46 @@ def sample_run(tmp_path_factory):
     shuffled = good_metrics + [line for line in BAD_METRICS if line]
     random.Random(1).shuffle(shuffled)
     (inputs / "metrics.jsonl").write_text("\n".join(shuffled) + "\n")
-    tables = _run(tmp, "out", inputs / "tx-*", inputs / "metrics.jsonl")
+    return inputs, good_tx, good_metrics
+
+
+@pytest.fixture(scope="module")
+def sample_run(sample_inputs):
+    inputs, good_tx, good_metrics = sample_inputs
+    tables = _run(inputs.parent, "out", inputs / "tx-*", inputs / "metrics.jsonl")
     return tables, good_tx, good_metrics
+
+
+def _same_rows(tables, expected):
+    for name in OUTPUT_SCHEMAS:
+        assert comparable_rows(tables[name]) == comparable_rows(expected[name]), name
+
+
+@pytest.mark.integration
+def test_prism_gives_the_direct_runners_rows(sample_inputs, sample_run, prism, tmp_path):
+    """A watermark-exact runner drops what is late for a window downstream: the keyed step's
+    outputs must never be (Beam's DirectRunner itself runs on Prism where it can download it)."""
+    inputs, _, _ = sample_inputs
+    # In a process of its own, as a user runs it: Beam shares one Prism job server per
+    # process, and the DirectRunner's attempt to download one (sample_run) would be reused.
+    subprocess.run(
+        [sys.executable, "-m", "realtime_ai.pipelines.main", "--runner=PrismRunner",
+         f"--prism_location={prism}", f"--transactions={inputs}/tx-*",
+         f"--metrics={inputs}/metrics.jsonl", f"--output={tmp_path}"],
+        cwd=REPO, check=True, capture_output=True, timeout=600)
+    _same_rows({name: pq.read_table(tmp_path / name) for name in OUTPUT_SCHEMAS}, sample_run[0])
+
+
+def test_redelivered_records_change_no_row(sample_inputs, sample_run, tmp_path):
+    inputs, good_tx, good_metrics = sample_inputs
+    again = tmp_path / "again"
+    again.mkdir()
+    # every 7th transaction and metric value delivered a second time, in another file
+    (again / "redelivered.jsonl").write_text("\n".join(good_tx[::7]) + "\n")
+    (again / "metrics-redelivered.jsonl").write_text("\n".join(good_metrics[::7]) + "\n")
+    tables = _run(tmp_path, "out", f"{inputs}/tx-*,{again}/redelivered.jsonl",
+                  f"{inputs}/metrics.jsonl,{again}/metrics-redelivered.jsonl")
+    _same_rows(tables, sample_run[0])
 
 
 def test_every_output_has_its_schema(sample_run):
