@@ -1,7 +1,7 @@
 """The streaming job end to end: sample events published live to the Pub/Sub emulator by
 `python -m realtime_ai.samples publish`, the main command reading the subscriptions in
-streaming on the DirectRunner, alerts read back from the alerts topic; the result must equal
-a batch run over the same (re-timed) events."""
+streaming on one machine (the DirectRunner option runs it on Prism), alerts read back from the
+alerts topic; the result must equal a batch run over the same (re-timed) events."""
 import json
 import subprocess
 import sys
@@ -54,7 +54,7 @@ def _publisher(name, path, topic, events_per_second, dump):
 
 
 @pytest.mark.integration
-def test_live_stream_gives_the_batch_runs_rows_and_alerts(emulator, tmp_path):
+def test_live_stream_gives_the_batch_runs_rows_and_alerts(emulator, prism, tmp_path):
     transactions, metrics = _sample_slices(tmp_path)
     subscriptions = {
         name: ensure_subscription(EMULATOR_PROJECT, topic, f"{topic}-job")
@@ -66,6 +66,7 @@ def test_live_stream_gives_the_batch_runs_rows_and_alerts(emulator, tmp_path):
          f"--transactions={subscriptions['transactions']}",
          f"--metrics={subscriptions['metrics']}", f"--output={tmp_path}/stream",
          f"--alerts_topic={alerts_topic}", *SHARED_OPTIONS, *STREAMING_OPTIONS,
+         f"--prism_location={prism}",
          f"--max_run_seconds={STARTUP_SECONDS + PUBLISH_SECONDS + SETTLE_SECONDS}"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     time.sleep(STARTUP_SECONDS)

@@ -24,6 +24,7 @@ from apache_beam.transforms.external import (
 )
 
 from realtime_ai.io.files import ReadEventPayloads
+from realtime_ai.io.pubsub_read import ReadPubSubPayloads
 
 SUBSCRIPTION_PATTERN = re.compile(
     r"^projects/[a-z][-a-z0-9]{4,28}[a-z0-9]/subscriptions/[A-Za-z][\w.~+%-]{2,254}$")
@@ -129,14 +130,17 @@ class ReadKafkaPayloads(beam.PTransform):
 
 class ReadEvents(beam.PTransform):
     """PBegin -> PCollection[str]: the payloads of the files, subscription or Kafka topic
-    `spec` names."""
+    `spec` names. A subscription is read with Beam's own reader where `native_pubsub` (the
+    runner has one: Dataflow, the legacy DirectRunner), else with ReadPubSubPayloads, which
+    runs on portable runners (Prism)."""
 
     def __init__(self, spec: str, event_time_attribute: str | None = None,
-                 kafka_expansion_service: str | None = None):
+                 kafka_expansion_service: str | None = None, native_pubsub: bool = True):
         super().__init__()
         self._spec = spec
         self._event_time_attribute = event_time_attribute
         self._kafka_expansion_service = kafka_expansion_service
+        self._native_pubsub = native_pubsub
 
     def expand(self, pbegin):
         if is_kafka(self._spec):
@@ -144,6 +148,9 @@ class ReadEvents(beam.PTransform):
                                                             self._kafka_expansion_service)
         if not is_subscription(self._spec):
             return pbegin | "ReadFiles" >> ReadEventPayloads(self._spec)
+        if not self._native_pubsub:
+            return pbegin | "PullPubSub" >> ReadPubSubPayloads(self._spec,
+                                                              self._event_time_attribute)
         return (
             pbegin
             | "ReadPubSub" >> beam.io.ReadFromPubSub(

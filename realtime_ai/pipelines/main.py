@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -12,10 +13,12 @@ import time
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import (
+    DebugOptions,
     FlinkRunnerOptions,
     JobServerOptions,
     PipelineOptions,
     PortableOptions,
+    PrismRunnerOptions,
     StandardOptions,
 )
 from apache_beam.runners.portability.portable_runner import PipelineResult as PortableJobResult
@@ -23,7 +26,7 @@ from apache_beam.runners.runner import PipelineState
 
 from realtime_ai.io.parquet import WriteDataset, clear_dataset, dataset_exists, read_dataset
 from realtime_ai.io.pubsub import PublishMessages
-from realtime_ai.io.sources import ReadEvents
+from realtime_ai.io.sources import ReadEvents, is_subscription
 from realtime_ai.llm import accounting
 from realtime_ai.pipelines.flink_defaults import flink_defaults
 from realtime_ai.pipelines.flink_jobs import cancel_flink_jobs, flink_job_name
@@ -54,6 +57,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict[str, beam
     grace = opts.window_grace_seconds if streaming else 0.0
     lateness = opts.allowed_lateness_seconds if streaming else 0.0
     llm = opts.llm_config()
+    native_pubsub = _runner_name(options) in NATIVE_PUBSUB_RUNNERS
     parts: dict[str, list[beam.PCollection]] = {name: [] for name in OUTPUT_SCHEMAS}
     dead_letters = []
 
@@ -61,7 +65,8 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict[str, beam
         parsed = (
             p
             | "ReadTransactions" >> ReadEvents(
-                opts.transactions, opts.event_time_attribute, opts.kafka_expansion_service)
+                opts.transactions, opts.event_time_attribute, opts.kafka_expansion_service,
+                native_pubsub)
             | "ParseTransactions" >> ParseTransactions(opts.max_record_bytes)
         )
         featured, late = parsed.valid | "CustomerHistory" >> AddCustomerFeatures(
@@ -76,7 +81,8 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict[str, beam
         parsed = (
             p
             | "ReadMetrics" >> ReadEvents(
-                opts.metrics, opts.event_time_attribute, opts.kafka_expansion_service)
+                opts.metrics, opts.event_time_attribute, opts.kafka_expansion_service,
+                native_pubsub)
             | "ParseMetrics" >> ParseMetrics(opts.max_record_bytes)
         )
         scored, late = parsed.valid | "MetricStatistics" >> ScoreMetrics(
@@ -120,6 +126,8 @@ def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
     options = PipelineOptions(argv)
     opts = options.view_as(RealtimeAiOptions)
     validate(opts)
+    _stream_on_prism(options)
+    _own_prism_job_server(options)
     _fill_in_runner_defaults(options)
     if reads_stream(opts):
         options.view_as(StandardOptions).streaming = True
@@ -136,8 +144,54 @@ def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
     return result
 
 
+# Runners with a Pub/Sub reader of their own (Dataflow's acknowledges after a durable commit);
+# on any other runner subscriptions are read by io/pubsub_read.py.
+NATIVE_PUBSUB_RUNNERS = ("dataflowrunner", "dataflow", "bundlebaseddirectrunner")
+
+
+def _runner_name(options: PipelineOptions) -> str:
+    runner = options.view_as(StandardOptions).runner
+    if runner is None:
+        return ""
+    return (runner if isinstance(runner, str) else type(runner).__name__).lower()
+
+
 def _is_flink(options: PipelineOptions) -> bool:
-    return options.view_as(StandardOptions).runner in ("FlinkRunner", "flink")
+    return _runner_name(options) in ("flinkrunner", "flink")
+
+
+def prism_binary() -> str | None:
+    """The Prism runner built by scripts/prism.sh for the pinned Beam version, if built."""
+    path = os.path.expanduser(f"~/.cache/realtime-ai/prism-v{beam.__version__}/prism")
+    return path if os.access(path, os.X_OK) else None
+
+
+def _stream_on_prism(options: PipelineOptions) -> None:
+    """A Pub/Sub stream on one machine runs on Beam's Prism runner, as Beam's own DirectRunner
+    does wherever it can download Prism: the legacy streaming DirectRunner reads 10 messages
+    a pull with the wall clock as its watermark, and falls behind at about 40 events/s."""
+    opts = options.view_as(RealtimeAiOptions)
+    if _runner_name(options) not in ("", "directrunner", "direct") or not any(
+            spec and is_subscription(spec) for spec in (opts.transactions, opts.metrics)):
+        return
+    prism = options.view_as(PrismRunnerOptions)
+    prism.prism_location = prism.prism_location or prism_binary()
+    if not prism.prism_location:
+        raise InvalidOptions("a Pub/Sub stream runs locally on Beam's Prism runner: build it "
+                             "once with `scripts/prism.sh path` (about 4 minutes) or give "
+                             "--prism_location=BINARY")
+    options.view_as(StandardOptions).runner = "PrismRunner"
+    logging.getLogger(__name__).warning("reading Pub/Sub on one machine: running on Prism (%s)",
+                                        prism.prism_location)
+
+
+def _own_prism_job_server(options: PipelineOptions) -> None:
+    """On Prism, a job server of this job's own: Beam shares one per process, created by the
+    first Prism job with that job's options, and a DirectRunner job in the same process first
+    tries Prism without a binary (it would download one): the share would then be one that
+    cannot start, for every later job."""
+    if _runner_name(options) in ("prismrunner", "prism"):
+        options.view_as(DebugOptions).add_experiment("disable_prism_server_singleton")
 
 
 def _cancel_on_flink(flink_master: str, result: beam.runners.runner.PipelineResult) -> None:
