@@ -103,7 +103,7 @@ def test_prism_gives_the_direct_runners_rows(sample_inputs, sample_run, prism, t
     _same_rows({name: pq.read_table(tmp_path / name) for name in OUTPUT_SCHEMAS}, sample_run[0])
 
 
-def test_redelivered_records_change_no_row(sample_inputs, sample_run, tmp_path):
+def test_redelivered_records_change_no_row(sample_inputs, sample_run, tmp_path, capsys):
     inputs, good_tx, good_metrics = sample_inputs
     again = tmp_path / "again"
     again.mkdir()
@@ -113,6 +113,9 @@ def test_redelivered_records_change_no_row(sample_inputs, sample_run, tmp_path):
     tables = _run(tmp_path, "out", f"{inputs}/tx-*,{again}/redelivered.jsonl",
                   f"{inputs}/metrics.jsonl,{again}/metrics-redelivered.jsonl")
     _same_rows(tables, sample_run[0])
+    assert (f"Redeliveries dropped (same event id within --dedupe_horizon_seconds): "
+            f"{len(good_tx[::7])} transactions, {len(good_metrics[::7])} metric values"
+            ) in capsys.readouterr().out
 
 
 def test_every_output_has_its_schema(sample_run):

@@ -36,7 +36,7 @@ from apache_beam.io.iobase import WatermarkEstimator
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
-from apache_beam.utils.timestamp import Duration, Timestamp
+from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
 MAX_MESSAGES_PER_PULL = 1000
 # Pub/Sub holds a pull open for a while when there is nothing to deliver (the emulator for
@@ -140,6 +140,10 @@ class _PullDoFn(beam.DoFn):
         self._emulator_host = os.environ.get("PUBSUB_EMULATOR_HOST")
         self._read = Metrics.counter("realtime_ai", "pubsub_read")
         self._pull_errors = Metrics.counter("realtime_ai", "pubsub_pull_errors")
+        # A job slower than its stream falls behind rather than dropping anything: pulls come
+        # back full and the watermark waits. These say so.
+        self._full_pulls = Metrics.counter("realtime_ai", "pubsub_full_pulls")
+        self._lag = Metrics.gauge("realtime_ai", "pubsub_watermark_lag_seconds")
         self._publish_time_fallbacks = Metrics.counter("realtime_ai",
                                                        "pubsub_timestamp_attribute_unusable")
 
@@ -226,6 +230,11 @@ class _PullDoFn(beam.DoFn):
             self._read.inc(len(received))
             if len(received) < MAX_MESSAGES_PER_PULL:
                 watermark.advance(oldest)
+            else:
+                self._full_pulls.inc()
+            current = watermark.current_watermark()
+            if current is not None and current > MIN_TIMESTAMP:
+                self._lag.set(round(now - current.micros / 1e6))
             if time.monotonic() >= deadline:
                 break
         tracker.defer_remainder(Duration(seconds=resume_delay))

@@ -298,7 +298,14 @@ def summary(output: str, result: beam.runners.runner.PipelineResult) -> str:
         path = f"{output}/{name}"
         rows = read_dataset(path).num_rows if dataset_exists(path) else 0
         lines.append(f"  {path:<40} {rows:>8} rows")
-    return "\n".join(lines + accounting.summary_lines(_counters(result)))
+    counters = _counters(result)
+    duplicates = {source: counters.get(f"{source}_duplicates", 0)
+                  for source in ("transactions", "metrics")}
+    if any(duplicates.values()):
+        lines.append("Redeliveries dropped (same event id within --dedupe_horizon_seconds): "
+                     f"{duplicates['transactions']} transactions, "
+                     f"{duplicates['metrics']} metric values")
+    return "\n".join(lines + accounting.summary_lines(counters))
 
 
 HELP_EPILOG = (
