@@ -127,7 +127,7 @@ def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
     opts = options.view_as(RealtimeAiOptions)
     validate(opts)
     _stream_on_prism(options)
-    _own_prism_job_server(options)
+    _prism_settings(options)
     _fill_in_runner_defaults(options)
     if reads_stream(opts):
         options.view_as(StandardOptions).streaming = True
@@ -185,13 +185,21 @@ def _stream_on_prism(options: PipelineOptions) -> None:
                                         prism.prism_location)
 
 
-def _own_prism_job_server(options: PipelineOptions) -> None:
-    """On Prism, a job server of this job's own: Beam shares one per process, created by the
-    first Prism job with that job's options, and a DirectRunner job in the same process first
-    tries Prism without a binary (it would download one): the share would then be one that
-    cannot start, for every later job."""
+def _prism_settings(options: PipelineOptions) -> None:
+    """On Prism (Beam 2.77):
+    - a job server of this job's own: Beam shares one per process, created by the first Prism
+      job with that job's options, and a DirectRunner job in the same process first tries
+      Prism without a binary (it would download one): the share would then be one that
+      cannot start, for every later job;
+    - no dynamic splits of a bundle: Prism splits a bundle that seems slow, and the split
+      frees its keys while timers of the same keys are in the residual, so another bundle can
+      run a key concurrently with the first (github.com/apache/beam/issues/35771): the keyed
+      step's state written by one is lost to the other, and rows came out twice. Our Pub/Sub
+      reader checkpoints by itself and needs no splits."""
     if _runner_name(options) in ("prismrunner", "prism"):
-        options.view_as(DebugOptions).add_experiment("disable_prism_server_singleton")
+        debug = options.view_as(DebugOptions)
+        debug.add_experiment("disable_prism_server_singleton")
+        debug.add_experiment("prism_disable_sdf_split")
 
 
 def _cancel_on_flink(flink_master: str, result: beam.runners.runner.PipelineResult) -> None:
