@@ -23,6 +23,7 @@ from realtime_ai.llm.retrieval import load_playbook
 from realtime_ai.transforms.detectors import DETECTORS, DetectorSettings
 
 LLM_BACKENDS = ("local", "openai")
+RELEASE_STEP_SECONDS = 1.0
 
 
 # Optional options -> the DetectorSettings field each overrides when given.
@@ -258,8 +259,11 @@ class RealtimeAiOptions(PipelineOptions):
 
 
     def ordering_settings(self) -> OrderingSettings:
-        return OrderingSettings.of_seconds(self.allowed_lateness_seconds, self.state_ttl_seconds,
-                                           self.dedupe_horizon_seconds)
+        # Released a step at a time in streaming (see core/keyed.py), a step no longer than
+        # the windows' grace, which covers how far outputs trail the watermark.
+        return OrderingSettings.of_seconds(
+            self.allowed_lateness_seconds, self.state_ttl_seconds, self.dedupe_horizon_seconds,
+            release_step=min(RELEASE_STEP_SECONDS, self.window_grace_seconds))
 
     def detector_settings(self) -> DetectorSettings:
         overrides = {"window": self.anomaly_window}

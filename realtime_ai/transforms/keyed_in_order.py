@@ -7,9 +7,11 @@ times, are never behind the watermark of the windows downstream.
 
 Unbounded input (streaming): one state cell per key holds the whole `KeyState` (one read and
 one write per element or timer, with an explicit versioned coder). A watermark timer sits at
-the earliest record waiting; it holds the output watermark there, and when it fires at T the
-records up to T are processed in order and the timer moves to the next one waiting. An expiry
-timer `state_ttl` after the frontier clears an idle key's cell.
+the earliest record waiting, rounded up to the release step (one second); it holds the output
+watermark there, and when it fires at T the records up to T are processed in order and the
+timer moves on to the next one waiting. Outputs trail the watermark by up to one step, which
+the windows downstream allow for (their grace is at least a step). An expiry timer
+`state_ttl` after the frontier clears an idle key's cell.
 
 Both paths make the same decisions (`KeyedStep`), so batch and streaming give the same rows.
 """
