@@ -50,6 +50,14 @@ nab: venv
 bench: venv
 	$(PY) benchmarks/detector_cost.py
 	$(PY) benchmarks/llm_throughput.py
+	$(PY) benchmarks/pipeline_cost.py --runner=$(RUNNER)
+
+# The main command in streaming on Prism, against the Pub/Sub emulator, at several rates
+# (benchmarks/stream_bench.py; about 4 minutes a rate). Options: STREAM_BENCH_ARGS=--quick,
+# --rates 50,100 --seconds 30, --test-server.
+.PHONY: bench-stream
+bench-stream: venv
+	$(PY) benchmarks/stream_bench.py $(STREAM_BENCH_ARGS)
 
 clean:
 	rm -rf out build *.egg-info

@@ -1,16 +1,34 @@
-"""The async model-calling DoFn in batch and in streaming: nothing lost, windows kept."""
+"""The model-calling DoFns in batch and in streaming: nothing lost, windows kept."""
+import pathlib
+import subprocess
+import sys
+import textwrap
+
 import apache_beam as beam
+import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import FixedWindows, TimestampedValue
 
-from realtime_ai.llm import base
+from realtime_ai.llm import base, local_model, runner
 from realtime_ai.llm.base import LlmConfig
+from realtime_ai.transforms import enrichment
 from realtime_ai.transforms.enrichment import AskModel
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = LlmConfig(backend="local", concurrency=3)
+# Any backend but the local one is asked through the event loop; here the local model's rules
+# stand in for the remote model (see loop_backend).
+LOOP_CONFIG = LlmConfig(backend="openai", concurrency=3)
+
+
+@pytest.fixture()
+def loop_backend(monkeypatch):
+    """LOOP_CONFIG's requests are answered by the local model, through the event loop (the
+    DirectRunner runs DoFns in this process)."""
+    monkeypatch.setattr(enrichment, "shared_backend", lambda config: local_model.LocalBackend())
 
 
 def _insight_data(n):
@@ -20,16 +38,18 @@ def _insight_data(n):
                          "max_anomaly_score": 0.0}]}
 
 
-def test_batch_every_element_answered_even_beyond_the_concurrency_limit():
+@pytest.mark.parametrize("config", [CONFIG, LOOP_CONFIG], ids=["local", "loop"])
+def test_batch_every_element_answered_even_beyond_the_concurrency_limit(config, loop_backend):
     with TestPipeline(runner="DirectRunner") as p:
         answered, dead = (p | beam.Create(range(25))
-                          | AskModel(CONFIG, base.DASHBOARD_INSIGHT, base.FAST, _insight_data))
+                          | AskModel(config, base.DASHBOARD_INSIGHT, base.FAST, _insight_data))
         assert_that(answered | beam.Map(lambda item: (item[0], item[1].answer["priority"])),
                     equal_to([(n, "low") for n in range(25)]), label="Answered")
         assert_that(dead, equal_to([]), label="NoDeadLetters")
 
 
-def test_streaming_answers_keep_their_timestamp_and_window():
+@pytest.mark.parametrize("config", [CONFIG, LOOP_CONFIG], ids=["local", "loop"])
+def test_streaming_answers_keep_their_timestamp_and_window(config, loop_backend):
     options = PipelineOptions()
     options.view_as(StandardOptions).streaming = True
     # Processing time moves before the watermark: gathered elements leave on their wait,
@@ -43,10 +63,60 @@ def test_streaming_answers_keep_their_timestamp_and_window():
               .advance_watermark_to_infinity())
     with TestPipeline(runner="BundleBasedDirectRunner", options=options) as p:
         answered, _ = (p | stream | beam.WindowInto(FixedWindows(30))
-                       | AskModel(CONFIG, base.DASHBOARD_INSIGHT, base.FAST, _insight_data,
+                       | AskModel(config, base.DASHBOARD_INSIGHT, base.FAST, _insight_data,
                                   clock=lambda: 0.0))
         per_window = (answered
                       | beam.Map(lambda item: ("all", item[0]))
                       | beam.GroupByKey()
                       | beam.MapTuple(lambda _, ns: sorted(ns)))
         assert_that(per_window, equal_to([[0, 1, 2], [3, 4, 5], [6]]))
+
+
+def test_the_local_model_answers_in_the_bundle_not_through_the_event_loop(monkeypatch):
+    def through_the_loop(coro):
+        coro.close()
+        raise AssertionError("the local model was asked through the event loop")
+
+    monkeypatch.setattr(runner, "submit", through_the_loop)
+    data = _insight_data(1)
+    with TestPipeline(runner="DirectRunner") as p:
+        answered, _ = (p | beam.Create([1])
+                       | AskModel(CONFIG, base.DASHBOARD_INSIGHT, base.FAST, _insight_data))
+        assert_that(answered | beam.Map(lambda item: (item[1].answer, item[1].model)),
+                    equal_to([(local_model.dashboard_insight(data), base.LOCAL_MODEL_LABEL)]))
+
+
+def _gathers(config):
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    p = TestPipeline(runner="BundleBasedDirectRunner", options=options)
+    _ = (p | TestStream().add_elements([1]).advance_watermark_to_infinity()
+         | AskModel(config, base.DASHBOARD_INSIGHT, base.FAST, _insight_data))
+    return any("GatherForModel" in transform.unique_name
+               for transform in p.to_runner_api().components.transforms.values())
+
+
+def test_streaming_gathers_elements_for_the_event_loop_only():
+    # Gathering fills the loop's request slots with one bundle; the local model has none.
+    assert _gathers(LOOP_CONFIG) and not _gathers(CONFIG)
+
+
+def test_a_job_on_the_local_model_never_imports_the_openai_client():
+    # A fresh process: the openai package (~700 modules) is not needed by the local model.
+    script = textwrap.dedent("""
+        import sys
+        import apache_beam as beam
+        from realtime_ai.llm import base
+        from realtime_ai.llm.base import LlmConfig
+        from realtime_ai.transforms.enrichment import AskModel
+        insight = {"dashboard_id": "d", "window_start": "a", "window_end": "b", "metrics": []}
+        with beam.Pipeline(runner="DirectRunner") as p:
+            _ = (p | beam.Create([1]) | AskModel(LlmConfig(backend="local"),
+                                                 base.DASHBOARD_INSIGHT, base.FAST,
+                                                 lambda _: insight))
+        print(sorted(name for name in sys.modules if name.split(".")[0] == "openai")[:3])
+    """)
+    ran = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert ran.stdout.strip() == "[]"

@@ -1,4 +1,4 @@
-"""Model backends: the embedded local model, and any OpenAI-compatible endpoint."""
+"""Model backends: any OpenAI-compatible endpoint, or the embedded local model (local_model.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -13,11 +13,12 @@ from typing import Any
 import httpx2
 import openai
 
-from realtime_ai.llm import base, failures, local_model, tasks
+from realtime_ai.llm import base, failures, tasks
 from realtime_ai.llm.base import LlmConfig, LlmPermanentError, LlmResult
 from realtime_ai.llm.cache import CachingBackend
 from realtime_ai.llm.failures import classify
 from realtime_ai.llm.limits import CircuitBreaker, CircuitOpen, RateLimiter
+from realtime_ai.llm.local_model import LocalBackend
 from realtime_ai.llm.packing import PackingBackend
 
 BACKOFF_BASE_SECONDS = 0.25
@@ -40,22 +41,6 @@ def backoff_seconds(attempt: int, retry_after: float | None, rng: random.Random)
     """Full-jitter exponential backoff, never shorter than what the server asked for."""
     jitter = rng.uniform(0.0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** attempt))
     return max(jitter, retry_after or 0.0)
-
-
-class LocalBackend:
-    """Deterministic rules (not an LLM), with the same contract as a remote model."""
-
-    async def complete(self, task: str, data: Mapping[str, Any], tier: str) -> LlmResult:
-        messages = tasks.build_messages(task, data)
-        answer = local_model.answer(task, data)
-        return LlmResult(
-            # no call is made: 0 keeps local runs byte-for-byte reproducible
-            answer=answer, model=base.LOCAL_MODEL_LABEL, latency_ms=0.0,
-            input_tokens=tasks.estimate_tokens(messages),
-            output_tokens=tasks.estimate_tokens(json.dumps(answer)))
-
-    async def aclose(self) -> None:
-        return None
 
 
 class OpenAiBackend:

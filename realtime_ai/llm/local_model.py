@@ -2,14 +2,17 @@
 
 It answers every task with the same JSON shapes as a real model, so the pipeline runs offline
 with no key (its rows say LOCAL_MODEL_LABEL in the model column), and our OpenAI-compatible
-test server answers with it. Pure: no Beam.
+test server answers with it. Pure: no Beam, and no model client (the openai package costs a
+worker ~700 modules to import).
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from realtime_ai.llm import base
+from realtime_ai.llm import base, tasks
+from realtime_ai.llm.base import LlmResult
 
 RISKY_CATEGORIES = frozenset({"electronics", "jewelry", "gift_cards", "crypto", "money_transfer"})
 IMPOSSIBLE_TRAVEL_SECONDS = 4 * 3600
@@ -156,3 +159,27 @@ ANSWERS: dict[str, Callable[[Mapping[str, Any]], dict]] = {
 
 def answer(task: str, data: Mapping[str, Any]) -> dict:
     return ANSWERS[task](data)
+
+
+class LocalBackend:
+    """The rules as a model backend (base.LlmBackend), accounted like a remote model.
+
+    `result` answers on the caller's thread: the pipeline asks it directly, since a trip
+    through the event loop (a future, a wake-up of the loop's thread, a callback) costs more
+    than the answer itself.
+    """
+
+    def result(self, task: str, data: Mapping[str, Any]) -> LlmResult:
+        messages = tasks.build_messages(task, data)
+        content = answer(task, data)
+        return LlmResult(
+            # no call is made: 0 keeps local runs byte-for-byte reproducible
+            answer=content, model=base.LOCAL_MODEL_LABEL, latency_ms=0.0,
+            input_tokens=tasks.estimate_tokens(messages),
+            output_tokens=tasks.estimate_tokens(json.dumps(content)))
+
+    async def complete(self, task: str, data: Mapping[str, Any], tier: str) -> LlmResult:
+        return self.result(task, data)
+
+    async def aclose(self) -> None:
+        return None

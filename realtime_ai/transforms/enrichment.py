@@ -4,7 +4,8 @@
 on one answer at a time: up to `LlmConfig.concurrency` requests run on the worker's shared
 event loop; answers are emitted as they complete and whatever is still in flight is awaited
 in `finish_bundle`, so bounded (batch) and unbounded input behave the same. An element whose
-request fails permanently goes to the dead-letter output with the data and the reason.
+request fails permanently goes to the dead-letter output with the data and the reason. The
+embedded local model is not called that way: it answers each element at once, in the bundle.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.utils.windowed_value import WindowedValue
 
-from realtime_ai.llm import accounting, base, retrieval
+from realtime_ai.llm import accounting, base, local_model, retrieval
 from realtime_ai.llm.base import LlmConfig, LlmPermanentError, LlmResult
 from realtime_ai.llm.runner import (
     InFlight,
@@ -43,24 +44,76 @@ class _Pending(NamedTuple):
     window: Any
 
 
-class _AskModelDoFn(beam.DoFn):
-    """Thin: builds the task data, hands the request to the shared loop, emits answers."""
+class _ModelDoFn(beam.DoFn):
+    """What both ways of asking share: task data per element, accounting of answers."""
 
-    def __init__(self, config: LlmConfig, task: str, tier: str, to_data: Callable[[Any], dict],
-                 keep_failed: bool):
+    def __init__(self, config: LlmConfig, task: str, tier: str, to_data: Callable[[Any], dict]):
         self._config = config
         self._task = task
         self._tier = tier
         self._to_data = to_data
-        self._keep_failed = keep_failed
 
     def setup(self):
         freeze_long_lived_objects()
         self._prices = accounting.load_prices()
-        self._backend = shared_backend(self._config)
-        self._in_flight = InFlight(shared_slots(self._config))
         self._tally: collections.Counter = collections.Counter()
         self._latency = Metrics.distribution(NAMESPACE, "llm_latency_ms")
+
+    def finish_bundle(self):
+        # Counters are tallied per answer and reported once per bundle: a Beam counter call
+        # per answer cost the bundle thread enough to slow the event loop beside it.
+        for name, value in self._tally.items():
+            Metrics.counter(NAMESPACE, name).inc(value)
+        self._tally.clear()
+
+    def _answered(self, result: LlmResult) -> None:
+        """Metrics of one answer, tallied on the bundle's thread, where Beam attributes them
+        (the event loop's thread has no metrics context)."""
+        tally = self._tally
+        tally[f"llm_{self._task}_answered"] += 1
+        if result.cached:
+            tally["llm_cache_hits"] += 1
+            return
+        tally["llm_answers"] += 1
+        tally["llm_fallbacks"] += result.fell_back
+        tally["llm_retries"] += result.attempts - 1
+        tally[f"llm_input_tokens:{result.model}"] += result.input_tokens
+        tally[f"llm_output_tokens:{result.model}"] += result.output_tokens
+        cost = accounting.cost_micro_usd(self._prices, result.model, result.input_tokens,
+                                         result.output_tokens)
+        if cost is not None:
+            tally[f"llm_cost_micro_usd:{result.model}"] += cost
+        tally[f"llm_latency_ms_le:{accounting.latency_bucket(result.latency_ms)}"] += 1
+        self._latency.update(round(result.latency_ms))
+
+
+class _AskLocalModelDoFn(_ModelDoFn):
+    """The embedded local model answers each element at once, on the bundle's thread: it
+    computes in microseconds and never fails, so there is nothing to overlap or retry, and
+    the event loop's hand-offs would cost more than the answers."""
+
+    def setup(self):
+        super().setup()
+        self._model = local_model.LocalBackend()
+
+    def process(self, element):
+        result = self._model.result(self._task, self._to_data(element))
+        self._answered(result)
+        yield element, result
+
+
+class _AskModelDoFn(_ModelDoFn):
+    """Thin: builds the task data, hands the request to the shared loop, emits answers."""
+
+    def __init__(self, config: LlmConfig, task: str, tier: str, to_data: Callable[[Any], dict],
+                 keep_failed: bool):
+        super().__init__(config, task, tier, to_data)
+        self._keep_failed = keep_failed
+
+    def setup(self):
+        super().setup()
+        self._backend = shared_backend(self._config)
+        self._in_flight = InFlight(shared_slots(self._config))
 
     def process(self, element, timestamp=beam.DoFn.TimestampParam,
                 window=beam.DoFn.WindowParam):
@@ -71,11 +124,7 @@ class _AskModelDoFn(beam.DoFn):
 
     def finish_bundle(self):
         yield from self._emit(self._in_flight.drain_all())
-        # Counters are tallied per answer and reported once per bundle: a Beam counter call
-        # per answer cost the bundle thread enough to slow the event loop beside it.
-        for name, value in self._tally.items():
-            Metrics.counter(NAMESPACE, name).inc(value)
-        self._tally.clear()
+        super().finish_bundle()
 
     def _emit(self, completed):
         for pending, outcome in completed:
@@ -93,35 +142,16 @@ class _AskModelDoFn(beam.DoFn):
             elif isinstance(outcome, BaseException):
                 raise outcome  # a bug, not an LLM failure: fail the bundle so Beam retries it
             else:
-                self._tally[f"llm_{self._task}_answered"] += 1
-                self._account(outcome)
+                self._answered(outcome)
             yield WindowedValue((pending.element, outcome), pending.timestamp, [pending.window])
-
-    def _account(self, result: LlmResult) -> None:
-        """Metrics of one answer, tallied on the bundle's thread, where Beam attributes them
-        (the event loop's thread has no metrics context)."""
-        tally = self._tally
-        if result.cached:
-            tally["llm_cache_hits"] += 1
-            return
-        tally["llm_answers"] += 1
-        tally["llm_fallbacks"] += result.fell_back
-        tally["llm_retries"] += result.attempts - 1
-        tally[f"llm_input_tokens:{result.model}"] += result.input_tokens
-        tally[f"llm_output_tokens:{result.model}"] += result.output_tokens
-        cost = accounting.cost_micro_usd(self._prices, result.model, result.input_tokens,
-                                         result.output_tokens)
-        if cost is not None:
-            tally[f"llm_cost_micro_usd:{result.model}"] += cost
-        tally[f"llm_latency_ms_le:{accounting.latency_bucket(result.latency_ms)}"] += 1
-        self._latency.update(round(result.latency_ms))
 
 
 class AskModel(beam.PTransform):
     """PCollection[E] -> (answered: PCollection[(E, LlmResult | None)], dead_letter).
 
     Unbounded input is first gathered into bundles of up to concurrency x fast_batch_size
-    elements, each waiting at most `batch_wait_ms` (see gather.py); bounded input is not.
+    elements, each waiting at most `batch_wait_ms` (see gather.py); bounded input is not, nor
+    is any input of the embedded local model, which answers each element as it comes.
 
     With `keep_failed`, an element whose request failed permanently is also passed on with
     None (its row is still written); otherwise it only reaches the dead-letter output.
@@ -132,10 +162,13 @@ class AskModel(beam.PTransform):
         super().__init__()
         self._config = config
         self._clock = clock  # processing time, for how long GatherForModel lets elements wait
-        self._fn = _AskModelDoFn(config, task, tier, to_data, keep_failed)
+        self._local = config.backend == "local"
+        # The local model never fails: keep_failed has nothing to keep.
+        self._fn = (_AskLocalModelDoFn(config, task, tier, to_data) if self._local
+                    else _AskModelDoFn(config, task, tier, to_data, keep_failed))
 
     def expand(self, elements):
-        if not elements.is_bounded:
+        if not elements.is_bounded and not self._local:
             # Streaming bundles can be as small as one element, and a bundle waits for all
             # of its answers: gathered first, a bundle carries a worker's load.
             elements = elements | "GatherForModel" >> GatherForModel(
