@@ -1,6 +1,4 @@
 """Streaming: small bundles gathered into one bundle of model requests, timestamps kept."""
-import time
-
 import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
@@ -74,15 +72,15 @@ def test_one_element_bundles_are_asked_together():
     config = LlmConfig(backend="openai", base_url=handle.base_url, fast_model="small")
     stream = _one_by_one(TestStream(), range(8)).advance_processing_time(1)
     try:
-        started = time.monotonic()
         with TestPipeline(runner="BundleBasedDirectRunner", options=_streaming()) as p:
             answered, dead = (p | stream.advance_watermark_to_infinity()
                               | AskModel(config, base.TRANSACTION_RISK, base.FAST,
                                          _risk_data, clock=_test_stream_clock))
             assert_that(answered | beam.Map(lambda item: item[0]), equal_to(list(range(8))))
             assert_that(dead, equal_to([]), label="NoDeadLetters")
-        elapsed = time.monotonic() - started
     finally:
         handle.stop()
     assert handle.stats["requests"] == 8
-    assert handle.stats["max_in_flight"] >= 2 and elapsed < 8 * 0.3
+    # Requests in flight together at the server, not wall time: a busy machine (CI runs on
+    # two shared cores) made a "faster than 8 x 300 ms" check fail with the requests gathered.
+    assert handle.stats["max_in_flight"] >= 2
