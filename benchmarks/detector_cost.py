@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from realtime_ai.transforms.detectors import DetectorSettings, MetricScorer
+from realtime_ai.core.detectors import DetectorSettings, MetricScorer
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 

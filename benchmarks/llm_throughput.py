@@ -37,12 +37,12 @@ import urllib.request
 import apache_beam as beam
 import openai
 
+from realtime_ai.core import model_inputs
+from realtime_ai.core.features import CustomerProfile
+from realtime_ai.core.parsing import parse_transaction
 from realtime_ai.llm import base, tasks
 from realtime_ai.llm.base import LlmConfig
-from realtime_ai.transforms import outputs
-from realtime_ai.transforms.enrichment import AskModel
-from realtime_ai.transforms.features import CustomerProfile
-from realtime_ai.transforms.parsing import parse_transaction
+from realtime_ai.transforms.ask_model import AskModel
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -84,7 +84,7 @@ def risk_data(count: int) -> list[dict]:
         for line in lines:
             tx = parse_transaction(line, 65536)
             profile = profiles.setdefault(tx.customer_id, CustomerProfile(50))
-            data.append(outputs.transaction_risk_data(profile.advance(tx)))
+            data.append(model_inputs.transaction_risk_data(profile.advance(tx)))
     # Repeats get their own transaction ids: every event is a distinct request, none is
     # answered from the cache.
     return [_with_id_suffix(data[i % len(data)], i // len(data)) for i in range(count)]

@@ -22,7 +22,7 @@ import time
 from collections import defaultdict
 from datetime import datetime
 
-from realtime_ai.transforms.detectors import DetectorSettings, MetricScorer
+from realtime_ai.core.detectors import DetectorSettings, MetricScorer
 
 
 def load_series(nab_dir: pathlib.Path) -> dict[str, list[tuple[str, float, float]]]:

@@ -92,10 +92,10 @@ def _passthrough(transactions: str, metrics: str, output: str, runner_args: list
     import pyarrow as pa
     from apache_beam.options.pipeline_options import PipelineOptions
 
+    from realtime_ai.core.records import OUTPUT_SCHEMAS, MetricRecord, Transaction
+    from realtime_ai.core.rows import dead_letter_row
     from realtime_ai.io.files import ReadEventPayloads
     from realtime_ai.io.parquet import WriteDataset
-    from realtime_ai.records import OUTPUT_SCHEMAS, MetricRecord, Transaction
-    from realtime_ai.transforms.outputs import dead_letter_row
     from realtime_ai.transforms.parse import ParseMetrics, ParseTransactions
 
     time_type = pa.timestamp("us", tz="UTC")

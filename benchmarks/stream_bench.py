@@ -544,7 +544,7 @@ def _table(path: pathlib.Path):
 def compare_outputs(folder: pathlib.Path, publish_end: float) -> dict:
     """Per dataset: SAME or DIFFERENT from the batch run, with row counts; the stream's late
     dead letters; when the stream's files were written."""
-    from realtime_ai.records import OUTPUT_SCHEMAS
+    from realtime_ai.core.records import OUTPUT_SCHEMAS
 
     comparable_rows = _repo_module("tests/compare.py").comparable_rows
     datasets = {}

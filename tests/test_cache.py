@@ -9,7 +9,7 @@ from realtime_ai.llm import base, runner, server
 from realtime_ai.llm.base import LlmConfig, LlmPermanentError, LlmResult
 from realtime_ai.llm.cache import LruTtlCache, request_key
 from realtime_ai.llm.client import make_backend
-from realtime_ai.transforms.enrichment import _AskModelDoFn
+from realtime_ai.transforms.ask_model import _AskModelDoFn
 
 INSIGHT = {"dashboard_id": "d", "window_start": "a", "window_end": "b", "metrics": []}
 RESULT = LlmResult(answer={"x": 1}, model="m", latency_ms=1.0)

@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from realtime_ai.transforms.detectors import (
+from realtime_ai.core.detectors import (
     DETECTORS,
     DetectorSettings,
     MetricScorer,

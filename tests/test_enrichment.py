@@ -14,8 +14,8 @@ from apache_beam.transforms.window import FixedWindows, TimestampedValue
 
 from realtime_ai.llm import base, local_model, runner
 from realtime_ai.llm.base import LlmConfig
-from realtime_ai.transforms import enrichment
-from realtime_ai.transforms.enrichment import AskModel
+from realtime_ai.transforms import ask_model
+from realtime_ai.transforms.ask_model import AskModel
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = LlmConfig(backend="local", concurrency=3)
@@ -28,7 +28,7 @@ LOOP_CONFIG = LlmConfig(backend="openai", concurrency=3)
 def loop_backend(monkeypatch):
     """LOOP_CONFIG's requests are answered by the local model, through the event loop (the
     DirectRunner runs DoFns in this process)."""
-    monkeypatch.setattr(enrichment, "shared_backend", lambda config: local_model.LocalBackend())
+    monkeypatch.setattr(ask_model, "shared_backend", lambda config: local_model.LocalBackend())
 
 
 def _insight_data(n):
@@ -108,7 +108,7 @@ def test_a_job_on_the_local_model_never_imports_the_openai_client():
         import apache_beam as beam
         from realtime_ai.llm import base
         from realtime_ai.llm.base import LlmConfig
-        from realtime_ai.transforms.enrichment import AskModel
+        from realtime_ai.transforms.ask_model import AskModel
         insight = {"dashboard_id": "d", "window_start": "a", "window_end": "b", "metrics": []}
         with beam.Pipeline(runner="DirectRunner") as p:
             _ = (p | beam.Create([1]) | AskModel(LlmConfig(backend="local"),

@@ -3,8 +3,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from realtime_ai.records import Transaction
-from realtime_ai.transforms.features import CustomerProfile
+from realtime_ai.core.features import CustomerProfile
+from realtime_ai.core.records import Transaction
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
 

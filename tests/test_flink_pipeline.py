@@ -2,8 +2,8 @@
 import pyarrow.parquet as pq
 import pytest
 
+from realtime_ai.core.records import OUTPUT_SCHEMAS
 from realtime_ai.pipelines import main
-from realtime_ai.records import OUTPUT_SCHEMAS
 from tests.compare import comparable_rows
 from tests.conftest import REPO
 

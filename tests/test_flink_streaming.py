@@ -11,9 +11,9 @@ import uuid
 import pyarrow.parquet as pq
 import pytest
 
+from realtime_ai.core.records import OUTPUT_SCHEMAS
 from realtime_ai.pipelines import main
 from realtime_ai.pipelines.flink_jobs import ACTIVE_STATES
-from realtime_ai.records import OUTPUT_SCHEMAS
 from tests.compare import comparable_rows
 from tests.conftest import REPO
 from tests.pubsub_helpers import pull_all, topic_with_subscription

@@ -11,7 +11,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from realtime_ai.llm import base, server
 from realtime_ai.llm.base import LlmConfig
-from realtime_ai.transforms.enrichment import AskModel
+from realtime_ai.transforms.ask_model import AskModel
 from realtime_ai.transforms.gather import GatherForModel
 from tests.test_llm_client import DATA
 

@@ -9,6 +9,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.window import TimestampedValue
 
+from realtime_ai.core.records import DEAD_LETTER_SCHEMA, METRICS_SCHEMA
 from realtime_ai.io.parquet import (
     WriteDataset,
     clear_dataset,
@@ -16,7 +17,6 @@ from realtime_ai.io.parquet import (
     read_dataset,
     window_file_name,
 )
-from realtime_ai.records import DEAD_LETTER_SCHEMA, METRICS_SCHEMA
 
 START = datetime(2026, 1, 5, 10, tzinfo=timezone.utc)
 METRIC_ROWS = [

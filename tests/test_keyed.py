@@ -3,6 +3,7 @@ import random
 
 import pytest
 
+from realtime_ai.core.features import CustomerProfile, customer_sequence
 from realtime_ai.core.keyed import (
     KeyedStep,
     KeyState,
@@ -10,7 +11,6 @@ from realtime_ai.core.keyed import (
     decode_state,
     encode_state,
 )
-from realtime_ai.transforms.features import CustomerProfile, customer_sequence
 from tests.test_ordering import Rec, _tx, running_trace
 
 SECOND = 1_000_000

@@ -11,10 +11,10 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
+from realtime_ai.core.features import CustomerProfile
 from realtime_ai.core.keyed import KeyedSequence, KeyedStep, OrderingSettings
-from realtime_ai.records import Transaction
-from realtime_ai.transforms.features import CustomerProfile
-from realtime_ai.transforms.history import AddCustomerFeatures
+from realtime_ai.core.records import Transaction
+from realtime_ai.transforms.add_customer_features import AddCustomerFeatures
 from realtime_ai.transforms.keyed_in_order import InEventTimeOrder
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)

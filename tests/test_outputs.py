@@ -4,8 +4,9 @@ from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 
-from realtime_ai.llm.base import LlmResult
-from realtime_ai.records import (
+from realtime_ai.core import model_inputs, rows
+from realtime_ai.core.features import CustomerProfile
+from realtime_ai.core.records import (
     ALERTS_SCHEMA,
     INSIGHTS_SCHEMA,
     METRICS_SCHEMA,
@@ -15,8 +16,7 @@ from realtime_ai.records import (
     ScoredMetric,
     Transaction,
 )
-from realtime_ai.transforms import outputs
-from realtime_ai.transforms.features import CustomerProfile
+from realtime_ai.llm.base import LlmResult
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
 RISK = LlmResult(answer={"risk_score": 0.93, "reason": "burst of small online payments"},
@@ -45,37 +45,37 @@ def _scored(metric="api.latency", minutes=0.0, value=1.0, anomaly=False, dashboa
 
 def test_rows_fit_their_schemas():
     featured = _featured()
-    tx_rows = [outputs.transaction_row(featured, RISK, 0.8, ANALYSIS),
-               outputs.transaction_row(featured, RISK, 0.95, None)]
+    tx_rows = [rows.transaction_row(featured, RISK, 0.8, ANALYSIS),
+               rows.transaction_row(featured, RISK, 0.95, None)]
     table = pa.Table.from_pylist(tx_rows, schema=TRANSACTIONS_SCHEMA)
     assert table.column("escalated").to_pylist() == [True, False]
     assert table.column("model").to_pylist() == ["fast-m+deep-m", "fast-m"]
     explanation = LlmResult(answer={"is_real_anomaly": True, "possible_causes": ["deploy"],
                                     "recommended_action": "roll back", "severity": "high"},
                             model="fast-m", latency_ms=1.0)
-    metric_rows = [outputs.metric_row(_scored(anomaly=True), explanation),
-                   outputs.metric_row(_scored(), None)]
+    metric_rows = [rows.metric_row(_scored(anomaly=True), explanation),
+                   rows.metric_row(_scored(), None)]
     assert pa.Table.from_pylist(metric_rows, schema=METRICS_SCHEMA).num_rows == 2
-    alerts = [outputs.transaction_alert(featured, RISK, ANALYSIS),
-              outputs.metric_alert(_scored(anomaly=True), explanation)]
+    alerts = [rows.transaction_alert(featured, RISK, ANALYSIS),
+              rows.metric_alert(_scored(anomaly=True), explanation)]
     assert pa.Table.from_pylist(alerts, schema=ALERTS_SCHEMA).num_rows == 2
-    window = outputs.DashboardWindow("d1", T0, T0 + timedelta(seconds=30),
-                                     outputs.summarise_window([_scored()]))
+    window = model_inputs.DashboardWindow("d1", T0, T0 + timedelta(seconds=30),
+                                     model_inputs.summarise_window([_scored()]))
     insight = LlmResult(answer={"insight": "all quiet", "priority": "low"}, model="fast-m",
                         latency_ms=1.0)
-    assert pa.Table.from_pylist([outputs.insight_row(window, insight)],
+    assert pa.Table.from_pylist([rows.insight_row(window, insight)],
                                 schema=INSIGHTS_SCHEMA).num_rows == 1
 
 
 def test_alert_ids_are_deterministic_and_distinct():
-    a = outputs.alert_id("transaction", "tx-1", T0)
-    assert a == outputs.alert_id("transaction", "tx-1", T0)
-    assert a != outputs.alert_id("transaction", "tx-2", T0)
-    assert a != outputs.alert_id("metric", "tx-1", T0)
+    a = rows.alert_id("transaction", "tx-1", T0)
+    assert a == rows.alert_id("transaction", "tx-1", T0)
+    assert a != rows.alert_id("transaction", "tx-2", T0)
+    assert a != rows.alert_id("metric", "tx-1", T0)
 
 
 def test_transaction_alert_without_analysis_still_raises_high():
-    alert = outputs.transaction_alert(_featured(), RISK, None)
+    alert = rows.transaction_alert(_featured(), RISK, None)
     assert alert["severity"] == "high"
     assert "0.93" in alert["summary"]
 
@@ -84,7 +84,7 @@ def test_metric_alert_only_for_high_or_critical():
     low = LlmResult(answer={"is_real_anomaly": False, "possible_causes": [],
                             "recommended_action": "none", "severity": "low"},
                     model="m", latency_ms=1.0)
-    assert outputs.metric_alert(_scored(anomaly=True), low) is None
+    assert rows.metric_alert(_scored(anomaly=True), low) is None
 
 
 def test_window_summary_does_not_depend_on_input_order():
@@ -92,14 +92,14 @@ def test_window_summary_does_not_depend_on_input_order():
              for i in range(30)]
     shuffled = list(items)
     random.Random(5).shuffle(shuffled)
-    assert outputs.summarise_window(items) == outputs.summarise_window(shuffled)
-    summary = {s.metric: s for s in outputs.summarise_window(items)}
+    assert model_inputs.summarise_window(items) == model_inputs.summarise_window(shuffled)
+    summary = {s.metric: s for s in model_inputs.summarise_window(items)}
     assert summary["m1"].anomalies == 1 and summary["m0"].anomalies == 0
     assert summary["m0"].count == 10
 
 
 def test_analysis_data_carries_history_and_playbook():
-    data = outputs.transaction_analysis_data(_featured(), RISK.answer,
+    data = model_inputs.transaction_analysis_data(_featured(), RISK.answer,
                                              [{"id": "pb-1", "title": "t", "text": "x"}])
     assert data["transaction"]["timestamp"] == "2026-01-05T12:00:00Z"
     assert data["fast_assessment"]["risk_score"] == 0.93
@@ -109,6 +109,6 @@ def test_analysis_data_carries_history_and_playbook():
 def test_fallback_is_visible_in_the_model_column():
     fallback = LlmResult(answer=ANALYSIS.answer, model="fast-m", latency_ms=400.0,
                          fell_back=True)
-    row = outputs.transaction_row(_featured(), RISK, 0.8, fallback)
+    row = rows.transaction_row(_featured(), RISK, 0.8, fallback)
     assert row["model"] == "fast-m+fast-m (deep over budget)"
     assert row["llm_latency_ms"] == 403.0

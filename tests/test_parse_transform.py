@@ -8,8 +8,8 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from realtime_ai.core.records import DeadLetter
 from realtime_ai.io.files import ReadEventPayloads
-from realtime_ai.records import DeadLetter
 from realtime_ai.transforms.parse import ParseMetrics, ParseTransactions
 
 MAX_BYTES = 1024

@@ -5,14 +5,14 @@ from decimal import Decimal
 
 import pytest
 
-from realtime_ai.records import MetricRecord, Transaction
-from realtime_ai.transforms.parsing import (
+from realtime_ai.core.parsing import (
     MAX_METADATA_ENTRIES,
     ParseFailure,
     parse_metric,
     parse_transaction,
     to_json_payload,
 )
+from realtime_ai.core.records import MetricRecord, Transaction
 
 MAX_BYTES = 65536  # the pipeline's default
 GOOD = {"transaction_id": "tx-1", "customer_id": "c-1", "amount": 12.5, "currency": "EUR",

@@ -9,8 +9,8 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
+from realtime_ai.core.records import OUTPUT_SCHEMAS
 from realtime_ai.pipelines import main
-from realtime_ai.records import OUTPUT_SCHEMAS
 from tests.compare import comparable_rows
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

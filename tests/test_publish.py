@@ -7,8 +7,8 @@ import subprocess
 import pyarrow.parquet as pq
 import pytest
 
+from realtime_ai.io.pubsub import pubsub_message
 from realtime_ai.pipelines import main
-from realtime_ai.transforms.outputs import pubsub_message
 from tests.pubsub_helpers import pull_all, topic_with_subscription
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

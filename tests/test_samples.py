@@ -5,9 +5,9 @@ from datetime import datetime
 
 import pyarrow.parquet as pq
 
+from realtime_ai.core.parsing import parse_metric, parse_transaction
 from realtime_ai.samples.__main__ import main
 from realtime_ai.samples.generate import PATTERNS, generate, parse_start
-from realtime_ai.transforms.parsing import parse_metric, parse_transaction
 
 START = parse_start("2026-01-05T00:00:00Z")
 

@@ -10,9 +10,9 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
+from realtime_ai.core.records import OUTPUT_SCHEMAS
 from realtime_ai.io.pubsub_admin import EMULATOR_PROJECT, ensure_subscription
 from realtime_ai.pipelines import main
-from realtime_ai.records import OUTPUT_SCHEMAS
 from tests.compare import comparable_rows
 from tests.conftest import REPO
 from tests.pubsub_helpers import pull_all, topic_with_subscription

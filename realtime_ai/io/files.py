@@ -7,7 +7,7 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from realtime_ai.transforms.parsing import to_json_payload
+from realtime_ai.core.parsing import to_json_payload
 
 PARQUET_SUFFIX = ".parquet"
 PARQUET_BATCH_ROWS = 4096

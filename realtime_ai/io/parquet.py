@@ -3,7 +3,7 @@
 Batch (bounded input): `part-SSSSS-of-NNNNN.parquet` files from Beam's WriteToParquet.
 
 Streaming (unbounded input): rows are grouped into event-time windows of `window_seconds`
-(closing `grace_seconds` after the watermark passes them: see transforms/windowing.py)
+(closing `grace_seconds` after the watermark passes them: see realtime_ai/windowing.py)
 and each window's rows become one file, `date=YYYY-MM-DD/hour=HH/WINDOW_START-WINDOW_END-
 pane-N.parquet` (the window's start gives the partition; pyarrow reads `date` and `hour` back
 as columns). One group per window makes one file and whole row groups, not a file per bundle.
@@ -26,7 +26,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from realtime_ai.transforms.windowing import GraceWindows, window_bounds
+from realtime_ai.windowing import GraceWindows, window_bounds
 
 ROW_GROUP_BUFFER_BYTES = 64 * 1024 * 1024
 ROW_GROUP_ROWS = 1_000_000

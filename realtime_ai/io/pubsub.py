@@ -9,18 +9,38 @@ dedupe on an id attribute (alert_id for alerts).
 """
 from __future__ import annotations
 
+import json
 import os
 import re
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from realtime_ai.transforms.outputs import pubsub_message
+from realtime_ai.core.rows import iso
 
 # Beam's own check rejects project ids that are not Google project ids (e.g. "local").
 TOPIC_PATTERN = re.compile(
     r"^projects/[a-z][-a-z0-9]{4,28}[a-z0-9]/topics/[A-Za-z][\w.~+%-]{2,254}$")
 PUBLISH_TIMEOUT_SECONDS = 120.0
+
+# Message attributes readers dedupe and route on (Beam's Pub/Sub writer may republish a
+# failed bundle, and its id_label does not work on every runner).
+ALERT_ATTRIBUTES = ("alert_id", "kind", "severity")
+INSIGHT_ATTRIBUTES = ("dashboard_id", "window_start")
+
+
+def pubsub_message(row: Mapping[str, Any], attribute_names: tuple[str, ...]
+                   ) -> tuple[bytes, dict[str, str]]:
+    """A row as a JSON message body (times as ISO-8601 Z) and its string attributes."""
+    def text(value: Any) -> str:
+        return iso(value) if isinstance(value, datetime) else str(value)
+
+    body = json.dumps({k: text(v) if isinstance(v, datetime) else v for k, v in row.items()},
+                      sort_keys=True)
+    return body.encode(), {name: text(row[name]) for name in attribute_names}
 
 
 class _PublishDoFn(beam.DoFn):

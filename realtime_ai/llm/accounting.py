@@ -1,6 +1,6 @@
 """What model calls cost and how long they took: prices, latency buckets, percentiles. No Beam.
 
-Beam counters carry the numbers from the workers (see transforms/enrichment.py); latency
+Beam counters carry the numbers from the workers (see transforms/ask_model.py); latency
 goes into fixed buckets so percentiles can be estimated from counters on any runner.
 """
 from __future__ import annotations

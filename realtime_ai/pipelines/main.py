@@ -24,8 +24,10 @@ from apache_beam.options.pipeline_options import (
 from apache_beam.runners.portability.portable_runner import PipelineResult as PortableJobResult
 from apache_beam.runners.runner import PipelineState
 
+from realtime_ai.core.records import OUTPUT_SCHEMAS
+from realtime_ai.core.rows import dead_letter_row
 from realtime_ai.io.parquet import WriteDataset, clear_dataset, dataset_exists, read_dataset
-from realtime_ai.io.pubsub import PublishMessages
+from realtime_ai.io.pubsub import ALERT_ATTRIBUTES, INSIGHT_ATTRIBUTES, PublishMessages
 from realtime_ai.io.sources import ReadEvents, is_subscription
 from realtime_ai.llm import accounting
 from realtime_ai.pipelines.flink_defaults import flink_defaults
@@ -37,17 +39,13 @@ from realtime_ai.pipelines.options import (
     reads_stream,
     validate,
 )
-from realtime_ai.records import OUTPUT_SCHEMAS
-from realtime_ai.transforms.anomaly import ScoreMetrics
-from realtime_ai.transforms.enrichment import NAMESPACE, EnrichTransactions, ExplainAnomalies
-from realtime_ai.transforms.history import AddCustomerFeatures
-from realtime_ai.transforms.insights import DashboardInsights
-from realtime_ai.transforms.outputs import (
-    ALERT_ATTRIBUTES,
-    INSIGHT_ATTRIBUTES,
-    dead_letter_row,
-)
+from realtime_ai.transforms.add_customer_features import AddCustomerFeatures
+from realtime_ai.transforms.ask_model import NAMESPACE
+from realtime_ai.transforms.dashboard_insights import DashboardInsights
+from realtime_ai.transforms.enrich_transactions import EnrichTransactions
+from realtime_ai.transforms.explain_anomalies import ExplainAnomalies
 from realtime_ai.transforms.parse import ParseMetrics, ParseTransactions
+from realtime_ai.transforms.score_metrics import ScoreMetrics
 
 
 def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict[str, beam.PCollection]:

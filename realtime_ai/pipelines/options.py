@@ -8,6 +8,7 @@ import os
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from realtime_ai.core.detectors import DETECTORS, DetectorSettings
 from realtime_ai.core.keyed import OrderingSettings
 from realtime_ai.io.files import check_pattern_matches
 from realtime_ai.io.pubsub import TOPIC_PATTERN
@@ -20,7 +21,6 @@ from realtime_ai.io.sources import (
 )
 from realtime_ai.llm.base import LlmConfig
 from realtime_ai.llm.retrieval import load_playbook
-from realtime_ai.transforms.detectors import DETECTORS, DetectorSettings
 
 LLM_BACKENDS = ("local", "openai")
 RELEASE_STEP_SECONDS = 1.0

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 
 import pyarrow.parquet as pq
 
-from realtime_ai.transforms.parsing import to_json_payload
+from realtime_ai.core.parsing import to_json_payload
 
 
 @dataclasses.dataclass(frozen=True)

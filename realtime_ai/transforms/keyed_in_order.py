@@ -34,8 +34,8 @@ from realtime_ai.core.keyed import (
     decode_state,
     encode_state,
 )
+from realtime_ai.core.rows import late_dead_letter
 from realtime_ai.transforms import sdk_workarounds
-from realtime_ai.transforms.outputs import late_dead_letter
 
 LATE = "late"
 NAMESPACE = "realtime_ai"

@@ -9,8 +9,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import TimestampedValue
 
-from realtime_ai.records import DeadLetter
-from realtime_ai.transforms.parsing import ParseFailure, parse_metric, parse_transaction
+from realtime_ai.core.parsing import ParseFailure, parse_metric, parse_transaction
+from realtime_ai.core.records import DeadLetter
 
 DEAD_LETTER = "dead_letter"
 

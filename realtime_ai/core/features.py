@@ -13,7 +13,7 @@ import math
 import operator
 
 from realtime_ai.core.keyed import KeyedSequence, from_micros, to_micros
-from realtime_ai.records import (
+from realtime_ai.core.records import (
     FeaturedTransaction,
     PastTransaction,
     Transaction,

@@ -1,8 +1,8 @@
 """Per-customer history in Beam state: each transaction gets features from its customer's past."""
 from __future__ import annotations
 
+from realtime_ai.core.features import customer_sequence
 from realtime_ai.core.keyed import KeyedStep, OrderingSettings
-from realtime_ai.transforms.features import customer_sequence
 from realtime_ai.transforms.keyed_in_order import InEventTimeOrder
 
 

@@ -1,4 +1,4 @@
-"""LLM enrichment steps: many requests in flight per worker, nothing lost.
+"""AskModel: many requests in flight per worker, nothing lost.
 
 `AskModel` sends each element's task data to the model backend without blocking the bundle
 on one answer at a time: up to `LlmConfig.concurrency` requests run on the worker's shared
@@ -16,12 +16,12 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.utils.windowed_value import WindowedValue
 
-from realtime_ai.llm import accounting, base, local_model, retrieval
+from realtime_ai.core.records import DeadLetter
+from realtime_ai.llm import accounting, local_model
 from realtime_ai.llm.base import LlmConfig, LlmPermanentError, LlmResult
 from realtime_ai.llm.runner import (
     InFlight,
@@ -29,8 +29,6 @@ from realtime_ai.llm.runner import (
     shared_backend,
     shared_slots,
 )
-from realtime_ai.records import DeadLetter
-from realtime_ai.transforms import outputs
 from realtime_ai.transforms.gather import GatherForModel
 
 DEAD_LETTER = "dead_letter"
@@ -177,106 +175,3 @@ class AskModel(beam.PTransform):
         results = elements | "Ask" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER,
                                                                        main="answered")
         return results.answered, results[DEAD_LETTER]
-
-
-def _read_text(path: str) -> str:
-    with FileSystems.open(path) as handle:
-        return handle.read().decode("utf-8")
-
-
-class _AnalysisData:
-    """Deep-analysis input: the transaction, its history and the top playbook entries.
-
-    The playbook is re-read every `refresh_seconds` by each worker, not sent as a slowly
-    changing side input: on the DirectRunner a global-window side input blocks the main
-    input until the side input's watermark reaches the end of time, i.e. forever in
-    streaming; a re-read on the worker behaves the same on every runner.
-    """
-
-    def __init__(self, playbook_path: str | None, refresh_seconds: float):
-        self._playbook_path = playbook_path
-        self._refresh_seconds = refresh_seconds
-        self._playbook = None
-
-    def _read(self) -> str | None:
-        return _read_text(self._playbook_path) if self._playbook_path else None
-
-    def __call__(self, scored) -> dict:
-        featured, risk = scored
-        if self._playbook is None:  # made on the worker: a clock does not travel pickled
-            self._playbook = retrieval.RefreshingPlaybook(self._read, self._refresh_seconds)
-        data = outputs.transaction_risk_data(featured)
-        entries = self._playbook.current().top_k(retrieval.query_for(data), k=3)
-        return outputs.transaction_analysis_data(featured, risk.answer, entries)
-
-
-class EnrichTransactions(beam.PTransform):
-    """PCollection[FeaturedTransaction] -> (rows, alerts, dead_letter).
-
-    Every transaction is scored by the fast model; those above `risk_threshold` are analysed
-    by the deep model with their history and playbook context, and raise an alert.
-    """
-
-    def __init__(self, config: LlmConfig, risk_threshold: float,
-                 playbook_path: str | None = None, playbook_refresh_seconds: float = 300.0):
-        super().__init__()
-        self._config = config
-        self._threshold = risk_threshold
-        self._analysis_data = _AnalysisData(playbook_path, playbook_refresh_seconds)
-
-    def expand(self, featured):
-        threshold = self._threshold
-        scored, score_failed = featured | "ScoreRisk" >> AskModel(
-            self._config, base.TRANSACTION_RISK, base.FAST, outputs.transaction_risk_data)
-        high, low = scored | "RouteByRisk" >> beam.Partition(
-            lambda item, _: 0 if outputs.is_high_risk(item[1], threshold) else 1, 2)
-        analysed, analysis_failed = high | "AnalyseHighRisk" >> AskModel(
-            self._config, base.TRANSACTION_ANALYSIS, base.DEEP,
-            self._analysis_data, keep_failed=True)
-        rows = (
-            (
-                analysed | "EscalatedRows" >> beam.Map(
-                    lambda item: outputs.transaction_row(item[0][0], item[0][1], threshold,
-                                                         item[1])),
-                low | "ScoredRows" >> beam.Map(
-                    lambda item: outputs.transaction_row(item[0], item[1], threshold, None)),
-            )
-            | "AllTransactionRows" >> beam.Flatten()
-        )
-        alerts = analysed | "TransactionAlerts" >> beam.Map(
-            lambda item: outputs.transaction_alert(item[0][0], item[0][1], item[1]))
-        dead = (score_failed, analysis_failed) | "TransactionLlmFailures" >> beam.Flatten()
-        return rows, alerts, dead
-
-
-class ExplainAnomalies(beam.PTransform):
-    """PCollection[ScoredMetric] -> (rows, alerts, dead_letter).
-
-    Only values flagged as anomalies go to the fast model; every value gets its row. An
-    explanation of severity high or critical raises an alert.
-    """
-
-    def __init__(self, config: LlmConfig):
-        super().__init__()
-        self._config = config
-
-    def expand(self, scored):
-        anomalies, normal = scored | "RouteAnomalies" >> beam.Partition(
-            lambda item, _: 0 if item.is_anomaly else 1, 2)
-        explained, failed = anomalies | "ExplainAnomaly" >> AskModel(
-            self._config, base.METRIC_ANOMALY, base.FAST, outputs.metric_anomaly_data,
-            keep_failed=True)
-        rows = (
-            (
-                explained | "AnomalyRows" >> beam.Map(lambda item: outputs.metric_row(*item)),
-                normal | "NormalRows" >> beam.Map(lambda item: outputs.metric_row(item, None)),
-            )
-            | "AllMetricRows" >> beam.Flatten()
-        )
-        alerts = (
-            explained
-            | "AnsweredOnly" >> beam.Filter(lambda item: item[1] is not None)
-            | "MetricAlerts" >> beam.FlatMap(
-                lambda item: [alert] if (alert := outputs.metric_alert(*item)) else [])
-        )
-        return rows, alerts, failed

@@ -25,7 +25,7 @@ import math
 import operator
 
 from realtime_ai.core.keyed import KeyedSequence
-from realtime_ai.records import (
+from realtime_ai.core.records import (
     MetricRecord,
     MetricScore,
     ScoredMetric,

@@ -1,126 +1,27 @@
-"""What goes to the model and what comes out as rows and alerts. Pure: no Beam.
-
-Every function here maps records (and model answers) to plain dicts: the model's input data
-for each task, the output rows (matching the schemas in realtime_ai.records), and alerts with
-deterministic ids, so a re-run or a replay yields the same alert_id for the same event.
+"""What comes out: output rows (matching the schemas in realtime_ai.core.records), alerts with
+deterministic ids (a re-run or a replay yields the same alert_id for the same event) and dead
+letters. Pure: no Beam.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from realtime_ai.core.records import DeadLetter, FeaturedTransaction, ScoredMetric
 from realtime_ai.llm.base import LlmResult
-from realtime_ai.records import (
-    DeadLetter,
-    FeaturedTransaction,
-    PastTransaction,
-    ScoredMetric,
-    Transaction,
-)
+
+if TYPE_CHECKING:
+    from realtime_ai.core.model_inputs import DashboardWindow
 
 ALERT_SEVERITIES = ("high", "critical")
 
 
 def iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
-
-
-def _transaction_fields(tx: Transaction | PastTransaction) -> dict:
-    fields = {
-        name: getattr(tx, name)
-        for name in ("transaction_id", "amount", "merchant", "merchant_category", "country",
-                     "channel")
-    }
-    fields["timestamp"] = iso(tx.event_time)
-    return fields
-
-
-def transaction_risk_data(featured: FeaturedTransaction) -> dict:
-    tx = featured.transaction
-    # No customer_id: the features already say how this customer behaves, and an identity
-    # is neither evidence nor something a model provider needs.
-    data = {"transaction": {**_transaction_fields(tx), "currency": tx.currency}}
-    data["features"] = dataclasses.asdict(featured.features)
-    return data
-
-
-def transaction_analysis_data(featured: FeaturedTransaction, assessment: Mapping[str, Any],
-                              playbook: list[dict]) -> dict:
-    data = transaction_risk_data(featured)
-    data["fast_assessment"] = dict(assessment)
-    data["history"] = [_transaction_fields(past) for past in featured.recent]
-    data["playbook"] = playbook
-    return data
-
-
-def metric_anomaly_data(scored: ScoredMetric) -> dict:
-    record = scored.record
-    return {
-        "metric": record.metric,
-        "value": record.value,
-        "timestamp": iso(record.event_time),
-        "z_score": scored.score.z_score,
-        "anomaly_score": scored.score.anomaly_score,
-        "rolling_mean": scored.score.rolling_mean,
-        "rolling_std": scored.score.rolling_std,
-        "rolling_count": scored.score.rolling_count,
-        "metadata": dict(record.metadata),
-    }
-
-
-@dataclasses.dataclass(frozen=True)
-class MetricSummary:
-    """One metric's values within one dashboard window, order-independent."""
-
-    metric: str
-    count: int
-    mean: float
-    min: float
-    max: float
-    last: float
-    anomalies: int
-    max_anomaly_score: float
-
-
-def summarise_window(scored: Iterable[ScoredMetric]) -> tuple[MetricSummary, ...]:
-    """Per-metric aggregates of one window, sorted so input order never changes the result."""
-    by_metric: dict[str, list[ScoredMetric]] = {}
-    for item in scored:
-        by_metric.setdefault(item.record.metric, []).append(item)
-    summaries = []
-    for metric in sorted(by_metric):
-        items = sorted(by_metric[metric], key=lambda s: (s.record.event_time, s.record.value))
-        values = [s.record.value for s in items]
-        summaries.append(MetricSummary(
-            metric=metric, count=len(values), mean=round(math.fsum(values) / len(values), 6),
-            min=min(values), max=max(values), last=values[-1],
-            anomalies=sum(s.is_anomaly for s in items),
-            max_anomaly_score=round(max(s.score.anomaly_score for s in items), 6)))
-    return tuple(summaries)
-
-
-@dataclasses.dataclass(frozen=True)
-class DashboardWindow:
-    """One dashboard's metrics in one insight window."""
-
-    dashboard_id: str
-    window_start: datetime
-    window_end: datetime
-    summaries: tuple[MetricSummary, ...]
-
-
-def dashboard_insight_data(window: DashboardWindow) -> dict:
-    return {
-        "dashboard_id": window.dashboard_id,
-        "window_start": iso(window.window_start),
-        "window_end": iso(window.window_end),
-        "metrics": [dataclasses.asdict(s) for s in window.summaries],
-    }
 
 
 def answer_json(answer: Mapping[str, Any] | None) -> str | None:
@@ -252,20 +153,3 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, datetime):
         return iso(value)
     raise TypeError(f"cannot render {type(value).__name__} as JSON")
-
-
-# Message attributes readers dedupe and route on (Beam's Pub/Sub writer may republish a
-# failed bundle, and its id_label does not work on every runner).
-ALERT_ATTRIBUTES = ("alert_id", "kind", "severity")
-INSIGHT_ATTRIBUTES = ("dashboard_id", "window_start")
-
-
-def pubsub_message(row: Mapping[str, Any], attribute_names: tuple[str, ...]
-                   ) -> tuple[bytes, dict[str, str]]:
-    """A row as a JSON message body (times as ISO-8601 Z) and its string attributes."""
-    def text(value: Any) -> str:
-        return iso(value) if isinstance(value, datetime) else str(value)
-
-    body = json.dumps({k: text(v) if isinstance(v, datetime) else v for k, v in row.items()},
-                      sort_keys=True)
-    return body.encode(), {name: text(row[name]) for name in attribute_names}

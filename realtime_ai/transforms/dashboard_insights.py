@@ -4,11 +4,11 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows, TimestampedValue
 
+from realtime_ai.core import model_inputs, rows
 from realtime_ai.llm import base
 from realtime_ai.llm.base import LlmConfig
-from realtime_ai.transforms import outputs
-from realtime_ai.transforms.enrichment import AskModel
-from realtime_ai.transforms.windowing import GraceWindows, window_bounds
+from realtime_ai.transforms.ask_model import AskModel
+from realtime_ai.windowing import GraceWindows, window_bounds
 
 
 class _SummariseWindow(beam.DoFn):
@@ -19,9 +19,9 @@ class _SummariseWindow(beam.DoFn):
         (dashboard_id, _), scored = element
         start, end = window_bounds(window, self._grace_seconds)
         # stamped at the window's last moment: the file window of its own time span
-        yield TimestampedValue(outputs.DashboardWindow(
+        yield TimestampedValue(model_inputs.DashboardWindow(
             dashboard_id=dashboard_id, window_start=start, window_end=end,
-            summaries=outputs.summarise_window(scored)), end.timestamp() - 1e-6)
+            summaries=model_inputs.summarise_window(scored)), end.timestamp() - 1e-6)
 
 
 class DashboardInsights(beam.PTransform):
@@ -59,6 +59,6 @@ class DashboardInsights(beam.PTransform):
             windows
             | "SummariesToGlobalWindow" >> beam.WindowInto(GlobalWindows())
             | "AskInsight" >> AskModel(self._config, base.DASHBOARD_INSIGHT, base.FAST,
-                                       outputs.dashboard_insight_data)
+                                       model_inputs.dashboard_insight_data)
         )
-        return answered | "InsightRows" >> beam.MapTuple(outputs.insight_row), failed
+        return answered | "InsightRows" >> beam.MapTuple(rows.insight_row), failed

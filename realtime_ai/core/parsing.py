@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
-from realtime_ai.records import MetricRecord, Transaction
+from realtime_ai.core.records import MetricRecord, Transaction
 
 MAX_TEXT_LENGTH = 256
 MAX_METADATA_ENTRIES = 32

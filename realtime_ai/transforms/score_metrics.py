@@ -1,8 +1,8 @@
 """Rolling statistics and anomaly scores per metric, in event-time order, from Beam state."""
 from __future__ import annotations
 
+from realtime_ai.core.detectors import DetectorSettings, metric_sequence
 from realtime_ai.core.keyed import KeyedStep, OrderingSettings
-from realtime_ai.transforms.detectors import DetectorSettings, metric_sequence
 from realtime_ai.transforms.keyed_in_order import InEventTimeOrder
 
 

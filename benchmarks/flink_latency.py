@@ -1,0 +1,627 @@
+"""Event-to-alert latency of the streaming job on the local Flink cluster, Kafka in, Pub/Sub out.
+
+Mirrors tests/test_flink_streaming.py at a chosen rate:
+
+1. the first R x --seconds events of the samples (samples/ when it holds that many, else a
+   larger set of the same kind from the project's generator), split between transactions and
+   metrics in the files' proportions;
+2. fresh Kafka topics (created here with --partitions partitions, before the job reads them)
+   and a fresh alerts topic with its subscription on the Pub/Sub emulator, made before the job;
+3. `python -m realtime_ai.pipelines.main --runner=FlinkRunner` reading both topics, local
+   model, alerts to the emulator, bounded by --max_run_seconds (start-up + --seconds +
+   --settle); extra pipeline options after `--` (e.g. `-- --max_bundle_time_mills=100`);
+4. once every vertex of the new Flink job is RUNNING, `python -m realtime_ai.samples publish`
+   per stream, each at its share of R (`--dump` keeps the re-timed events);
+5. meanwhile, every --sample-every seconds, Flink's REST API: each vertex's input watermark
+   (min over its subtasks, as lag behind the wall clock), records in and out, and busy /
+   back-pressured ms per second;
+6. after the job: no Flink job of ours may still be active; the alerts pulled from the
+   subscription; a DirectRunner batch run over the dump; every output dataset compared with
+   it (tests/compare.py), and the alert ids published against the batch run's.
+
+Latency of an alert = its message's publish_time on the subscription minus the alert's
+event_time (the moment its event was due to be published), for the first message of each
+alert_id (delivery is at least once).
+
+Needs the services running (this script starts none; stop only what you started):
+    scripts/flink-cluster.sh start; scripts/kafka.sh start
+    eval "$(scripts/pubsub-emulator.sh start)"; export PUBSUB_EMULATOR_HOST
+
+    .venv/bin/python benchmarks/flink_latency.py [--rate 330] [--seconds 60] [--settle 60]
+        [--partitions 1] [--work DIR] [--label NAME] [-- PIPELINE OPTIONS...]
+
+Writes WORK/result.json (everything, watermark timeline included) and prints a summary.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import importlib.util
+import json
+import math
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from datetime import datetime
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples"
+STREAMS = ("transactions", "metrics")
+SAMPLE_CUSTOMERS, SAMPLE_METRICS_HOURS = 200, 3  # what samples/ was generated with
+# As tests/test_flink_streaming.py (its SHARED_OPTIONS less the runner, STREAMING_OPTIONS).
+SHARED_OPTIONS = ["--anomaly_detector=zscore", "--insight_window_seconds=10",
+                  "--llm_backend=local"]
+STREAMING_OPTIONS = ["--file_window_seconds=10", "--window_grace_seconds=15"]
+ACTIVE_STATES = {"INITIALIZING", "CREATED", "RUNNING", "RESTARTING", "FAILING"}
+SUBMIT_TIMEOUT_SECONDS = 240  # job server + expansion service start, jar staging, deployment
+READY_PAUSE_SECONDS = 5  # after every vertex runs: the Python workers connect
+EXIT_GRACE_SECONDS = 180
+BATCH_TIMEOUT_SECONDS = 1800
+# Flink's watermark before any: Long.MIN_VALUE; Beam's minimum timestamp is about -2^63 us.
+NO_WATERMARK_BELOW_MS = -(10 ** 15)
+
+
+def _repo_module(relative: str):
+    """tests/ is not a package that is installed: load a helper module by path."""
+    path = REPO / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(0, math.ceil(p / 100 * len(ordered)) - 1)
+    return round(ordered[rank], 1)
+
+
+# --- data -------------------------------------------------------------------------------------
+
+def _lines(path: pathlib.Path) -> list[str]:
+    return [line for line in path.read_text().splitlines() if line.strip()]
+
+
+def source_files(events: int, work: pathlib.Path) -> tuple[dict[str, pathlib.Path], str]:
+    """Files holding at least `events` events in the samples' proportions: samples/ when it
+    does, else a larger set from the project's generator (same seed, scaled up)."""
+    samples = {name: SAMPLES / f"{name}.jsonl" for name in STREAMS}
+    held = sum(len(_lines(path)) for path in samples.values())
+    if events <= held:
+        return samples, "samples/"
+    scale = math.ceil(events / held * 1.05)  # spare for the random number of fraud events
+    folder = work / "generated"
+    command = [sys.executable, "-m", "realtime_ai.samples", "generate", "--out", str(folder),
+               "--customers", str(SAMPLE_CUSTOMERS * scale),
+               "--metrics-hours", str(SAMPLE_METRICS_HOURS * scale)]
+    subprocess.run(command, cwd=REPO, check=True, capture_output=True)
+    return ({name: folder / f"{name}.jsonl" for name in STREAMS},
+            f"generated ({' '.join(command[3:])}): samples/ holds {held} events")
+
+
+def slice_inputs(sources: dict[str, pathlib.Path], events: int,
+                 folder: pathlib.Path) -> dict[str, int]:
+    """The first events of each file, `events` in all, in the files' proportions."""
+    lines = {name: _lines(path) for name, path in sources.items()}
+    total = sum(len(v) for v in lines.values())
+    counts = {"transactions": round(events * len(lines["transactions"]) / total)}
+    counts["metrics"] = events - counts["transactions"]
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, count in counts.items():
+        (folder / f"{name}.jsonl").write_text("\n".join(lines[name][:count]) + "\n")
+    return counts
+
+
+# --- services ---------------------------------------------------------------------------------
+
+def rest(flink: str, path: str, timeout: float = 5.0):
+    with urllib.request.urlopen(f"http://{flink}{path}", timeout=timeout) as answer:
+        return json.load(answer)
+
+
+def create_kafka_topics(bootstrap: str, names: list[str], partitions: int) -> None:
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
+    try:
+        admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)
+                             for name in names])
+    finally:
+        admin.close()
+
+
+def delete_kafka_topics(bootstrap: str, names: list[str]) -> None:
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
+    try:
+        admin.delete_topics(names)
+    except Exception as error:  # noqa: BLE001 - cleanup only
+        print(f"warning: topics {names} not deleted: {error}", file=sys.stderr)
+    finally:
+        admin.close()
+
+
+def alerts_channel(run_id: str) -> tuple[str, str]:
+    from realtime_ai.io.pubsub_admin import EMULATOR_PROJECT, ensure_subscription
+
+    topic = f"flink-latency-{run_id}-alerts"
+    subscription = ensure_subscription(EMULATOR_PROJECT, topic, f"{topic}-sub")
+    return f"projects/{EMULATOR_PROJECT}/topics/{topic}", subscription
+
+
+def delete_alerts_channel(topic: str, subscription: str) -> None:
+    from google.api_core.exceptions import NotFound
+    from google.cloud import pubsub_v1
+
+    with pubsub_v1.SubscriberClient() as subscriber:
+        try:
+            subscriber.delete_subscription(subscription=subscription, timeout=30)
+        except NotFound:
+            pass
+    with pubsub_v1.PublisherClient() as publisher:
+        try:
+            publisher.delete_topic(topic=topic, timeout=30)
+        except NotFound:
+            pass
+
+
+def pull_alerts(subscription: str) -> list[dict]:
+    from google.cloud import pubsub_v1
+
+    pull_all = _repo_module("tests/pubsub_helpers.py").pull_all
+    with pubsub_v1.SubscriberClient() as subscriber:
+        messages = pull_all(subscriber, subscription)
+    return [{"alert_id": m.attributes["alert_id"], "kind": m.attributes["kind"],
+             "publish_time": m.publish_time.timestamp(),
+             "event_time": json.loads(m.data)["event_time"]} for m in messages]
+
+
+# --- CPU, from /proc: who used the 2 shared cores while the events were published ------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# cmdline fragment -> label; the first that matches names a process
+PROCESS_LABELS = (("SdkHarness", "python SDK workers"), ("TaskManagerRunner", "Flink TaskManager"),
+                  ("StandaloneSessionClusterEntrypoint", "Flink JobManager"),
+                  ("job-server-launcher", "Beam job server"), ("kafka.Kafka", "Kafka broker"),
+                  ("realtime_ai.samples publish", "publishers"))
+
+
+def cpu_by_label() -> dict[str, float]:
+    """CPU seconds so far of the processes named in PROCESS_LABELS, by label, and of the
+    whole machine (busy, all processes) as 'machine'."""
+    totals: dict[str, float] = collections.defaultdict(float)
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        for fragment, label in PROCESS_LABELS:
+            if fragment in cmdline:
+                totals[label] += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+                break
+    with open("/proc/stat") as stat:
+        values = [int(v) for v in stat.readline().split()[1:]]
+    totals["machine"] = (sum(values) - values[3] - values[4]) / CLOCK_TICKS  # less idle, iowait
+    return dict(totals)
+
+
+def cores_used(before: dict[str, float], after: dict[str, float], seconds: float) -> dict:
+    return {label: round((after.get(label, 0.0) - before.get(label, 0.0)) / seconds, 2)
+            for label in after}
+
+
+# --- the Flink job, watched through REST ------------------------------------------------------
+
+def short_name(description: str, limit: int = 70) -> str:
+    """A vertex's plan description, one line: its first operator (Flink puts chained ones on
+    lines of their own, after <br/>)."""
+    text = description.split("<br/>")[0].strip()
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+class FlinkWatcher:
+    """Samples a job's vertices: input watermark lag, records, busy and back-pressure."""
+
+    METRICS = "busyTimeMsPerSecond,backPressuredTimeMsPerSecond"
+
+    def __init__(self, flink: str, job_id: str, every: float):
+        self.flink, self.job_id, self.every = flink, job_id, every
+        self.samples: list[dict] = []
+        self.plan = rest(flink, f"/jobs/{job_id}/plan")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="flink-watcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self.samples.append(self.sample())
+            except (OSError, ValueError, KeyError):
+                continue  # the job ended or the cluster is busy: keep what we have
+
+    def sample(self) -> dict:
+        now = time.time()
+        job = rest(self.flink, f"/jobs/{self.job_id}")
+        vertices = {}
+        for vertex in job["vertices"]:
+            vid = vertex["id"]
+            marks = rest(self.flink, f"/jobs/{self.job_id}/vertices/{vid}/watermarks")
+            values = [int(mark["value"]) for mark in marks
+                      if mark["id"].endswith("currentInputWatermark")]
+            lowest = min(values) if values else None
+            metrics = {m["id"]: m for m in rest(
+                self.flink, f"/jobs/{self.job_id}/vertices/{vid}/subtasks/metrics"
+                f"?get={self.METRICS}")}
+            vertices[vid] = {
+                "input_watermark_lag_s": (round(now - lowest / 1000, 1)
+                                          if lowest is not None and lowest > NO_WATERMARK_BELOW_MS
+                                          and lowest < 2 ** 62 else None),
+                "input_watermark_ms": values,
+                "records_in": vertex["metrics"].get("read-records"),
+                "records_out": vertex["metrics"].get("write-records"),
+                "busy_ms_per_s_max": metrics.get("busyTimeMsPerSecond", {}).get("max"),
+                "backpressured_ms_per_s_max": metrics.get(
+                    "backPressuredTimeMsPerSecond", {}).get("max"),
+            }
+        return {"t": now, "state": job["state"], "vertices": vertices}
+
+    def names(self) -> dict[str, dict]:
+        return {node["id"]: {"name": short_name(node["description"]),
+                             "parallelism": node["parallelism"],
+                             "inputs": [(edge["id"], edge.get("ship_strategy"))
+                                        for edge in node.get("inputs", [])]}
+                for node in self.plan["plan"]["nodes"]}
+
+
+def drained(watcher: FlinkWatcher | None, since_publish_end: float) -> bool:
+    """Whether no vertex has read a record for the last 10 s (once the publishers ended)."""
+    samples = watcher.samples if watcher else []
+    recent = [s for s in samples if s["t"] >= samples[-1]["t"] - 10] if samples else []
+    if since_publish_end < 10 or len(recent) < 3:
+        return False
+
+    def records(sample):
+        return sum(v["records_in"] or 0 for v in sample["vertices"].values())
+    return records(recent[0]) == records(recent[-1])
+
+
+def job_id_named(flink: str, name: str, deadline: float) -> str:
+    """The id of the Flink job called `name` (Beam names it after --job_name): the cluster may
+    run other people's jobs too."""
+    while time.time() < deadline:
+        jobs = rest(flink, "/jobs/overview")["jobs"]
+        ours = [job["jid"] for job in jobs if job["name"] == name]
+        if ours:
+            return ours[0]
+        time.sleep(1)
+    raise RuntimeError(f"no Flink job called {name} appeared")
+
+
+def wait_running(flink: str, job_id: str, deadline: float) -> None:
+    while time.time() < deadline:
+        job = rest(flink, f"/jobs/{job_id}")
+        if job["state"] == "RUNNING" and all(v["status"] == "RUNNING" for v in job["vertices"]):
+            return
+        if job["state"] not in ACTIVE_STATES:
+            raise RuntimeError(f"Flink job {job_id} is {job['state']}")
+        time.sleep(1)
+    raise RuntimeError(f"Flink job {job_id} did not get all its tasks running")
+
+
+# --- checks against batch ---------------------------------------------------------------------
+
+def _table(path: pathlib.Path):
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path) if path.exists() and any(path.rglob("*.parquet")) else None
+
+
+def run_batch(folder: pathlib.Path) -> str | None:
+    """The batch run over the events as published; its log tail if it failed."""
+    command = [sys.executable, "-m", "realtime_ai.pipelines.main", "--runner=DirectRunner",
+               f"--transactions={folder}/published/transactions.jsonl",
+               f"--metrics={folder}/published/metrics.jsonl", f"--output={folder}/batch",
+               *SHARED_OPTIONS]
+    with open(folder / "batch.log", "w") as log:
+        done = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                              timeout=BATCH_TIMEOUT_SECONDS)
+    return (folder / "batch.log").read_text()[-3000:] if done.returncode else None
+
+
+def compare_outputs(folder: pathlib.Path) -> dict:
+    from realtime_ai.records import OUTPUT_SCHEMAS
+
+    comparable_rows = _repo_module("tests/compare.py").comparable_rows
+    datasets = {}
+    for name in OUTPUT_SCHEMAS:
+        stream, batch = _table(folder / "stream" / name), _table(folder / "batch" / name)
+        stream_rows = comparable_rows(stream) if stream is not None else []
+        batch_rows = comparable_rows(batch) if batch is not None else []
+        keys = [collections.Counter(json.dumps(row, sort_keys=True, default=str) for row in rows)
+                for rows in (stream_rows, batch_rows)]
+        datasets[name] = {"equal": stream_rows == batch_rows, "stream_rows": len(stream_rows),
+                          "batch_rows": len(batch_rows),
+                          "only_in_stream": sum((keys[0] - keys[1]).values()),
+                          "only_in_batch": sum((keys[1] - keys[0]).values())}
+    dead = _table(folder / "stream" / "dead_letter")
+    late = sum(1 for error in (dead.column("error").to_pylist() if dead is not None else [])
+               if error.startswith("late"))
+    return {"datasets": datasets, "late_dead_letters": late}
+
+
+def file_times(stream: pathlib.Path, publish_end: float) -> dict:
+    """Per dataset: how many files, when the first and last were written (s after the
+    publishers ended; negative: before)."""
+    out = {}
+    for name in ("transactions", "metrics", "alerts", "insights"):
+        times = sorted(path.stat().st_mtime for path in (stream / name).rglob("*.parquet"))
+        out[name] = {"files": len(times),
+                     "first_s": round(times[0] - publish_end, 1) if times else None,
+                     "last_s": round(times[-1] - publish_end, 1) if times else None}
+    return out
+
+
+def alert_figures(messages: list[dict], folder: pathlib.Path) -> dict:
+    first: dict[str, dict] = {}
+    for message in messages:
+        known = first.get(message["alert_id"])
+        if known is None or message["publish_time"] < known["publish_time"]:
+            first[message["alert_id"]] = message
+    batch = _table(folder / "batch" / "alerts")
+    batch_ids = set(batch.column("alert_id").to_pylist()) if batch is not None else set()
+    figures = {"messages": len(messages), "published_ids": len(first),
+               "batch_ids": len(batch_ids), "ids_equal_batch": set(first) == batch_ids,
+               "missing_ids": len(batch_ids - set(first)),
+               "extra_ids": len(set(first) - batch_ids)}
+    latencies = collections.defaultdict(list)
+    for message in first.values():
+        event_time = datetime.fromisoformat(message["event_time"].replace("Z", "+00:00"))
+        seconds = message["publish_time"] - event_time.timestamp()
+        latencies["all"].append(seconds)
+        latencies[message["kind"]].append(seconds)
+    for kind, values in sorted(latencies.items()):
+        figures[f"latency_s_{kind}"] = {
+            "count": len(values), **{f"p{p}": percentile(values, p) for p in (50, 95, 99)},
+            "max": round(max(values), 1)}
+    return figures
+
+
+# --- one run ----------------------------------------------------------------------------------
+
+def _publisher(name: str, path: pathlib.Path, topic: str, rate: float,
+               dump: pathlib.Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "realtime_ai.samples", "publish", f"--{name}", str(path),
+         f"--{name}-topic", topic, "--rate", f"{rate:.3f}", "--dump", str(dump)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def run(args: argparse.Namespace, pipeline_options: list[str]) -> dict:
+    work = pathlib.Path(args.work or tempfile.mkdtemp(prefix="flink-latency-"))
+    work.mkdir(parents=True, exist_ok=True)
+    events = round(args.rate * args.seconds)
+    sources, origin = source_files(events, work)
+    counts = slice_inputs(sources, events, work / "in")
+    run_id = uuid.uuid4().hex[:8]
+    topics = {name: f"flink-latency-{run_id}-{name}" for name in STREAMS}
+    create_kafka_topics(args.kafka, list(topics.values()), args.partitions)
+    alerts_topic, alerts_sub = alerts_channel(run_id)
+    result: dict = {"label": args.label, "work": str(work), "rate": args.rate,
+                    "seconds": args.seconds, "events": counts, "inputs": origin,
+                    "partitions": args.partitions, "pipeline_options": pipeline_options}
+    job_name = f"flink-latency-{run_id}"
+    busy_jobs = [job["jid"] for job in rest(args.flink, "/jobs/overview")["jobs"]
+                 if job["state"] in ACTIVE_STATES]
+    if busy_jobs:  # they share the TaskManager's slots and CPU with ours
+        result["other_active_jobs_at_start"] = busy_jobs
+    max_run = args.ready_allowance + args.seconds + args.settle
+    command = [sys.executable, "-m", "realtime_ai.pipelines.main", "--runner=FlinkRunner",
+               f"--flink_master={args.flink}",
+               f"--transactions=kafka://{args.kafka}/{topics['transactions']}",
+               f"--metrics=kafka://{args.kafka}/{topics['metrics']}",
+               f"--output={work}/stream", f"--alerts_topic={alerts_topic}",
+               f"--job_name={job_name}",
+               *SHARED_OPTIONS, *STREAMING_OPTIONS, f"--max_run_seconds={max_run}",
+               *pipeline_options]
+    result["job_command"] = command
+    publishers: dict[str, subprocess.Popen] = {}
+    watcher = None
+    job_log = open(work / "job.log", "w")
+    started = time.time()
+    # A session of its own: the job server and expansion service it starts go with it.
+    job = subprocess.Popen(command, cwd=REPO, stdout=job_log, stderr=subprocess.STDOUT,
+                           text=True, start_new_session=True)
+    try:
+        job_id = job_id_named(args.flink, job_name, started + SUBMIT_TIMEOUT_SECONDS)
+        result["flink_job_id"] = job_id
+        wait_running(args.flink, job_id, started + SUBMIT_TIMEOUT_SECONDS)
+        result["running_after_s"] = round(time.time() - started, 1)
+        time.sleep(READY_PAUSE_SECONDS)
+        watcher = FlinkWatcher(args.flink, job_id, args.sample_every)
+        watcher.start()
+        publish_start = time.time()
+        cpu_start = cpu_by_label()
+        for name in STREAMS:
+            publishers[name] = _publisher(
+                name, work / "in" / f"{name}.jsonl", f"kafka://{args.kafka}/{topics[name]}",
+                args.rate * counts[name] / events, work / "published")
+        outputs = {name: p.communicate(timeout=args.seconds * 4) for name, p in
+                   publishers.items()}
+        publish_end = time.time()
+        result["cores_used_while_publishing"] = cores_used(cpu_start, cpu_by_label(),
+                                                           publish_end - publish_start)
+        result["load_average_at_publish_end"] = os.getloadavg()
+        result["publish_start_epoch"], result["publish_end_epoch"] = publish_start, publish_end
+        result["publishers"] = {name: out[0].strip().splitlines()[-1:]
+                                for name, out in outputs.items()}
+        # CPU until the job's outputs stop growing: what processing these events cost.
+        while job.poll() is None and not drained(watcher, time.time() - publish_end):
+            time.sleep(args.sample_every)
+        result["cpu_seconds_until_drained"] = cores_used(
+            cpu_start, cpu_by_label(), 1.0)  # seconds, not cores
+        result["drained_after_publish_end_s"] = round(time.time() - publish_end, 1)
+        job.wait(timeout=max_run + EXIT_GRACE_SECONDS)
+        result["job_exit_code"] = job.returncode
+    finally:
+        if watcher is not None:
+            watcher.stop()
+        for publisher in publishers.values():
+            if publisher.poll() is None:
+                publisher.kill()
+        if job.poll() is None or result.get("job_exit_code") is None:
+            try:
+                os.killpg(job.pid, signal.SIGTERM)  # the job and whatever it started
+            except ProcessLookupError:
+                pass
+            job.wait(timeout=60)
+        job_log.close()
+        # Whatever way the job ended, ours may not hold task slots. Only ours: others may
+        # share the cluster (a test run), and their jobs are none of our business.
+        ours = result.get("flink_job_id")
+        leftover = [j["jid"] for j in rest(args.flink, "/jobs/overview")["jobs"]
+                    if j["jid"] == ours and j["state"] in ACTIVE_STATES]
+        for jid in leftover:
+            request = urllib.request.Request(f"http://{args.flink}/jobs/{jid}?mode=cancel",
+                                             method="PATCH")
+            urllib.request.urlopen(request, timeout=10).close()
+        result["flink_jobs_left_active"] = leftover
+        pulled = pull_alerts(alerts_sub)
+        delete_alerts_channel(alerts_topic, alerts_sub)
+        delete_kafka_topics(args.kafka, list(topics.values()))
+
+    if watcher is not None:
+        result["vertices"] = watcher.names()
+        result["timeline"] = watcher.samples
+    log_text = (work / "job.log").read_text()
+    result["job_log_has_traceback"] = "Traceback" in log_text
+    result["job_log_tail"] = log_text.strip().splitlines()[-12:]
+    failed = run_batch(work)
+    if failed:
+        result["batch_error"] = failed
+        result["alert_messages"] = pulled
+        return result
+    result["compare"] = compare_outputs(work)
+    result["files"] = file_times(work / "stream", result["publish_end_epoch"])
+    result["alerts"] = alert_figures(pulled, work)
+    result["alert_messages"] = pulled
+    return result
+
+
+# --- report -----------------------------------------------------------------------------------
+
+def watermark_table(result: dict, at: list[float]) -> list[str]:
+    """Per vertex: input watermark lag (s) at moments relative to the publishers' start."""
+    samples, names = result.get("timeline") or [], result.get("vertices") or {}
+    if not samples:
+        return ["(no watermark samples)"]
+    start = result["publish_start_epoch"]
+    picked = []
+    for offset in at:
+        best = min(samples, key=lambda s: abs(s["t"] - start - offset))
+        picked.append(best)
+    header = "  ".join(f"{round(s['t'] - start):>6}s" for s in picked)
+    lines = [f"{'vertex (parallelism)':<74} {header}   busy/bp max (last)"]
+    for vid, info in names.items():
+        lags = []
+        for sample in picked:
+            lag = sample["vertices"].get(vid, {}).get("input_watermark_lag_s")
+            lags.append(f"{lag:>7}" if lag is not None else f"{'-':>7}")
+        last = samples[-1]["vertices"].get(vid, {})
+        lines.append(f"{info['name'][:70]:<70} ({info['parallelism']})  " + " ".join(lags)
+                     + f"   {last.get('busy_ms_per_s_max')}/"
+                       f"{last.get('backpressured_ms_per_s_max')}")
+    return lines
+
+
+def summary(result: dict) -> str:
+    lines = [f"run {result.get('label') or ''} in {result['work']}",
+             f"  events {result['events']} ({result['inputs']}), partitions "
+             f"{result['partitions']}, options {' '.join(result['pipeline_options']) or '-'}",
+             f"  publishers: {result.get('publishers')}",
+             f"  job exit {result.get('job_exit_code')}, traceback in log: "
+             f"{result.get('job_log_has_traceback')}, Flink jobs left active: "
+             f"{result.get('flink_jobs_left_active')}",
+             f"  cores used while publishing: {result.get('cores_used_while_publishing')}, "
+             f"load average then {result.get('load_average_at_publish_end')}",
+             f"  CPU seconds from publish start until drained "
+             f"({result.get('drained_after_publish_end_s')} s after publish end): "
+             f"{result.get('cpu_seconds_until_drained')}"]
+    if "batch_error" in result:
+        lines.append("  batch run failed:\n" + result["batch_error"])
+        return "\n".join(lines)
+    for name, figures in result["compare"]["datasets"].items():
+        lines.append(f"  {name:<12} {'EQUAL' if figures['equal'] else 'DIFFERENT':<9} stream "
+                     f"{figures['stream_rows']:>6} batch {figures['batch_rows']:>6} "
+                     f"(only stream {figures['only_in_stream']}, only batch "
+                     f"{figures['only_in_batch']})")
+    lines.append(f"  late dead letters {result['compare']['late_dead_letters']}; files "
+                 f"(s after publish end) {result['files']}")
+    alerts = result["alerts"]
+    lines.append(f"  alerts: {alerts['published_ids']} ids published, batch {alerts['batch_ids']}"
+                 f", equal {alerts['ids_equal_batch']} (missing {alerts['missing_ids']}, "
+                 f"extra {alerts['extra_ids']})")
+    for key, value in alerts.items():
+        if key.startswith("latency_s_"):
+            lines.append(f"  latency {key.removeprefix('latency_s_'):<12} {value}")
+    lines += ["  " + line for line in watermark_table(
+        result, [5, result["seconds"] / 2, result["seconds"],
+                 result["seconds"] + 30, result["seconds"] + 60])]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    argv = sys.argv[1:]
+    pipeline_options = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=330.0, help="events per second, total")
+    parser.add_argument("--seconds", type=float, default=60.0, help="publishing time")
+    parser.add_argument("--settle", type=float, default=60.0,
+                        help="job time after the publishing (last windows close)")
+    parser.add_argument("--ready-allowance", type=float, default=45.0,
+                        help="part of --max_run_seconds for the job to start running")
+    parser.add_argument("--partitions", type=int, default=1, help="per Kafka topic")
+    parser.add_argument("--sample-every", type=float, default=3.0, help="REST sampling, s")
+    parser.add_argument("--flink", default="localhost:8081")
+    parser.add_argument("--kafka", default="127.0.0.1:9092")
+    parser.add_argument("--work", default=None)
+    parser.add_argument("--label", default="")
+    args = parser.parse_args(argv)
+    if not os.environ.get("PUBSUB_EMULATOR_HOST"):
+        raise SystemExit("set PUBSUB_EMULATOR_HOST: eval \"$(scripts/pubsub-emulator.sh start)\"")
+    try:
+        rest(args.flink, "/overview")
+    except (OSError, urllib.error.URLError):
+        raise SystemExit(
+            f"no Flink cluster at {args.flink}: scripts/flink-cluster.sh start") from None
+    result = run(args, pipeline_options)
+    path = pathlib.Path(result["work"]) / "result.json"
+    path.write_text(json.dumps(result, indent=1, default=str))
+    print(summary(result))
+    print(f"details: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

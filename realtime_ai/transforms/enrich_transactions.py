@@ -1,0 +1,81 @@
+"""EnrichTransactions: the fast model scores every transaction, the deep model analyses the
+risky ones with their history and retrieved playbook entries."""
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from realtime_ai.core import model_inputs, rows
+from realtime_ai.llm import base, retrieval
+from realtime_ai.llm.base import LlmConfig
+from realtime_ai.transforms.ask_model import AskModel
+
+
+def _read_text(path: str) -> str:
+    with FileSystems.open(path) as handle:
+        return handle.read().decode("utf-8")
+
+
+class _AnalysisData:
+    """Deep-analysis input: the transaction, its history and the top playbook entries.
+
+    The playbook is re-read every `refresh_seconds` by each worker, not sent as a slowly
+    changing side input: on the DirectRunner a global-window side input blocks the main
+    input until the side input's watermark reaches the end of time, i.e. forever in
+    streaming; a re-read on the worker behaves the same on every runner.
+    """
+
+    def __init__(self, playbook_path: str | None, refresh_seconds: float):
+        self._playbook_path = playbook_path
+        self._refresh_seconds = refresh_seconds
+        self._playbook = None
+
+    def _read(self) -> str | None:
+        return _read_text(self._playbook_path) if self._playbook_path else None
+
+    def __call__(self, scored) -> dict:
+        featured, risk = scored
+        if self._playbook is None:  # made on the worker: a clock does not travel pickled
+            self._playbook = retrieval.RefreshingPlaybook(self._read, self._refresh_seconds)
+        data = model_inputs.transaction_risk_data(featured)
+        entries = self._playbook.current().top_k(retrieval.query_for(data), k=3)
+        return model_inputs.transaction_analysis_data(featured, risk.answer, entries)
+
+
+class EnrichTransactions(beam.PTransform):
+    """PCollection[FeaturedTransaction] -> (rows, alerts, dead_letter).
+
+    Every transaction is scored by the fast model; those above `risk_threshold` are analysed
+    by the deep model with their history and playbook context, and raise an alert.
+    """
+
+    def __init__(self, config: LlmConfig, risk_threshold: float,
+                 playbook_path: str | None = None, playbook_refresh_seconds: float = 300.0):
+        super().__init__()
+        self._config = config
+        self._threshold = risk_threshold
+        self._analysis_data = _AnalysisData(playbook_path, playbook_refresh_seconds)
+
+    def expand(self, featured):
+        threshold = self._threshold
+        scored, score_failed = featured | "ScoreRisk" >> AskModel(
+            self._config, base.TRANSACTION_RISK, base.FAST, model_inputs.transaction_risk_data)
+        high, low = scored | "RouteByRisk" >> beam.Partition(
+            lambda item, _: 0 if rows.is_high_risk(item[1], threshold) else 1, 2)
+        analysed, analysis_failed = high | "AnalyseHighRisk" >> AskModel(
+            self._config, base.TRANSACTION_ANALYSIS, base.DEEP,
+            self._analysis_data, keep_failed=True)
+        transaction_rows = (
+            (
+                analysed | "EscalatedRows" >> beam.Map(
+                    lambda item: rows.transaction_row(item[0][0], item[0][1], threshold,
+                                                         item[1])),
+                low | "ScoredRows" >> beam.Map(
+                    lambda item: rows.transaction_row(item[0], item[1], threshold, None)),
+            )
+            | "AllTransactionRows" >> beam.Flatten()
+        )
+        alerts = analysed | "TransactionAlerts" >> beam.Map(
+            lambda item: rows.transaction_alert(item[0][0], item[0][1], item[1]))
+        dead = (score_failed, analysis_failed) | "TransactionLlmFailures" >> beam.Flatten()
+        return transaction_rows, alerts, dead
