@@ -59,5 +59,14 @@ bench: venv
 bench-stream: venv
 	$(PY) benchmarks/stream_bench.py $(STREAM_BENCH_ARGS)
 
+# Kafka into the local Flink cluster, alerts out through the Pub/Sub emulator, at 330 events/s
+# (the services are started here and left running; scripts/*.sh stop ends them).
+.PHONY: bench-flink
+bench-flink: venv
+	scripts/flink-cluster.sh start && scripts/kafka.sh start && \
+	eval "$$(scripts/pubsub-emulator.sh start)" && export PUBSUB_EMULATOR_HOST && \
+	$(PY) benchmarks/flink_latency.py --results benchmarks/results/flink_latency.json \
+	  $(FLINK_BENCH_ARGS)
+
 clean:
 	rm -rf out build *.egg-info

@@ -607,6 +607,8 @@ def main() -> int:
     parser.add_argument("--kafka", default="127.0.0.1:9092")
     parser.add_argument("--work", default=None)
     parser.add_argument("--label", default="")
+    parser.add_argument("--results", default=None,
+                        help="also write the result here (e.g. benchmarks/results/...json)")
     args = parser.parse_args(argv)
     if not os.environ.get("PUBSUB_EMULATOR_HOST"):
         raise SystemExit("set PUBSUB_EMULATOR_HOST: eval \"$(scripts/pubsub-emulator.sh start)\"")
@@ -618,6 +620,8 @@ def main() -> int:
     result = run(args, pipeline_options)
     path = pathlib.Path(result["work"]) / "result.json"
     path.write_text(json.dumps(result, indent=1, default=str))
+    if args.results:
+        pathlib.Path(args.results).write_text(json.dumps(result, indent=1, default=str))
     print(summary(result))
     print(f"details: {path}")
     return 0

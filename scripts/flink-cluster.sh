@@ -79,6 +79,13 @@ launcher_jar() {
   rm "$1/MANIFEST.MF"
 }
 
+# Each job loads Beam, KafkaIO and the job's generated classes afresh in a class loader of its
+# own, and the JVM's optimizing (C2) compiler then took more of the TaskManager's CPU than the
+# job itself for minutes (0.27 of 0.44 cores while a 330 events/s job streamed): on two cores
+# shared with the Python workers, events waited for it. The quick (C1) compiler alone is
+# enough for what the TaskManager runs of a Python pipeline.
+TASKMANAGER_JAVA_OPTS="${REALTIME_AI_TASKMANAGER_JAVA_OPTS:--XX:TieredStopAtLevel=1}"
+
 # Written on every start, so the settings here are the ones in force.
 write_config() {
   local java_opts
@@ -86,6 +93,7 @@ write_config() {
   mkdir -p "${FLINK_RUN}/log" "${FLINK_RUN}/checkpoints" "${FLINK_RUN}/savepoints"
   cat > "${FLINK_CONF_DIR}/config.yaml" <<EOF
 env.java.opts.all: ${java_opts}
+env.java.opts.taskmanager: ${TASKMANAGER_JAVA_OPTS}
 env.log.dir: ${FLINK_RUN}/log
 env.pid.dir: ${FLINK_RUN}
 jobmanager.rpc.address: 127.0.0.1
@@ -95,14 +103,16 @@ jobmanager.memory.process.size: 1024m
 jobmanager.execution.failover-strategy: region
 taskmanager.host: 127.0.0.1
 taskmanager.bind-host: 127.0.0.1
-# Two cores: a few slots so that a job and a test job fit; Beam keeps one Python worker per
-# TaskManager, so slots cost little. Beam uses no managed memory (no RocksDB).
+# Two cores: a few slots so that a job and a test job fit; Beam keeps --sdk_worker_parallelism
+# Python workers per TaskManager and job (2, realtime_ai/pipelines/flink_defaults.py), whatever
+# the slots. Beam uses no managed memory (no RocksDB).
 taskmanager.numberOfTaskSlots: 4
-taskmanager.memory.process.size: 2304m
+taskmanager.memory.process.size: 2816m
 # Each Kafka job runs Beam's Java KafkaIO embedded in the TaskManager, in a class loader of its
-# own: with the default 256 MB of metaspace the TaskManager died (metaspace OutOfMemoryError)
-# after seven jobs. The process size above grew by what this adds.
-taskmanager.memory.jvm-metaspace.size: 512m
+# own, and leaks about 50 MB of it: with the default 256 MB of metaspace the TaskManager died
+# (metaspace OutOfMemoryError) after seven jobs, with 512 MB after ten (a benchmark session);
+# restart the cluster between long series. The process size above grew by what this adds.
+taskmanager.memory.jvm-metaspace.size: 1024m
 taskmanager.memory.managed.fraction: 0.1
 # The realtime-ai pipeline has a few dozen shuffles, all running at once in a batch job; with
 # Flink's defaults (about 128 MB of network memory, 512 buffers per sort-shuffle partition)
@@ -112,6 +122,9 @@ taskmanager.memory.network.max: 384m
 taskmanager.network.sort-shuffle.min-buffers: 64
 parallelism.default: 2
 rest.address: 127.0.0.1
+# The REST API's metrics (watermarks, records, busy time) are at most this old (default 10 s):
+# fresh enough to watch a streaming job's watermarks second by second.
+metrics.fetcher.update-interval: 1000
 rest.bind-address: 127.0.0.1
 rest.port: ${PORT}
 # Jobs sent by flink run take this interval. Beam's job server does not: a Beam job checkpoints
@@ -134,10 +147,26 @@ EOF
 cluster_ready() { [ "$(taskmanagers 2>/dev/null)" -ge 1 ] 2>/dev/null; }
 daemon_pid_file() { compgen -G "${FLINK_RUN}/flink-*-$1.pid" || true; }
 
+# Beam's `python -m apache_beam.runners.worker.worker_pool_main` starts every SDK worker with
+# state_cache_size=0 (it has no option for it, and workers it starts ignore the job's
+# --max_cache_memory_usage_mb): no user-state cache, so each state read of the keyed steps went
+# to the TaskManager and back and was decoded again. The same pool, started here with a cache
+# (the size Beam's own worker containers default to); Flink hands out cache tokens for it.
+POOL_STATE_CACHE_MB=100
+POOL_CODE="import sys, time
+from apache_beam.runners.worker.worker_pool_main import BeamFnExternalWorkerPoolServicer
+_, server = BeamFnExternalWorkerPoolServicer.start(  # serves while referenced
+    use_process=True, port=int(sys.argv[1]), state_cache_size=int(sys.argv[2]) << 20)
+print('worker pool on port', sys.argv[1], 'state cache', sys.argv[2], 'MB', flush=True)
+while True:
+    time.sleep(3600)"
+
 start_worker_pool() {
   # The pool starts SDK workers with a bare `python`: the venv's must come first on PATH.
-  PATH="${REPO}/.venv/bin:${PATH}" setsid "$PY" -m "$POOL_PROGRAM" \
-    --service_port="$WORKER_POOL_PORT" < /dev/null > "${FLINK_RUN}/worker-pool.log" 2>&1 9>&- &
+  # ($POOL_PROGRAM is in the code, so pid_running recognises the process.)
+  PATH="${REPO}/.venv/bin:${PATH}" setsid "$PY" -c "$POOL_CODE" \
+    "$WORKER_POOL_PORT" "$POOL_STATE_CACHE_MB" \
+    < /dev/null > "${FLINK_RUN}/worker-pool.log" 2>&1 9>&- &
   echo $! > "$POOL_PID"
   wait_for 30 port_open "$WORKER_POOL_PORT" \
     || die "the worker pool did not open :${WORKER_POOL_PORT}: see ${FLINK_RUN}/worker-pool.log"
