@@ -1,8 +1,10 @@
 """The pipeline translates for Google Dataflow, in batch and in streaming, with no cloud:
 `--dry_run=True` (Beam's TestOptions) builds the Dataflow job without submitting it."""
 import apache_beam as beam
+import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from realtime_ai.pipelines import main, options
 from realtime_ai.pipelines.main import build_pipeline
 
 GOOGLE = ["--runner=DataflowRunner", "--project=my-project", "--region=us-central1",
@@ -42,3 +44,36 @@ def test_streaming_job_reads_subscriptions_and_writes_windowed_files():
     assert "ReadTransactions/ReadPubSub" in names and "ReadMetrics/ReadPubSub" in names
     assert "WriteAlerts/WriteWindowFiles" in names
     assert not any(name.startswith("WriteAlerts/WriteParquet") for name in names)
+
+
+@pytest.fixture
+def no_storage_calls(monkeypatch):
+    """gs:// inputs are listed and earlier outputs cleared before a run: no one answers here."""
+    monkeypatch.setattr(options, "check_pattern_matches", lambda spec, name: None)
+    monkeypatch.setattr(main, "clear_dataset", lambda output, name: None)
+
+
+@pytest.mark.usefixtures("no_storage_calls")
+def test_on_dataflow_the_command_returns_once_the_job_is_submitted(monkeypatch, capsys):
+    from apache_beam.runners.dataflow.dataflow_runner import DataflowPipelineResult
+    from apache_beam.runners.runner import PipelineResult
+
+    def never(*args, **kwargs):
+        raise AssertionError("waited for a Dataflow job")
+
+    monkeypatch.setattr(DataflowPipelineResult, "wait_until_finish", never)
+    monkeypatch.setattr(PipelineResult, "wait_until_finish", never)  # a --dry_run's result
+    assert main.main([*GOOGLE, "--transactions=gs://my-bucket/tx/*.jsonl"]) == 0
+    assert "Submitted Dataflow job" in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("no_storage_calls")
+def test_workers_run_the_template_image_the_launcher_runs_in(monkeypatch):
+    monkeypatch.setenv(main.TEMPLATE_IMAGE_VARIABLE, "europe-docker.pkg.dev/p/r/realtime-ai:abc")
+    result = main.run([*GOOGLE, "--transactions=gs://my-bucket/tx/*.jsonl"])
+    environments = result.job.proto_pipeline.components.environments.values()
+    assert any(b"europe-docker.pkg.dev/p/r/realtime-ai:abc" in e.payload for e in environments)
+    given = main.run([*GOOGLE, "--transactions=gs://my-bucket/tx/*.jsonl",
+                      "--sdk_container_image=gcr.io/p/other:1"])
+    assert all(b"realtime-ai:abc" not in e.payload
+               for e in given.job.proto_pipeline.components.environments.values())

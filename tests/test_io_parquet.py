@@ -3,6 +3,7 @@ still leaves a readable dataset."""
 from datetime import datetime, timedelta, timezone
 
 import apache_beam as beam
+import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_pipeline import TestPipeline
@@ -14,6 +15,7 @@ from realtime_ai.io.parquet import (
     WriteDataset,
     clear_dataset,
     dataset_exists,
+    dataset_row_count,
     read_dataset,
     window_file_name,
 )
@@ -143,3 +145,15 @@ def test_window_file_names_partition_by_the_windows_date_and_hour():
     start = datetime(2026, 12, 31, 23, 59, tzinfo=timezone.utc)
     assert window_file_name(start, start + timedelta(minutes=1), 2) == (
         "date=2026-12-31/hour=23/20261231T235900-20270101T000000-pane-2.parquet")
+
+
+def test_row_counts_come_from_the_files_footers_not_their_data(tmp_path, monkeypatch):
+    folder = tmp_path / "metrics"
+    for pane, rows in enumerate((METRIC_ROWS, METRIC_ROWS * 3)):
+        path = folder / window_file_name(START, START + timedelta(seconds=60), pane)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(rows, schema=METRICS_SCHEMA), path)
+    expected = read_dataset(str(folder)).num_rows
+    monkeypatch.setattr(pq, "read_table", None)  # a count that read the data would fail
+    assert dataset_row_count(str(folder)) == expected == 4 * len(METRIC_ROWS)
+    assert dataset_row_count(str(tmp_path / "absent")) == 0

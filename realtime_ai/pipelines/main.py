@@ -20,13 +20,14 @@ from apache_beam.options.pipeline_options import (
     PortableOptions,
     PrismRunnerOptions,
     StandardOptions,
+    WorkerOptions,
 )
 from apache_beam.runners.portability.portable_runner import PipelineResult as PortableJobResult
 from apache_beam.runners.runner import PipelineState
 
 from realtime_ai.core.records import OUTPUT_SCHEMAS
 from realtime_ai.core.rows import dead_letter_row
-from realtime_ai.io.parquet import WriteDataset, clear_dataset, dataset_exists, read_dataset
+from realtime_ai.io.parquet import WriteDataset, clear_dataset, dataset_row_count
 from realtime_ai.io.pubsub import ALERT_ATTRIBUTES, INSIGHT_ATTRIBUTES, PublishMessages
 from realtime_ai.io.sources import ReadEvents, is_subscription
 from realtime_ai.llm import accounting
@@ -135,12 +136,17 @@ def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, options)
     result = pipeline.run()
+    if _on_dataflow(options):
+        return result  # submitted: it runs on Google's workers (see _on_dataflow)
     if opts.max_run_seconds is None:
         result.wait_until_finish()
     elif _wait_then_cancel(result, opts.max_run_seconds) and _is_flink(options):
         _cancel_on_flink(options.view_as(FlinkRunnerOptions).flink_master, result)
     return result
 
+
+# Set by templates/Dockerfile to the image's own name.
+TEMPLATE_IMAGE_VARIABLE = "REALTIME_AI_IMAGE"
 
 # Runners with a Pub/Sub reader of their own (Dataflow's acknowledges after a durable commit);
 # on any other runner subscriptions are read by io/pubsub_read.py.
@@ -156,6 +162,13 @@ def _runner_name(options: PipelineOptions) -> str:
 
 def _is_flink(options: PipelineOptions) -> bool:
     return _runner_name(options) in ("flinkrunner", "flink")
+
+
+def _on_dataflow(options: PipelineOptions) -> bool:
+    """A Dataflow job runs on Google's workers: the command returns once the job is submitted,
+    so a Flex Template's launcher (which runs it) is done in seconds rather than waiting out a
+    batch job or timing out on a streaming one. Its state and counters are in the console."""
+    return _runner_name(options) in ("dataflowrunner", "dataflow")
 
 
 def prism_binary() -> str | None:
@@ -219,7 +232,14 @@ def _cancel_on_flink(flink_master: str, result: beam.runners.runner.PipelineResu
 def _fill_in_runner_defaults(options: PipelineOptions) -> None:
     """--runner=FlinkRunner: the Flink version, job server and worker environment of
     scripts/flink-cluster.sh's cluster, where the command line leaves them unset, and a
-    staging directory of the job's own."""
+    staging directory of the job's own. --runner=DataflowRunner inside our Flex Template
+    image: that image as the workers' SDK container (templates/Dockerfile), so launcher and
+    workers run the same pinned packages and workers install nothing."""
+    if _on_dataflow(options):
+        worker = options.view_as(WorkerOptions)
+        worker.sdk_container_image = worker.sdk_container_image or os.environ.get(
+            TEMPLATE_IMAGE_VARIABLE) or None
+        return
     if not _is_flink(options):
         return
     given = options.get_all_options(drop_default=True)
@@ -302,7 +322,7 @@ def summary(output: str, result: beam.runners.runner.PipelineResult) -> str:
     lines = [f"Outputs under {output}/ (read with pyarrow.parquet.read_table(PATH)):"]
     for name in OUTPUT_SCHEMAS:
         path = f"{output}/{name}"
-        rows = read_dataset(path).num_rows if dataset_exists(path) else 0
+        rows = dataset_row_count(path)
         lines.append(f"  {path:<40} {rows:>8} rows")
     counters = _counters(result)
     duplicates = {source: counters.get(f"{source}_duplicates", 0)
@@ -333,7 +353,13 @@ def main(argv: list[str] | None = None) -> int:
     except InvalidOptions as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(summary(PipelineOptions(argv).view_as(RealtimeAiOptions).output, result))
+    options = PipelineOptions(argv)
+    if _on_dataflow(options):
+        job = result.job_id() if hasattr(result, "job_id") else "(a --dry_run: none)"
+        print(f"Submitted Dataflow job {job}; outputs go under "
+              f"{options.view_as(RealtimeAiOptions).output}/")
+    else:
+        print(summary(options.view_as(RealtimeAiOptions).output, result))
     return 0
 
 
