@@ -1,0 +1,122 @@
+"""Each public composite of the pipeline on its own, with the local model (in the manner of
+Beam's examples/complete/game tests): a few hand-made inputs, the outputs that matter."""
+from datetime import datetime, timedelta, timezone
+
+import apache_beam as beam
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import TimestampedValue
+
+from realtime_ai.core import rows
+from realtime_ai.core.detectors import ZSCORE, DetectorSettings
+from realtime_ai.core.keyed import OrderingSettings
+from realtime_ai.core.records import (
+    FeaturedTransaction,
+    MetricRecord,
+    MetricScore,
+    ScoredMetric,
+    Transaction,
+    TransactionFeatures,
+)
+from realtime_ai.llm.base import LOCAL_MODEL_LABEL, LlmConfig
+from realtime_ai.transforms.dashboard_insights import DashboardInsights
+from realtime_ai.transforms.enrich_transactions import EnrichTransactions
+from realtime_ai.transforms.explain_anomalies import ExplainAnomalies
+from realtime_ai.transforms.score_metrics import ScoreMetrics
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+LOCAL = LlmConfig(backend="local")
+
+
+def _featured(transaction_id: str, *, country: str, last_country: str | None,
+              seconds_since_last: float | None) -> FeaturedTransaction:
+    tx = Transaction(transaction_id, "c1", 40.0, "EUR", "Cafe Uno", "restaurants", country,
+                     "in_store", T0)
+    features = TransactionFeatures(
+        history_count=12, mean_amount=38.0, std_amount=6.0, amount_zscore=0.33, velocity_1h=0,
+        amount_1h=0.0, seconds_since_last=seconds_since_last,
+        new_country=country != last_country, new_merchant_category=False,
+        last_country=last_country)
+    return FeaturedTransaction(tx, features, ())
+
+
+def _metric(minute: float, value: float, dashboard: str | None = "checkout") -> MetricRecord:
+    metadata = (("dashboard_id", dashboard),) if dashboard else ()
+    return MetricRecord("api.latency_ms", value, T0 + timedelta(minutes=minute),
+                        f"t{minute}", metadata)
+
+
+def _scored(record: MetricRecord, z: float, anomaly_score: float) -> ScoredMetric:
+    return ScoredMetric(record, MetricScore(z_score=z, anomaly_score=anomaly_score,
+                                            is_anomaly=anomaly_score >= 0.3,
+                                            rolling_mean=100.0, rolling_std=5.0,
+                                            rolling_count=60))
+
+
+def test_enrich_transactions_escalates_only_what_the_fast_model_rates_high():
+    usual = _featured("tx-usual", country="DE", last_country="DE", seconds_since_last=7200.0)
+    # an hour after a purchase in Germany, one in Brazil: impossible travel (risk 0.92)
+    travel = _featured("tx-travel", country="BR", last_country="DE", seconds_since_last=3600.0)
+    with TestPipeline() as p:
+        transaction_rows, alerts, dead = (p | beam.Create([usual, travel])
+                                          | EnrichTransactions(LOCAL, risk_threshold=0.8))
+        assert_that(transaction_rows | "Verdicts" >> beam.Map(
+            lambda row: (row["transaction_id"], row["escalated"], row["analysis"] is not None,
+                         row["model"])),
+            equal_to([("tx-usual", False, False, LOCAL_MODEL_LABEL),
+                      ("tx-travel", True, True, LOCAL_MODEL_LABEL)]), label="Rows")
+        assert_that(alerts | "AlertIds" >> beam.Map(
+            lambda alert: (alert["alert_id"], alert["severity"])),
+            equal_to([(rows.alert_id("transaction", "tx-travel", T0), "high")]),
+            label="Alerts")
+        assert_that(dead, equal_to([]), label="NoDeadLetters")
+
+
+def test_explain_anomalies_asks_only_for_anomalies_and_alerts_on_severe_ones():
+    spike = _scored(_metric(0, 180.0), z=9.0, anomaly_score=0.995)  # critical
+    usual = _scored(_metric(1, 101.0), z=0.2, anomaly_score=0.05)
+    with TestPipeline() as p:
+        metric_rows, alerts, dead = p | beam.Create([spike, usual]) | ExplainAnomalies(LOCAL)
+        assert_that(metric_rows | "Explained" >> beam.Map(
+            lambda row: (row["timestamp"], row["is_anomaly"], row["analysis"] is not None,
+                         row["model"])),
+            equal_to([("t0", True, True, LOCAL_MODEL_LABEL), ("t1", False, False, None)]),
+            label="Rows")
+        assert_that(alerts | "Severities" >> beam.Map(
+            lambda alert: (alert["alert_id"], alert["severity"])),
+            equal_to([(rows.alert_id("metric", "api.latency_ms", T0), "critical")]),
+            label="Alerts")
+        assert_that(dead, equal_to([]), label="NoDeadLetters")
+
+
+def test_dashboard_insights_one_row_per_dashboard_and_window():
+    scored = [_scored(_metric(minute, 100.0 + minute), z=0.1, anomaly_score=0.0)
+              for minute in (0, 1, 4, 6)]
+    scored.append(_scored(_metric(2, 50.0, dashboard=None), z=0.1, anomaly_score=0.0))
+    with TestPipeline() as p:
+        insights, dead = (
+            p | beam.Create(scored)
+            | beam.Map(lambda s: TimestampedValue(s, s.record.event_time.timestamp()))
+            | DashboardInsights(LOCAL, window_seconds=300))
+        assert_that(insights | "Windows" >> beam.Map(
+            lambda row: (row["dashboard_id"], row["window_start"], row["window_end"],
+                         row["metric_count"])),
+            equal_to([("checkout", T0, T0 + timedelta(minutes=5), 1),
+                      ("checkout", T0 + timedelta(minutes=5), T0 + timedelta(minutes=10), 1)]),
+            label="Insights")
+        assert_that(dead, equal_to([]), label="NoDeadLetters")
+
+
+def test_score_metrics_flags_a_spike_once_per_value_in_event_time_order():
+    values = [100.0 + (i % 3) for i in range(30)] + [400.0]
+    records = [_metric(i, value) for i, value in enumerate(values)]
+    arrivals = records[::-1] + records[:5]  # reversed, and five delivered twice
+    with TestPipeline() as p:
+        ordered = (p | beam.Create(arrivals)
+                   | beam.Map(lambda r: TimestampedValue(r, r.event_time.timestamp()))
+                   | ScoreMetrics(DetectorSettings(detector=ZSCORE, window=20, threshold=0.5),
+                                  OrderingSettings.of_seconds(0, 86400, 86400)))
+        assert_that(ordered.outputs | "Flags" >> beam.Map(
+            lambda s: (s.record.timestamp, s.is_anomaly)),
+            equal_to([(r.timestamp, r.value == 400.0) for r in records]), label="Scores")
+        assert_that(ordered.dead_letter, equal_to([]), label="NoDeadLetters")
