@@ -51,6 +51,7 @@ bench: venv
 	$(PY) benchmarks/detector_cost.py
 	$(PY) benchmarks/llm_throughput.py
 	$(PY) benchmarks/pipeline_cost.py --runner=$(RUNNER)
+	$(PY) benchmarks/model_overlap.py
 
 # The main command in streaming on Prism, against the Pub/Sub emulator, at several rates
 # (benchmarks/stream_bench.py; about 4 minutes a rate). Options: STREAM_BENCH_ARGS=--quick,

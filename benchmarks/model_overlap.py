@@ -1,0 +1,120 @@
+"""How much of the model's rate the whole main command reaches, end to end.
+
+Our test server answers every call after a fixed --latency-ms (200 ms); with --llm_concurrency
+C (64) requests in flight the model stage alone allows at most C / latency events per second
+(320/s). The main command runs over the first N transactions of a generated set (the samples'
+kind, scaled up), in batch on the DirectRunner, each N in a fresh process; the rate is the
+slope between the smallest and the largest N (so start-up, which a longer run pays once, does
+not count): (N2 - N1) / (wall2 - wall1). Reported beside the bound, with the requests the
+server answered per transaction (deep analyses of escalated transactions are extra calls).
+
+    python benchmarks/model_overlap.py [--sizes 400,4000] [--latency-ms 200] [--concurrency 64]
+
+Results: benchmarks/results/model_overlap.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+RESULTS_FILE = REPO / "benchmarks" / "results" / "model_overlap.json"
+
+
+def _transactions(count: int, folder: pathlib.Path) -> pathlib.Path:
+    """The first `count` transactions of a set generated with enough customers."""
+    generated = folder / "generated"
+    customers = max(200, count // 12)  # the generator makes about 15 per customer in 48 h
+    subprocess.run([sys.executable, "-m", "realtime_ai.samples", "generate", "--out",
+                    str(generated), "--customers", str(customers), "--metrics-hours", "0.01"],
+                   cwd=REPO, check=True, capture_output=True)
+    lines = [line for line in (generated / "transactions.jsonl").read_text().splitlines()
+             if line.strip()]
+    if len(lines) < count:
+        raise SystemExit(f"generated only {len(lines)} transactions, {count} asked")
+    path = folder / f"transactions-{count}.jsonl"
+    path.write_text("\n".join(lines[:count]) + "\n")
+    return path
+
+
+class Server:
+    """The test server in a process of its own (not sharing the job's GIL)."""
+
+    def __init__(self, latency_ms: float):
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "realtime_ai.llm.server", "--port", "0", "--latency_ms",
+             str(latency_ms)], stdout=subprocess.PIPE, text=True, cwd=REPO)
+        self.base_url = self._process.stdout.readline().split()[-1]
+
+    def requests(self) -> int:
+        with urllib.request.urlopen(self.base_url.removesuffix("/v1") + "/stats") as response:
+            return json.load(response).get("requests", 0)
+
+    def stop(self) -> None:
+        self._process.terminate()
+        self._process.wait()
+
+
+def _run(path: pathlib.Path, output: pathlib.Path, server: Server, concurrency: int) -> dict:
+    before = server.requests()
+    started = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-m", "realtime_ai.pipelines.main", f"--transactions={path}",
+         f"--output={output}", f"--llm_base_url={server.base_url}",
+         f"--llm_concurrency={concurrency}"],
+        cwd=REPO, check=True, capture_output=True,
+        env={**os.environ, "OPENAI_API_KEY": "benchmark-key"})
+    return {"wall_s": round(time.monotonic() - started, 2),
+            "requests": server.requests() - before}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="400,4000")
+    parser.add_argument("--latency-ms", type=float, default=200.0)
+    parser.add_argument("--concurrency", type=int, default=64)
+    args = parser.parse_args()
+    sizes = sorted(int(size) for size in args.sizes.split(","))
+    bound = args.concurrency / (args.latency_ms / 1000)
+    load_before = os.getloadavg()
+    runs = {}
+    with tempfile.TemporaryDirectory(prefix="model-overlap-") as tmp:
+        folder = pathlib.Path(tmp)
+        server = Server(args.latency_ms)
+        try:
+            for size in sizes:
+                runs[size] = _run(_transactions(size, folder), folder / f"out-{size}", server,
+                                  args.concurrency)
+                print(f"{size} transactions: {runs[size]['wall_s']} s, "
+                      f"{runs[size]['requests']} requests", flush=True)
+        finally:
+            server.stop()
+    low, high = sizes[0], sizes[-1]
+    rate = (high - low) / (runs[high]["wall_s"] - runs[low]["wall_s"])
+    result = {
+        "latency_ms": args.latency_ms, "concurrency": args.concurrency,
+        "model_bound_events_per_s": round(bound, 1), "runs": runs,
+        "end_to_end_events_per_s": round(rate, 1),
+        "share_of_bound": round(rate / bound, 3),
+        "requests_per_transaction": round(runs[high]["requests"] / high, 3),
+        "load_average_before_after": [round(load_before[0], 2),
+                                      round(os.getloadavg()[0], 2)],
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+    }
+    RESULTS_FILE.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"end to end {rate:.1f} events/s = {rate / bound:.0%} of the model's "
+          f"{bound:.0f}/s ({result['requests_per_transaction']} requests per transaction); "
+          f"load average {result['load_average_before_after']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
