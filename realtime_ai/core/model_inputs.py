@@ -73,8 +73,8 @@ def _mean(values: list[float]) -> float:
     detector's statistics survive them, so a dashboard must too), and two near the float
     maximum overflow fsum; then the values are scaled down by a power of two (exact but for
     values near zero, which cannot matter beside ones this large) so their sum fits, and the
-    mean is kept within [min, max] against the last rounding. Ordinary
-    values take the exact path, so their figures do not change."""
+    mean is kept within [min, max] against the last rounding. Ordinary values take the
+    exact path, so their figures do not change."""
     try:
         return math.fsum(values) / len(values)
     except OverflowError:
