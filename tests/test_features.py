@@ -1,9 +1,11 @@
 """Pure tests of per-customer history and features."""
+import math
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from realtime_ai.core.features import CustomerProfile
+from realtime_ai.core.parsing import MAX_AMOUNT
 from realtime_ai.core.records import Transaction
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
@@ -74,3 +76,14 @@ def test_constant_amounts_do_not_explode_zscore():
     for i in range(10):
         profile.advance(tx(i, amount=10.0, minutes=i * 60))
     assert profile.features(tx(11, amount=10.5, minutes=700)).amount_zscore == pytest.approx(0.5)
+
+
+def test_amounts_up_to_the_parse_limit_keep_every_statistic_finite():
+    profile = CustomerProfile(50)
+    for i in range(30):  # the widest spread there can be, several within each hour
+        profile.advance(tx(i, amount=MAX_AMOUNT if i % 2 else 0.0, minutes=i * 10))
+    features = profile.features(tx(99, amount=MAX_AMOUNT, minutes=300))
+    numbers = [features.mean_amount, features.std_amount, features.amount_zscore,
+               features.amount_1h]
+    assert all(math.isfinite(n) for n in numbers), numbers
+    assert features.amount_1h == pytest.approx(3 * MAX_AMOUNT)

@@ -64,8 +64,12 @@ def test_injected_instructions_stay_inside_the_data_block():
     task, data = tasks.request_task_and_data(messages,
                                              tasks.response_format(base.TRANSACTION_RISK))
     assert task == base.TRANSACTION_RISK
-    assert len(data["transaction"]["merchant"]) <= tasks.MAX_FIELD_CHARS
-    assert "</event_data>" not in data["transaction"]["merchant"]
+    # escaped in the prompt, the text reads back unchanged: nothing is lost
+    assert data["transaction"]["merchant"] == hostile
+    long_text = {"transaction": {**TX, "merchant": "x" * 500}, "features": FEATURES}
+    _, data = tasks.request_task_and_data(tasks.build_messages(base.TRANSACTION_RISK, long_text),
+                                          tasks.response_format(base.TRANSACTION_RISK))
+    assert len(data["transaction"]["merchant"]) == tasks.MAX_FIELD_CHARS
 
 
 @pytest.mark.parametrize("text, problem", [

@@ -1,8 +1,11 @@
 """Pure tests of model inputs, output rows and alerts."""
+import math
 import random
+import sys
 from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
+import pytest
 
 from realtime_ai.core import model_inputs, rows
 from realtime_ai.core.features import CustomerProfile
@@ -96,6 +99,20 @@ def test_window_summary_does_not_depend_on_input_order():
     summary = {s.metric: s for s in model_inputs.summarise_window(items)}
     assert summary["m1"].anomalies == 1 and summary["m0"].anomalies == 0
     assert summary["m0"].count == 10
+
+
+@pytest.mark.parametrize("values, mean", [
+    ([1.7e308, 1.7e308], 1.7e308),  # fsum overflowed: the job ended with OverflowError
+    ([sys.float_info.max] * 3, sys.float_info.max),
+    ([sys.float_info.max] * 3 + [-sys.float_info.max], sys.float_info.max / 2),
+    ([-1.7e308] * 5 + [5e-324], -1.7e308 / 6 * 5),
+    ([1.0, 2.0, 4.0], 7 / 3),
+])
+def test_window_mean_of_any_finite_values_is_finite(values, mean):
+    items = [_scored(minutes=i, value=v) for i, v in enumerate(values)]
+    (summary,) = model_inputs.summarise_window(items)
+    assert math.isfinite(summary.mean) and summary.mean == pytest.approx(mean, rel=1e-6)
+    assert summary.min <= summary.mean <= summary.max
 
 
 def test_analysis_data_carries_history_and_playbook():

@@ -6,6 +6,9 @@ from decimal import Decimal
 import pytest
 
 from realtime_ai.core.parsing import (
+    EARLIEST_EVENT_TIME,
+    LATEST_EVENT_TIME,
+    MAX_AMOUNT,
     MAX_METADATA_ENTRIES,
     ParseFailure,
     parse_metric,
@@ -44,6 +47,15 @@ def test_integer_and_zero_amounts_are_accepted_as_floats():
     assert parse_transaction(tx(amount=0), MAX_BYTES).amount == 0.0
 
 
+def test_amount_and_event_time_limits_are_inclusive_of_what_arithmetic_holds():
+    assert parse_transaction(tx(amount=MAX_AMOUNT), MAX_BYTES).amount == MAX_AMOUNT
+    assert parse_transaction(tx(amount=5e-324), MAX_BYTES).amount == 5e-324
+    assert parse_transaction(tx(timestamp="1000-01-01T00:00:00Z"),
+                             MAX_BYTES).event_time == EARLIEST_EVENT_TIME
+    latest = LATEST_EVENT_TIME - timedelta(microseconds=1)
+    assert parse_transaction(tx(timestamp=latest.isoformat()), MAX_BYTES).event_time == latest
+
+
 @pytest.mark.parametrize("payload, reason", [
     ("{oops", "invalid JSON: Expecting property name enclosed in double quotes at position 1"),
     ("", "invalid JSON: Expecting value at position 0"),
@@ -63,6 +75,8 @@ def test_integer_and_zero_amounts_are_accepted_as_floats():
     (tx(amount=float("inf")), "field 'amount' is not finite: inf"),
     (tx(amount=1).replace('"amount": 1', '"amount": 1e400'), "field 'amount' is not finite"),
     (tx(amount=10 ** 400), "field 'amount' is out of range"),
+    (tx(amount=1.7e308), "field 'amount' is out of range: 1.7e+308 > 1e+100"),
+    (tx(amount=1e101), "field 'amount' is out of range: 1e+101 > 1e+100"),
     (tx(currency=""), "field 'currency' is empty"),
     (tx(currency="   "), "field 'currency' is empty"),
     (tx(currency=3), "field 'currency' must be a string, got number"),
@@ -81,6 +95,12 @@ def test_integer_and_zero_amounts_are_accepted_as_floats():
     (tx(timestamp=10 ** 400), "field 'timestamp' is out of range"),
     (tx(timestamp=1e18), "field 'timestamp' is out of range"),
     (tx(timestamp="0001-01-01T00:00:00+01:00"), "field 'timestamp' is out of range"),
+    (tx(timestamp="9999-12-31T23:59:59Z"), "field 'timestamp' is out of range: "
+                                           "'9999-12-31T23:59:59Z' (event times must be from "
+                                           "1000 to before 9000)"),
+    (tx(timestamp="0001-01-01T00:00:00Z"), "field 'timestamp' is out of range"),
+    (tx(timestamp="0999-12-31T23:59:59Z"), "field 'timestamp' is out of range"),
+    (tx(timestamp=-5e13), "field 'timestamp' is out of range: -50000000000000.0"),
 ])
 def test_rejections_say_why(payload, reason):
     parsed = parse_transaction(payload, MAX_BYTES)

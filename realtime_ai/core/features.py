@@ -4,6 +4,10 @@
 `history_size` transactions plus lifetime running aggregates (Welford mean/variance of the
 amount), so state stays bounded however long a customer lives. Transactions must be fed in
 event-time order; each one's features are computed from the history *before* it.
+Amounts are at most parsing.MAX_AMOUNT (larger ones are dead-lettered there), which keeps
+the sum of squared deviations and the last-hour sum finite: a robust variance would survive
+an amount near the float maximum, but that one amount would still swamp the customer's
+spread and hide every later spike, so it is better kept out of the history altogether.
 """
 from __future__ import annotations
 

@@ -68,6 +68,21 @@ class MetricSummary:
     max_anomaly_score: float
 
 
+def _mean(values: list[float]) -> float:
+    """The mean of finite values, always finite. Metric values are any finite float (the
+    detector's statistics survive them, so a dashboard must too), and two near the float
+    maximum overflow fsum; then the values are scaled down by a power of two (exact but for
+    values near zero, which cannot matter beside ones this large) so their sum fits, and the
+    mean is kept within [min, max] against the last rounding. Ordinary values take the
+    exact path, so their figures do not change."""
+    try:
+        return math.fsum(values) / len(values)
+    except OverflowError:
+        scale = 2.0 ** len(values).bit_length()  # > len(values): the scaled sum is finite
+        mean = math.fsum(v / scale for v in values) / len(values) * scale
+        return min(max(mean, min(values)), max(values))
+
+
 def summarise_window(scored: Iterable[ScoredMetric]) -> tuple[MetricSummary, ...]:
     """Per-metric aggregates of one window, sorted so input order never changes the result."""
     by_metric: dict[str, list[ScoredMetric]] = {}
@@ -78,7 +93,7 @@ def summarise_window(scored: Iterable[ScoredMetric]) -> tuple[MetricSummary, ...
         items = sorted(by_metric[metric], key=lambda s: (s.record.event_time, s.record.value))
         values = [s.record.value for s in items]
         summaries.append(MetricSummary(
-            metric=metric, count=len(values), mean=round(math.fsum(values) / len(values), 6),
+            metric=metric, count=len(values), mean=round(_mean(values), 6),
             min=min(values), max=max(values), last=values[-1],
             anomalies=sum(s.is_anomaly for s in items),
             max_anomaly_score=round(max(s.score.anomaly_score for s in items), 6)))

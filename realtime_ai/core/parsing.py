@@ -23,6 +23,17 @@ TRANSACTION_FIELDS = (*TRANSACTION_TEXT_FIELDS, "amount", "timestamp")
 METRIC_FIELDS = ("metric", "value", "timestamp")
 # Epoch numbers above this are milliseconds (1e11 s is in the year 5138).
 EPOCH_MILLIS_ABOVE = 1e11
+# Larger amounts are dead-lettered rather than scored: no payment in any currency comes near
+# it, and the customer statistics (core/features.py) square amounts, so one amount above
+# ~1.3e154 makes that customer's variance infinite and every later z-score ~0 until the
+# state expires, and near-maximum amounts overflow the last-hour sum. Below it every
+# statistic stays finite for any number of transactions (a sum of squares <= count * 1e200).
+MAX_AMOUNT = 1e100
+# Event times outside these are dead-lettered: windows are computed as datetimes (bounds,
+# grace), which stop at the years 1 and 9999, so a window at either end overflows and fails
+# the job. A millennium of room each side is more than any window or grace can take.
+EARLIEST_EVENT_TIME = datetime(1000, 1, 1, tzinfo=timezone.utc)
+LATEST_EVENT_TIME = datetime(9000, 1, 1, tzinfo=timezone.utc)
 # File sources decode bytes that are not UTF-8 with errors="replace"; this character is how
 # such a payload arrives here.
 REPLACEMENT_CHARACTER = "\ufffd"
@@ -138,11 +149,17 @@ def _from_iso(value: str) -> datetime:
 def _event_time(value: Any) -> datetime:
     """ISO-8601 text (Z, offset, or naive = UTC) or epoch seconds/milliseconds -> aware UTC."""
     if isinstance(value, str):
-        return _from_iso(value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return _from_epoch(value)
-    raise _Invalid("field 'timestamp' must be ISO-8601 text or epoch seconds/milliseconds, "
-                   f"got {_json_type(value)}")
+        moment = _from_iso(value)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        moment = _from_epoch(value)
+    else:
+        raise _Invalid("field 'timestamp' must be ISO-8601 text or epoch seconds/milliseconds, "
+                       f"got {_json_type(value)}")
+    if not EARLIEST_EVENT_TIME <= moment < LATEST_EVENT_TIME:
+        raise _Invalid(f"field 'timestamp' is out of range: {_preview(value)} (event times "
+                       f"must be from {EARLIEST_EVENT_TIME.year} to before "
+                       f"{LATEST_EVENT_TIME.year})")
+    return moment
 
 
 def _parse_transaction(obj: dict) -> Transaction:
@@ -150,6 +167,8 @@ def _parse_transaction(obj: dict) -> Transaction:
     amount = _number(obj, "amount")
     if amount < 0:
         raise _Invalid(f"field 'amount' is negative: {amount}")
+    if amount > MAX_AMOUNT:
+        raise _Invalid(f"field 'amount' is out of range: {amount:g} > {MAX_AMOUNT:g}")
     return Transaction(amount=amount, event_time=_event_time(obj["timestamp"]), **fields)
 
 

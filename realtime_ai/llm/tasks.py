@@ -1,9 +1,9 @@
 """The four model tasks: instruction, answer schema, request building and answer checking.
 
 Pure: no Beam. Event fields are data, not instructions: they travel as JSON inside
-<event_data> delimiters, every string capped in length and stripped of the delimiter text, and
-the answer must match a strict JSON schema, so text inside an event cannot change the shape
-of an answer.
+<event_data> delimiters, every string capped in length and every `<` and `>` in the JSON
+escaped, so no text in an event can close the block, and the answer must match a strict JSON
+schema, so text inside an event cannot change the shape of an answer.
 """
 from __future__ import annotations
 
@@ -17,7 +17,11 @@ from realtime_ai.llm import base
 MAX_FIELD_CHARS = 200
 MAX_LIST_ITEMS = 60
 DATA_OPEN, DATA_CLOSE = "<event_data>", "</event_data>"
-_DELIMITER = re.compile(r"</?\s*event_data\s*>", re.IGNORECASE)
+# JSON has `<` and `>` only inside strings (values and keys), where \u003c and \u003e are
+# the same characters: so the data block holds no angle bracket at all, whatever the event
+# says (stripping delimiters in one pass let `</event_</event_data>data>` through, and
+# missed keys), and the data reads back unchanged (the test server answers from it).
+_ANGLE_BRACKET_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e"})
 _DATA_BLOCK = re.compile(re.escape(DATA_OPEN) + r"\n(.*)\n" + re.escape(DATA_CLOSE), re.DOTALL)
 
 SEVERITIES = ["low", "medium", "high", "critical"]
@@ -93,18 +97,19 @@ class InvalidAnswer(ValueError):
     """The model's text is not JSON, or not JSON of the task's schema."""
 
 
-def _sanitise(value: Any) -> Any:
+def _capped(value: Any) -> Any:
     if isinstance(value, str):
-        return _DELIMITER.sub("", value)[:MAX_FIELD_CHARS]
+        return value[:MAX_FIELD_CHARS]
     if isinstance(value, Mapping):
-        return {str(k)[:MAX_FIELD_CHARS]: _sanitise(v) for k, v in value.items()}
+        return {str(k)[:MAX_FIELD_CHARS]: _capped(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_sanitise(v) for v in list(value)[:MAX_LIST_ITEMS]]
+        return [_capped(v) for v in list(value)[:MAX_LIST_ITEMS]]
     return value
 
 
 def build_messages(task: str, data: Mapping[str, Any]) -> list[dict]:
-    block = json.dumps(_sanitise(data), sort_keys=True, separators=(",", ":"))
+    block = json.dumps(_capped(data), sort_keys=True, separators=(",", ":")).translate(
+        _ANGLE_BRACKET_ESCAPES)
     return [
         {"role": "system", "content": INSTRUCTIONS[task]},
         {"role": "user", "content": f"{DATA_OPEN}\n{block}\n{DATA_CLOSE}"},
