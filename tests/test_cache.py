@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from realtime_ai.llm import base, runner, server
+from realtime_ai.llm import base, runner, server, tasks
 from realtime_ai.llm.base import LlmConfig, LlmPermanentError, LlmResult
 from realtime_ai.llm.cache import LruTtlCache, request_key
 from realtime_ai.llm.client import make_backend
@@ -27,8 +27,15 @@ def test_lru_ttl_evicts_old_and_expired_entries():
 
 
 def test_request_key_normalises_dict_order():
-    assert request_key("t", "m", {"a": 1, "b": 2}) == request_key("t", "m", {"b": 2, "a": 1})
-    assert request_key("t", "m", {"a": 1}) != request_key("t", "other", {"a": 1})
+    task = base.DASHBOARD_INSIGHT
+    assert request_key(task, "m", {"a": 1, "b": 2}) == request_key(task, "m", {"b": 2, "a": 1})
+    assert request_key(task, "m", {"a": 1}) != request_key(task, "other", {"a": 1})
+
+
+def test_request_key_changes_with_the_prompt_version(monkeypatch):
+    before = request_key(base.DASHBOARD_INSIGHT, "m", {"a": 1})
+    monkeypatch.setitem(tasks.PROMPT_VERSIONS, base.DASHBOARD_INSIGHT, "0ther000")
+    assert request_key(base.DASHBOARD_INSIGHT, "m", {"a": 1}) != before
 
 
 @pytest.fixture()

@@ -23,7 +23,7 @@ METRIC_ROWS = [
     {"metric": "cpu", "event_time": START + timedelta(seconds=i), "timestamp": str(i),
      "value": i / 4, "z_score": -1.5 * i, "anomaly_score": 0.5, "is_anomaly": i % 2 == 0,
      "analysis": None if i % 2 else '{"why": "spike"}', "dashboard_id": None if i == 3 else "d",
-     "model": "gpt-4o-mini", "llm_latency_ms": float(i)}
+     "model": "gpt-4o-mini", "llm_latency_ms": float(i), "prompt_version": "790c9a52"}
     for i in range(5)
 ]
 

@@ -165,6 +165,9 @@ TRANSACTIONS_SCHEMA = pa.schema([
     ("analysis", pa.string()),  # the deep model's JSON answer; null when not escalated
     ("model", pa.string()),  # who answered, e.g. "gpt-4o-mini" or "gpt-4o-mini+gpt-4o"
     ("llm_latency_ms", pa.float64()),  # time spent waiting for the answers of this row
+    # the prompt version of each answer (llm/tasks.py PROMPT_VERSIONS), '+'-joined like model;
+    # null when no prompt was sent (the local rules model)
+    ("prompt_version", pa.string()),
 ])
 
 METRICS_SCHEMA = pa.schema([
@@ -179,6 +182,7 @@ METRICS_SCHEMA = pa.schema([
     ("dashboard_id", pa.string()),
     ("model", pa.string()),
     ("llm_latency_ms", pa.float64()),
+    ("prompt_version", pa.string()),
 ])
 
 ALERTS_SCHEMA = pa.schema([
@@ -198,6 +202,7 @@ INSIGHTS_SCHEMA = pa.schema([
     ("metric_count", pa.int64()),
     ("model", pa.string()),
     ("llm_latency_ms", pa.float64()),
+    ("prompt_version", pa.string()),
 ])
 
 DEAD_LETTER_SCHEMA = pa.schema([

@@ -62,6 +62,9 @@ class LlmResult:
     attempts: int = 1
     cached: bool = False  # served from the response cache: no call, no cost
     fell_back: bool = False  # the deep model overran its budget; the fast model answered
+    # tasks.PROMPT_VERSIONS of the prompt that produced the answer; None when no prompt was
+    # sent (the local rules model)
+    prompt_version: str | None = None
 
 
 class LlmPermanentError(Exception):

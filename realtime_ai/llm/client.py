@@ -117,7 +117,8 @@ class OpenAiBackend:
         return LlmResult(
             answer=answer, model=model, latency_ms=(time.perf_counter() - started) * 1000.0,
             input_tokens=int(usage.get("prompt_tokens", 0)),
-            output_tokens=int(usage.get("completion_tokens", 0)))
+            output_tokens=int(usage.get("completion_tokens", 0)),
+            prompt_version=tasks.PROMPT_VERSIONS[task])
 
     async def aclose(self) -> None:
         if self._client is not None:
