@@ -19,6 +19,7 @@ from realtime_ai.llm.cache import CachingBackend
 from realtime_ai.llm.failures import classify
 from realtime_ai.llm.limits import CircuitBreaker, CircuitOpen, RateLimiter
 from realtime_ai.llm.local_model import LocalBackend
+from realtime_ai.llm.memo import MemoBackend
 from realtime_ai.llm.packing import PackingBackend
 
 BACKOFF_BASE_SECONDS = 0.25
@@ -157,5 +158,6 @@ def make_backend(config: LlmConfig) -> base.LlmBackend:
             backend = PackingBackend(backend, config)
         if config.latency_budget_ms:
             backend = LatencyRouter(backend, config.latency_budget_ms)
-        return CachingBackend(backend, config)
+        backend = CachingBackend(backend, config)
+        return MemoBackend(backend, config) if config.memo else backend
     raise ValueError(f"unknown LLM backend {config.backend!r}")

@@ -71,6 +71,7 @@ class _ModelDoFn(beam.DoFn):
         tally[f"llm_{self._task}_answered"] += 1
         if result.cached:
             tally["llm_cache_hits"] += 1
+            tally["llm_memo_hits"] += result.remembered
             return
         tally["llm_answers"] += 1
         tally["llm_fallbacks"] += result.fell_back
