@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from realtime_ai.core.replay import Replayable
 from realtime_ai.llm import base, runner, server, tasks
 from realtime_ai.llm.base import LlmConfig, LlmPermanentError, LlmResult
 from realtime_ai.llm.cache import LruTtlCache, request_key
@@ -13,6 +14,10 @@ from realtime_ai.transforms.ask_model import _AskModelDoFn
 
 INSIGHT = {"dashboard_id": "d", "window_start": "a", "window_end": "b", "metrics": []}
 RESULT = LlmResult(answer={"x": 1}, model="m", latency_ms=1.0)
+
+
+def _replayable(element):
+    return Replayable(repr(element), None)
 
 
 def test_lru_ttl_evicts_old_and_expired_entries():
@@ -85,7 +90,8 @@ def test_a_retried_bundle_does_not_pay_twice(llm_server):
     """The DoFn runs the same bundle twice, as Beam does after a failure: calls per event 1."""
     config = LlmConfig(backend="openai", base_url=llm_server.base_url, concurrency=8)
     events = [_data(i) for i in range(40)]
-    fn = _AskModelDoFn(config, base.DASHBOARD_INSIGHT, base.FAST, lambda e: e, keep_failed=False)
+    fn = _AskModelDoFn(config, base.DASHBOARD_INSIGHT, base.FAST, lambda e: e,
+                       _replayable, keep_failed=False)
     fn.setup()
     for _attempt in range(2):
         outputs = []

@@ -49,7 +49,7 @@ def test_an_empty_input_still_leaves_a_readable_empty_dataset(tmp_path):
 
 
 def test_clearing_a_dataset_removes_the_files_of_an_earlier_run(tmp_path):
-    rows = [{"source": "metrics", "payload": "{", "error": "invalid JSON"}]
+    rows = [{"source": "metrics", "payload": "{", "error": "invalid JSON", "context": None}]
     with TestPipeline(runner="DirectRunner") as p:
         _ = p | beam.Create(rows) | WriteDataset(str(tmp_path), "dead_letter", DEAD_LETTER_SCHEMA)
     assert read_dataset(str(tmp_path / "dead_letter")).to_pylist() == rows

@@ -71,8 +71,13 @@ def test_failing_endpoint_loses_nothing(inputs, monkeypatch, capsys):
     assert risk_failures, "with 30% failures and one retry some requests must fail for good"
     assert len(result["transactions"]) + len(risk_failures) == n_tx
     assert len(result["metrics"]) == n_metrics  # explanation failures keep their row
+    originals = {json.loads(line)["transaction_id"]: json.loads(line)
+                 for line in (tmp_path / "tx.jsonl").read_text().splitlines()}
     for failure in risk_failures:
-        assert json.loads(failure["payload"])["transaction"]["transaction_id"]
+        # the original record, customer_id and all, so that it can be replayed
+        record = json.loads(failure["payload"])
+        assert record == originals[record["transaction_id"]]
+        assert json.loads(failure["context"])["features"]
         assert failure["error"]
         assert "sk-test-not-a-real-key" not in failure["error"]
     # the run's closing report counts what the outputs hold

@@ -79,8 +79,10 @@ class DeadLetter:
     """Anything the pipeline could not process: where it failed, what it was, and why."""
 
     source: str
-    payload: str
+    payload: str  # the record as it came in, or (a model failure) as a JSON line (replay.py)
     error: str
+    # a model failure: what its request was built from beyond the record (replay.py)
+    context: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,6 +211,7 @@ DEAD_LETTER_SCHEMA = pa.schema([
     ("source", pa.string()),
     ("payload", pa.string()),
     ("error", pa.string()),
+    ("context", pa.string()),  # model failures: features and history, or the detector's score
 ])
 
 # Output dataset name -> schema; the names are the folders under --output.

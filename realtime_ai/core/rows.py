@@ -154,13 +154,14 @@ def metric_alert(scored: ScoredMetric, explanation: LlmResult) -> dict | None:
 def late_dead_letter(source: str, record: Any, seconds_behind: float,
                      allowed_lateness_seconds: float) -> DeadLetter:
     """A record that arrived after its key had been processed past it, beyond the lateness."""
-    payload = json.dumps(dataclasses.asdict(record), sort_keys=True, default=_json_value)
+    payload = json.dumps(dataclasses.asdict(record), sort_keys=True, default=json_value)
     return DeadLetter(source, payload,
                       f"late: {seconds_behind:.0f} s behind what was already processed for "
                       f"its key (allowed lateness {allowed_lateness_seconds:.0f} s)")
 
 
-def _json_value(value: Any) -> Any:
+def json_value(value: Any) -> Any:
+    """json.dumps' default for our records: times as ISO-8601 Z."""
     if isinstance(value, datetime):
         return iso(value)
     raise TypeError(f"cannot render {type(value).__name__} as JSON")

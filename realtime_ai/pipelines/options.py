@@ -302,8 +302,9 @@ def resolve_backend(backend: str | None, base_url: str | None) -> str:
     return "openai" if base_url or os.environ.get("OPENAI_API_KEY") else "local"
 
 
-def validate(options: RealtimeAiOptions) -> None:
-    """Raise InvalidOptions with a message a user can act on; called before anything runs."""
+def validate(options: RealtimeAiOptions, require_input: bool = True) -> None:
+    """Raise InvalidOptions with a message a user can act on; called before anything runs.
+    Without `require_input` (the redrive reads dead letters), no input option is needed."""
     unknown = sorted(set(options.get_all_options(retain_unknown_options=True))
                      - set(options.get_all_options()))
     if unknown:
@@ -312,7 +313,7 @@ def validate(options: RealtimeAiOptions) -> None:
     if not options.output:
         raise InvalidOptions("--output is required: the folder the Parquet outputs go to, "
                          "e.g. --output=out/run1")
-    if not options.transactions and not options.metrics:
+    if require_input and not options.transactions and not options.metrics:
         raise InvalidOptions("nothing to read: give --transactions=GLOB, --metrics=GLOB or both")
     if not 0.0 <= options.risk_threshold <= 1.0:
         raise InvalidOptions(f"--risk_threshold must be in [0, 1], got {options.risk_threshold}")
