@@ -1,6 +1,7 @@
 """Answers remembered by event (llm/memo.py): across runs, per prompt version and model."""
 import asyncio
 import json
+import subprocess
 
 import pytest
 
@@ -120,3 +121,29 @@ def test_result_round_trips_through_the_memo_encoding():
     result = LlmResult(answer={"a": [1]}, model="m", latency_ms=1.5, attempts=2,
                        fell_back=True, prompt_version="abcd1234")
     assert memo._decode(memo._encode(result)) == result
+
+
+REDIS_PORT = "6397"  # our own port: never stops a Redis someone else started
+
+
+@pytest.fixture(scope="module")
+def redis_url():
+    script = ["bash", "scripts/redis.sh"]
+    started = subprocess.run([*script, "start", "--port", REDIS_PORT], capture_output=True,
+                             text=True, check=True)
+    yield started.stdout.strip().split("=", 1)[1]
+    subprocess.run([*script, "stop", "--port", REDIS_PORT], check=True)
+
+
+@pytest.mark.integration
+def test_redis_remembers_answers_with_no_expiry(redis_url):
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+    first_inner, later_inner = _CountingBackend(), _CountingBackend()
+    first = _ask(redis_url, first_inner)
+    later = _ask(redis_url, later_inner)
+    assert first_inner.calls == 1 and later_inner.calls == 0
+    assert later.answer == first.answer and later.remembered
+    (key,) = redis.Redis.from_url(redis_url).keys(memo.REDIS_KEY_PREFIX + "*")
+    assert redis.Redis.from_url(redis_url).ttl(key) == -1  # kept until deleted
