@@ -40,6 +40,7 @@ import openai
 from realtime_ai.core import model_inputs
 from realtime_ai.core.features import CustomerProfile
 from realtime_ai.core.parsing import parse_transaction
+from realtime_ai.core.replay import Replayable
 from realtime_ai.llm import base, tasks
 from realtime_ai.llm.base import LlmConfig
 from realtime_ai.transforms.ask_model import AskModel
@@ -132,7 +133,8 @@ def pipeline_rate(server: Server, data: list[dict], concurrency: int, **config) 
     started = time.perf_counter()
     with beam.Pipeline(runner="DirectRunner") as pipeline:
         answered, dead = (pipeline | beam.Create(data)
-                          | AskModel(llm, base.TRANSACTION_RISK, base.FAST, lambda d: d))
+                          | AskModel(llm, base.TRANSACTION_RISK, base.FAST, lambda d: d,
+                                  lambda d: Replayable(json.dumps(d), None)))
         (answered | "Latency" >> beam.Map(lambda item: f"{item[1].latency_ms:.1f}")
          | "WriteLatencies" >> beam.io.WriteToText(str(out / "latency")))
         (dead | "Reason" >> beam.Map(lambda d: d.error)

@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from realtime_ai.llm import base, runner, server
+from realtime_ai.core.replay import Replayable
+from realtime_ai.llm import base, runner, server, tasks
 from realtime_ai.llm.base import LlmConfig, LlmPermanentError, LlmResult
 from realtime_ai.llm.cache import LruTtlCache, request_key
 from realtime_ai.llm.client import make_backend
@@ -13,6 +14,10 @@ from realtime_ai.transforms.ask_model import _AskModelDoFn
 
 INSIGHT = {"dashboard_id": "d", "window_start": "a", "window_end": "b", "metrics": []}
 RESULT = LlmResult(answer={"x": 1}, model="m", latency_ms=1.0)
+
+
+def _replayable(element):
+    return Replayable(repr(element), None)
 
 
 def test_lru_ttl_evicts_old_and_expired_entries():
@@ -27,8 +32,15 @@ def test_lru_ttl_evicts_old_and_expired_entries():
 
 
 def test_request_key_normalises_dict_order():
-    assert request_key("t", "m", {"a": 1, "b": 2}) == request_key("t", "m", {"b": 2, "a": 1})
-    assert request_key("t", "m", {"a": 1}) != request_key("t", "other", {"a": 1})
+    task = base.DASHBOARD_INSIGHT
+    assert request_key(task, "m", {"a": 1, "b": 2}) == request_key(task, "m", {"b": 2, "a": 1})
+    assert request_key(task, "m", {"a": 1}) != request_key(task, "other", {"a": 1})
+
+
+def test_request_key_changes_with_the_prompt_version(monkeypatch):
+    before = request_key(base.DASHBOARD_INSIGHT, "m", {"a": 1})
+    monkeypatch.setitem(tasks.PROMPT_VERSIONS, base.DASHBOARD_INSIGHT, "0ther000")
+    assert request_key(base.DASHBOARD_INSIGHT, "m", {"a": 1}) != before
 
 
 @pytest.fixture()
@@ -78,7 +90,8 @@ def test_a_retried_bundle_does_not_pay_twice(llm_server):
     """The DoFn runs the same bundle twice, as Beam does after a failure: calls per event 1."""
     config = LlmConfig(backend="openai", base_url=llm_server.base_url, concurrency=8)
     events = [_data(i) for i in range(40)]
-    fn = _AskModelDoFn(config, base.DASHBOARD_INSIGHT, base.FAST, lambda e: e, keep_failed=False)
+    fn = _AskModelDoFn(config, base.DASHBOARD_INSIGHT, base.FAST, lambda e: e,
+                       _replayable, keep_failed=False)
     fn.setup()
     for _attempt in range(2):
         outputs = []

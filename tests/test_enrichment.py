@@ -12,6 +12,7 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import FixedWindows, TimestampedValue
 
+from realtime_ai.core.replay import Replayable
 from realtime_ai.llm import base, local_model, runner
 from realtime_ai.llm.base import LlmConfig
 from realtime_ai.transforms import ask_model
@@ -38,11 +39,16 @@ def _insight_data(n):
                          "max_anomaly_score": 0.0}]}
 
 
+def _replayable(n):
+    return Replayable(str(n), None)
+
+
 @pytest.mark.parametrize("config", [CONFIG, LOOP_CONFIG], ids=["local", "loop"])
 def test_batch_every_element_answered_even_beyond_the_concurrency_limit(config, loop_backend):
     with TestPipeline(runner="DirectRunner") as p:
         answered, dead = (p | beam.Create(range(25))
-                          | AskModel(config, base.DASHBOARD_INSIGHT, base.FAST, _insight_data))
+                          | AskModel(config, base.DASHBOARD_INSIGHT, base.FAST, _insight_data,
+                                     _replayable))
         assert_that(answered | beam.Map(lambda item: (item[0], item[1].answer["priority"])),
                     equal_to([(n, "low") for n in range(25)]), label="Answered")
         assert_that(dead, equal_to([]), label="NoDeadLetters")
@@ -64,7 +70,7 @@ def test_streaming_answers_keep_their_timestamp_and_window(config, loop_backend)
     with TestPipeline(runner="BundleBasedDirectRunner", options=options) as p:
         answered, _ = (p | stream | beam.WindowInto(FixedWindows(30))
                        | AskModel(config, base.DASHBOARD_INSIGHT, base.FAST, _insight_data,
-                                  clock=lambda: 0.0))
+                                  _replayable, clock=lambda: 0.0))
         per_window = (answered
                       | beam.Map(lambda item: ("all", item[0]))
                       | beam.GroupByKey()
@@ -81,7 +87,8 @@ def test_the_local_model_answers_in_the_bundle_not_through_the_event_loop(monkey
     data = _insight_data(1)
     with TestPipeline(runner="DirectRunner") as p:
         answered, _ = (p | beam.Create([1])
-                       | AskModel(CONFIG, base.DASHBOARD_INSIGHT, base.FAST, _insight_data))
+                       | AskModel(CONFIG, base.DASHBOARD_INSIGHT, base.FAST, _insight_data,
+                                     _replayable))
         assert_that(answered | beam.Map(lambda item: (item[1].answer, item[1].model)),
                     equal_to([(local_model.dashboard_insight(data), base.LOCAL_MODEL_LABEL)]))
 
@@ -91,7 +98,8 @@ def _gathers(config):
     options.view_as(StandardOptions).streaming = True
     p = TestPipeline(runner="BundleBasedDirectRunner", options=options)
     _ = (p | TestStream().add_elements([1]).advance_watermark_to_infinity()
-         | AskModel(config, base.DASHBOARD_INSIGHT, base.FAST, _insight_data))
+         | AskModel(config, base.DASHBOARD_INSIGHT, base.FAST, _insight_data,
+                                     _replayable))
     return any("GatherForModel" in transform.unique_name
                for transform in p.to_runner_api().components.transforms.values())
 
@@ -106,6 +114,7 @@ def test_a_job_on_the_local_model_never_imports_the_openai_client():
     script = textwrap.dedent("""
         import sys
         import apache_beam as beam
+        from realtime_ai.core.replay import Replayable
         from realtime_ai.llm import base
         from realtime_ai.llm.base import LlmConfig
         from realtime_ai.transforms.ask_model import AskModel
@@ -113,7 +122,8 @@ def test_a_job_on_the_local_model_never_imports_the_openai_client():
         with beam.Pipeline(runner="DirectRunner") as p:
             _ = (p | beam.Create([1]) | AskModel(LlmConfig(backend="local"),
                                                  base.DASHBOARD_INSIGHT, base.FAST,
-                                                 lambda _: insight))
+                                                 lambda _: insight,
+                                                 lambda n: Replayable(str(n), None)))
         print(sorted(name for name in sys.modules if name.split(".")[0] == "openai")[:3])
     """)
     ran = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,

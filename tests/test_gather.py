@@ -9,11 +9,16 @@ from apache_beam.transforms.window import GlobalWindow, TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
+from realtime_ai.core.replay import Replayable
 from realtime_ai.llm import base, server
 from realtime_ai.llm.base import LlmConfig
 from realtime_ai.transforms.ask_model import AskModel
 from realtime_ai.transforms.gather import GatherForModel
 from tests.test_llm_client import DATA
+
+
+def _replayable(element):
+    return Replayable(repr(element), None)
 
 
 def _test_stream_clock():  # the TestStream's processing time starts at 0
@@ -75,7 +80,8 @@ def test_one_element_bundles_are_asked_together():
         with TestPipeline(runner="BundleBasedDirectRunner", options=_streaming()) as p:
             answered, dead = (p | stream.advance_watermark_to_infinity()
                               | AskModel(config, base.TRANSACTION_RISK, base.FAST,
-                                         _risk_data, clock=_test_stream_clock))
+                                         _risk_data, _replayable,
+                                         clock=_test_stream_clock))
             assert_that(answered | beam.Map(lambda item: item[0]), equal_to(list(range(8))))
             assert_that(dead, equal_to([]), label="NoDeadLetters")
     finally:

@@ -25,7 +25,7 @@ METRIC_ROWS = [
     {"metric": "cpu", "event_time": START + timedelta(seconds=i), "timestamp": str(i),
      "value": i / 4, "z_score": -1.5 * i, "anomaly_score": 0.5, "is_anomaly": i % 2 == 0,
      "analysis": None if i % 2 else '{"why": "spike"}', "dashboard_id": None if i == 3 else "d",
-     "model": "gpt-4o-mini", "llm_latency_ms": float(i)}
+     "model": "gpt-4o-mini", "llm_latency_ms": float(i), "prompt_version": "790c9a52"}
     for i in range(5)
 ]
 
@@ -51,7 +51,7 @@ def test_an_empty_input_still_leaves_a_readable_empty_dataset(tmp_path):
 
 
 def test_clearing_a_dataset_removes_the_files_of_an_earlier_run(tmp_path):
-    rows = [{"source": "metrics", "payload": "{", "error": "invalid JSON"}]
+    rows = [{"source": "metrics", "payload": "{", "error": "invalid JSON", "context": None}]
     with TestPipeline(runner="DirectRunner") as p:
         _ = p | beam.Create(rows) | WriteDataset(str(tmp_path), "dead_letter", DEAD_LETTER_SCHEMA)
     assert read_dataset(str(tmp_path / "dead_letter")).to_pylist() == rows

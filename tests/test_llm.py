@@ -136,3 +136,15 @@ def test_playbook_is_re_read_while_the_job_runs_and_a_bad_version_is_not_taken()
     assert playbook.current().entries[0]["id"] == "a" and playbook.failed_reloads == 1
     now[0] = 600
     assert playbook.current().entries[0]["id"] == "b"
+
+
+def test_prompt_version_is_a_short_hash_of_instructions_and_schema(monkeypatch):
+    versions = dict(tasks.PROMPT_VERSIONS)
+    assert all(len(v) == 8 for v in versions.values())
+    assert len(set(versions.values())) == len(base.TASKS) - 1  # packed risk shares risk's
+    assert versions[base.TRANSACTION_RISK_PACKED] == versions[base.TRANSACTION_RISK]
+    assert tasks._prompt_version(base.METRIC_ANOMALY) == versions[base.METRIC_ANOMALY]
+    monkeypatch.setitem(tasks.INSTRUCTIONS, base.TRANSACTION_RISK_PACKED, "Score them.")
+    assert tasks._prompt_version(base.TRANSACTION_RISK) != versions[base.TRANSACTION_RISK]
+    monkeypatch.setitem(tasks.SCHEMAS, base.METRIC_ANOMALY, {"type": "object"})
+    assert tasks._prompt_version(base.METRIC_ANOMALY) != versions[base.METRIC_ANOMALY]

@@ -1,4 +1,5 @@
 """Pure tests of model inputs, output rows and alerts."""
+import dataclasses
 import math
 import random
 import sys
@@ -129,3 +130,18 @@ def test_fallback_is_visible_in_the_model_column():
     row = rows.transaction_row(_featured(), RISK, 0.8, fallback)
     assert row["model"] == "fast-m+fast-m (deep over budget)"
     assert row["llm_latency_ms"] == 403.0
+
+
+def test_rows_say_which_prompt_version_answered():
+    risk = dataclasses.replace(RISK, prompt_version="aaaa1111")
+    analysis = dataclasses.replace(ANALYSIS, prompt_version="bbbb2222")
+    assert rows.transaction_row(_featured(), risk, 0.8, analysis)["prompt_version"] == (
+        "aaaa1111+bbbb2222")
+    assert rows.transaction_row(_featured(), risk, 0.8, None)["prompt_version"] == "aaaa1111"
+    # no prompt behind the local rules model's answers
+    assert rows.transaction_row(_featured(), RISK, 0.8, None)["prompt_version"] is None
+    explanation = LlmResult(answer={"is_real_anomaly": True, "possible_causes": [],
+                                    "recommended_action": "", "severity": "low"},
+                            model="fast-m", latency_ms=1.0, prompt_version="cccc3333")
+    assert rows.metric_row(_scored(anomaly=True), explanation)["prompt_version"] == "cccc3333"
+    assert rows.metric_row(_scored(), None)["prompt_version"] is None

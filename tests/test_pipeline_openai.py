@@ -6,7 +6,7 @@ import re
 import pyarrow.parquet as pq
 import pytest
 
-from realtime_ai.llm import server
+from realtime_ai.llm import base, server, tasks
 from realtime_ai.pipelines import main
 
 pytestmark = pytest.mark.integration
@@ -71,8 +71,13 @@ def test_failing_endpoint_loses_nothing(inputs, monkeypatch, capsys):
     assert risk_failures, "with 30% failures and one retry some requests must fail for good"
     assert len(result["transactions"]) + len(risk_failures) == n_tx
     assert len(result["metrics"]) == n_metrics  # explanation failures keep their row
+    originals = {json.loads(line)["transaction_id"]: json.loads(line)
+                 for line in (tmp_path / "tx.jsonl").read_text().splitlines()}
     for failure in risk_failures:
-        assert json.loads(failure["payload"])["transaction"]["transaction_id"]
+        # the original record, customer_id and all, so that it can be replayed
+        record = json.loads(failure["payload"])
+        assert record == originals[record["transaction_id"]]
+        assert json.loads(failure["context"])["features"]
         assert failure["error"]
         assert "sk-test-not-a-real-key" not in failure["error"]
     # the run's closing report counts what the outputs hold
@@ -85,3 +90,35 @@ def test_failing_endpoint_loses_nothing(inputs, monkeypatch, capsys):
     assert dead_lettered == len([d for d in dead if d["source"].startswith("llm:")])
     # every failure is retriable here: each dead-lettered request was tried twice
     assert retries >= dead_lettered > 0 and answered >= len(result["transactions"])
+
+
+def test_a_re_run_with_a_memo_asks_the_model_for_nothing(inputs, monkeypatch, capsys):
+    """Long after the cache TTL (here 0 s), a second run of the same batch: 0 calls per event,
+    the same rows (the remembered answers, with their latency and prompt version)."""
+    tmp_path, n_tx, _ = inputs
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    handle = server.start_in_thread(port=0)
+    options = [f"--llm_base_url={handle.base_url}", f"--memo={tmp_path}/memo",
+               "--cache_ttl_seconds=0", "--fast_batch_size=5"]
+    try:
+        first = _run(tmp_path, "first", *options)
+        first_calls = handle.stats["requests"]
+        second = _run(tmp_path, "second", *options)
+        second_calls = handle.stats["requests"] - first_calls
+    finally:
+        handle.stop()
+    assert first_calls >= n_tx / 5 and second_calls == 0
+    for name, rows in first.items():
+        assert _sorted(second[name]) == _sorted(rows), name
+    versions = {r["prompt_version"] for r in first["transactions"]}
+    risk, analysis = (tasks.PROMPT_VERSIONS[t] for t in (base.TRANSACTION_RISK,
+                                                          base.TRANSACTION_ANALYSIS))
+    assert risk in versions and versions <= {risk, f"{risk}+{analysis}"}
+    assert {r["prompt_version"] for r in first["insights"]} == {
+        tasks.PROMPT_VERSIONS[base.DASHBOARD_INSIGHT]}
+    assert re.search(r"\d+ of those from cache remembered from earlier runs",
+                     capsys.readouterr().out)
+
+
+def _sorted(rows):
+    return sorted(rows, key=lambda row: json.dumps(row, sort_keys=True, default=str))

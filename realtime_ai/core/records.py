@@ -79,8 +79,10 @@ class DeadLetter:
     """Anything the pipeline could not process: where it failed, what it was, and why."""
 
     source: str
-    payload: str
+    payload: str  # the record as it came in, or (a model failure) as a JSON line (replay.py)
     error: str
+    # a model failure: what its request was built from beyond the record (replay.py)
+    context: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +167,9 @@ TRANSACTIONS_SCHEMA = pa.schema([
     ("analysis", pa.string()),  # the deep model's JSON answer; null when not escalated
     ("model", pa.string()),  # who answered, e.g. "gpt-4o-mini" or "gpt-4o-mini+gpt-4o"
     ("llm_latency_ms", pa.float64()),  # time spent waiting for the answers of this row
+    # the prompt version of each answer (llm/tasks.py PROMPT_VERSIONS), '+'-joined like model;
+    # null when no prompt was sent (the local rules model)
+    ("prompt_version", pa.string()),
 ])
 
 METRICS_SCHEMA = pa.schema([
@@ -179,6 +184,7 @@ METRICS_SCHEMA = pa.schema([
     ("dashboard_id", pa.string()),
     ("model", pa.string()),
     ("llm_latency_ms", pa.float64()),
+    ("prompt_version", pa.string()),
 ])
 
 ALERTS_SCHEMA = pa.schema([
@@ -198,12 +204,14 @@ INSIGHTS_SCHEMA = pa.schema([
     ("metric_count", pa.int64()),
     ("model", pa.string()),
     ("llm_latency_ms", pa.float64()),
+    ("prompt_version", pa.string()),
 ])
 
 DEAD_LETTER_SCHEMA = pa.schema([
     ("source", pa.string()),
     ("payload", pa.string()),
     ("error", pa.string()),
+    ("context", pa.string()),  # model failures: features and history, or the detector's score
 ])
 
 # Output dataset name -> schema; the names are the folders under --output.

@@ -35,6 +35,7 @@ def transaction_row(featured: FeaturedTransaction, risk: LlmResult, threshold: f
     if analysis is not None:
         models.append(f"{analysis.model} (deep over budget)" if analysis.fell_back
                       else analysis.model)
+    answers = [risk] if analysis is None else [risk, analysis]
     return {
         "transaction_id": tx.transaction_id,
         "customer_id": tx.customer_id,
@@ -55,7 +56,15 @@ def transaction_row(featured: FeaturedTransaction, risk: LlmResult, threshold: f
         "analysis": answer_json(analysis.answer if analysis else None),
         "model": "+".join(dict.fromkeys(models)),
         "llm_latency_ms": risk.latency_ms + (analysis.latency_ms if analysis else 0.0),
+        "prompt_version": prompt_versions(answers),
     }
+
+
+def prompt_versions(answers: list[LlmResult | None]) -> str | None:
+    """The prompt version of each answer, in the order of the model column, '+'-joined; None
+    when no answer came from a prompt (the local rules model, or no answer)."""
+    versions = [a.prompt_version for a in answers if a is not None and a.prompt_version]
+    return "+".join(versions) or None
 
 
 def is_high_risk(risk: LlmResult, threshold: float) -> bool:
@@ -76,6 +85,7 @@ def metric_row(scored: ScoredMetric, explanation: LlmResult | None) -> dict:
         "dashboard_id": record.dashboard_id,
         "model": explanation.model if explanation else None,
         "llm_latency_ms": explanation.latency_ms if explanation else None,
+        "prompt_version": prompt_versions([explanation]),
     }
 
 
@@ -88,6 +98,7 @@ def insight_row(window: DashboardWindow, insight: LlmResult) -> dict:
         "metric_count": len(window.summaries),
         "model": insight.model,
         "llm_latency_ms": insight.latency_ms,
+        "prompt_version": prompt_versions([insight]),
     }
 
 
@@ -143,13 +154,14 @@ def metric_alert(scored: ScoredMetric, explanation: LlmResult) -> dict | None:
 def late_dead_letter(source: str, record: Any, seconds_behind: float,
                      allowed_lateness_seconds: float) -> DeadLetter:
     """A record that arrived after its key had been processed past it, beyond the lateness."""
-    payload = json.dumps(dataclasses.asdict(record), sort_keys=True, default=_json_value)
+    payload = json.dumps(dataclasses.asdict(record), sort_keys=True, default=json_value)
     return DeadLetter(source, payload,
                       f"late: {seconds_behind:.0f} s behind what was already processed for "
                       f"its key (allowed lateness {allowed_lateness_seconds:.0f} s)")
 
 
-def _json_value(value: Any) -> Any:
+def json_value(value: Any) -> Any:
+    """json.dumps' default for our records: times as ISO-8601 Z."""
     if isinstance(value, datetime):
         return iso(value)
     raise TypeError(f"cannot render {type(value).__name__} as JSON")

@@ -73,14 +73,17 @@ class _WriteWindowFileDoFn(beam.DoFn):
 
 class WriteDataset(beam.PTransform):
     """PCollection[dict] -> Parquet files under `<output_dir>/<name>/`; returns the paths
-    written in streaming. Bounded input: `part-*.parquet` files (an empty input still leaves
-    one empty file with the schema, so the dataset is always readable). Unbounded input: one
-    file per event-time window of `window_seconds` per pane, by date and hour (see module)."""
+    written in streaming. Bounded input: `<file_prefix>-*.parquet` files (an empty input still
+    leaves one empty file with the schema, so the dataset is always readable; another prefix
+    adds files beside an earlier run's). Unbounded input: one file per event-time window of
+    `window_seconds` per pane, by date and hour (see module)."""
 
     def __init__(self, output_dir: str, name: str, schema: pa.Schema, window_seconds: int = 60,
-                 grace_seconds: float = 0.0, allowed_lateness_seconds: float = 0.0):
+                 grace_seconds: float = 0.0, allowed_lateness_seconds: float = 0.0,
+                 file_prefix: str = "part"):
         super().__init__()
         self._folder = dataset_path(output_dir, name)
+        self._file_prefix = file_prefix
         self._schema = schema
         self._windows = GraceWindows(window_seconds, grace_seconds, allowed_lateness_seconds)
         self._grace_seconds = grace_seconds
@@ -88,7 +91,7 @@ class WriteDataset(beam.PTransform):
     def expand(self, rows):
         if rows.is_bounded:
             return rows | "WriteParquet" >> beam.io.WriteToParquet(
-                FileSystems.join(self._folder, "part"), self._schema,
+                FileSystems.join(self._folder, self._file_prefix), self._schema,
                 file_name_suffix=".parquet", row_group_buffer_size=ROW_GROUP_BUFFER_BYTES)
         return (
             rows

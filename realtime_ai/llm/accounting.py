@@ -64,6 +64,9 @@ def summary_lines(counters: Mapping[str, int]) -> list[str]:
              f"{counters.get('llm_retries', 0)} retries, "
              f"{counters.get('llm_fallbacks', 0)} deep calls over budget answered by the fast "
              f"model, {dead} dead-lettered"]
+    if counters.get("llm_memo_hits"):
+        lines.append(f"  {counters['llm_memo_hits']} of those from cache remembered from "
+                     "earlier runs (--memo)")
     models = sorted({k.split(":", 1)[1] for k in counters if k.startswith("llm_input_tokens:")})
     for model in models:
         cost = counters.get(f"llm_cost_micro_usd:{model}")

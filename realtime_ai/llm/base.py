@@ -48,6 +48,7 @@ class LlmConfig:
     cache_size: int = 100_000  # answers kept per worker
     cache_url: str | None = None  # redis://host:port/db: a cache shared by all workers
     latency_budget_ms: float | None = None  # a deep call overrunning it goes to the fast tier
+    memo: str | None = None  # redis://host:port/db or a folder: answers remembered by event
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,8 +61,12 @@ class LlmResult:
     input_tokens: int = 0
     output_tokens: int = 0
     attempts: int = 1
-    cached: bool = False  # served from the response cache: no call, no cost
+    cached: bool = False  # served from the response cache or the memo: no call, no cost
+    remembered: bool = False  # served from the memo of answers by event (memo.py)
     fell_back: bool = False  # the deep model overran its budget; the fast model answered
+    # tasks.PROMPT_VERSIONS of the prompt that produced the answer; None when no prompt was
+    # sent (the local rules model)
+    prompt_version: str | None = None
 
 
 class LlmPermanentError(Exception):

@@ -2,11 +2,11 @@
 
 Beam retries failed bundles and the `openai` client sends no idempotency key, so without
 this a retried bundle would pay again for every event in it. `CachingBackend` keys each
-request by (task, model, normalised data): a request identical to one answered within the TTL
-is served from the worker's LRU (or from Redis when `cache_url` is set, shared by all
-workers), and one identical to a request still in flight waits for that answer instead of
-sending its own. Failures are never cached. A cache that is down only costs money: Redis
-errors are logged and the request goes to the model.
+request by (task, prompt version, model, normalised data): a request identical to one
+answered within the TTL is served from the worker's LRU (or from Redis when `cache_url` is
+set, shared by all workers), and one identical to a request still in flight waits for that
+answer instead of sending its own. Failures are never cached. A cache that is down only
+costs money: Redis errors are logged and the request goes to the model.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from realtime_ai.llm import base
+from realtime_ai.llm import base, tasks
 from realtime_ai.llm.base import LlmBackend, LlmConfig, LlmResult
 
 LOG = logging.getLogger(__name__)
@@ -28,7 +28,9 @@ REDIS_KEY_PREFIX = "realtime-ai:llm:"
 
 
 def request_key(task: str, model: str, data: Mapping[str, Any]) -> str:
-    canonical = json.dumps([task, model, data], sort_keys=True, separators=(",", ":"))
+    """The same for the same request to the same model with the same prompt version."""
+    canonical = json.dumps([task, tasks.PROMPT_VERSIONS[task], model, data], sort_keys=True,
+                           separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -19,6 +19,7 @@ from realtime_ai.llm.cache import CachingBackend
 from realtime_ai.llm.failures import classify
 from realtime_ai.llm.limits import CircuitBreaker, CircuitOpen, RateLimiter
 from realtime_ai.llm.local_model import LocalBackend
+from realtime_ai.llm.memo import MemoBackend
 from realtime_ai.llm.packing import PackingBackend
 
 BACKOFF_BASE_SECONDS = 0.25
@@ -117,7 +118,8 @@ class OpenAiBackend:
         return LlmResult(
             answer=answer, model=model, latency_ms=(time.perf_counter() - started) * 1000.0,
             input_tokens=int(usage.get("prompt_tokens", 0)),
-            output_tokens=int(usage.get("completion_tokens", 0)))
+            output_tokens=int(usage.get("completion_tokens", 0)),
+            prompt_version=tasks.PROMPT_VERSIONS[task])
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -156,5 +158,6 @@ def make_backend(config: LlmConfig) -> base.LlmBackend:
             backend = PackingBackend(backend, config)
         if config.latency_budget_ms:
             backend = LatencyRouter(backend, config.latency_budget_ms)
-        return CachingBackend(backend, config)
+        backend = CachingBackend(backend, config)
+        return MemoBackend(backend, config) if config.memo else backend
     raise ValueError(f"unknown LLM backend {config.backend!r}")

@@ -38,6 +38,9 @@ class ServerSettings:
     seed: int = 0
     faults: tuple[str, ...] = FAULTS  # which faults --error_rate injects
     model_latency_ms: dict[str, float] = dataclasses.field(default_factory=dict)  # overrides
+    # when set, a request without this bearer key gets a 401 that echoes the key it presented,
+    # as careless providers do: how a client treats secrets in errors is tested against it
+    required_api_key: str | None = None
 
 
 class _Server:
@@ -100,6 +103,12 @@ class _Server:
             self.answer_times.append(self.last_answer_at)
 
     async def _answer(self, request: web.Request) -> web.Response:
+        required = self.settings.required_api_key
+        presented = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if required is not None and presented != required:
+            self.stats["status_401"] += 1
+            return self._error(401, f"Incorrect API key provided: {presented}",
+                               "invalid_request_error")
         try:
             body = await request.json()
             task, data = tasks.request_task_and_data(body["messages"],

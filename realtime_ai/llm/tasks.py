@@ -7,6 +7,7 @@ schema, so text inside an event cannot change the shape of an answer.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -91,6 +92,24 @@ INSTRUCTIONS: dict[str, str] = {
         "per-metric aggregates: name the metric that matters most, with numbers, and what to "
         "do. " + _DATA_RULE),
 }
+
+# The prompts that answer each task: a packed risk request answers transaction_risk too, so
+# a change to either prompt is a new version of the answers.
+_PROMPTS_OF = {task: (task,) for task in base.TASKS}
+_PROMPTS_OF[base.TRANSACTION_RISK] = (base.TRANSACTION_RISK, base.TRANSACTION_RISK_PACKED)
+_PROMPTS_OF[base.TRANSACTION_RISK_PACKED] = _PROMPTS_OF[base.TRANSACTION_RISK]
+PROMPT_VERSION_CHARS = 8
+
+
+def _prompt_version(task: str) -> str:
+    prompts = [[INSTRUCTIONS[name], SCHEMAS[name]] for name in _PROMPTS_OF[task]]
+    canonical = json.dumps(prompts, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:PROMPT_VERSION_CHARS]
+
+
+# A short hash of each task's instructions and answer schema: rows say which prompt produced
+# them, and remembered answers (cache, memo) of an older prompt are not reused.
+PROMPT_VERSIONS: dict[str, str] = {task: _prompt_version(task) for task in base.TASKS}
 
 
 class InvalidAnswer(ValueError):

@@ -26,6 +26,7 @@ from apache_beam.runners.portability.portable_runner import PipelineResult as Po
 from apache_beam.runners.runner import PipelineState
 
 from realtime_ai.core.records import OUTPUT_SCHEMAS
+from realtime_ai.core.replay import RedriveInputs
 from realtime_ai.core.rows import dead_letter_row
 from realtime_ai.io.parquet import WriteDataset, clear_dataset, dataset_row_count
 from realtime_ai.io.pubsub import ALERT_ATTRIBUTES, INSIGHT_ATTRIBUTES, PublishMessages
@@ -49,50 +50,70 @@ from realtime_ai.transforms.parse import ParseMetrics, ParseTransactions
 from realtime_ai.transforms.score_metrics import ScoreMetrics
 
 
-def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict[str, beam.PCollection]:
-    """Adds every step to `p`; returns the row PCollection of each output dataset by name."""
+def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
+                   redriven: RedriveInputs | None = None,
+                   file_prefix: str = "part") -> dict[str, beam.PCollection]:
+    """Adds every step to `p`; returns the row PCollection of each output dataset by name.
+
+    `redriven`: dead letters of earlier runs, each sent in at the step it failed at (see
+    pipelines/redrive.py); `file_prefix` names the batch output files."""
     opts = options.view_as(RealtimeAiOptions)
     streaming = options.view_as(StandardOptions).streaming
     grace = opts.window_grace_seconds if streaming else 0.0
     lateness = opts.allowed_lateness_seconds if streaming else 0.0
     llm = opts.llm_config()
     native_pubsub = _runner_name(options) in NATIVE_PUBSUB_RUNNERS
+    redriven = redriven or RedriveInputs()
     parts: dict[str, list[beam.PCollection]] = {name: [] for name in OUTPUT_SCHEMAS}
     dead_letters = []
 
-    if opts.transactions:
-        parsed = (
-            p
-            | "ReadTransactions" >> ReadEvents(
-                opts.transactions, opts.event_time_attribute, opts.kafka_expansion_service,
-                native_pubsub)
-            | "ParseTransactions" >> ParseTransactions(opts.max_record_bytes)
-        )
-        featured, late = parsed.valid | "CustomerHistory" >> AddCustomerFeatures(
+    def payloads(label: str, spec: str | None, lines: tuple[str, ...]):
+        if spec:
+            return p | f"Read{label}" >> ReadEvents(
+                spec, opts.event_time_attribute, opts.kafka_expansion_service, native_pubsub)
+        return p | f"Redriven{label}" >> beam.Create(lines) if lines else None
+
+    featured = []
+    if (transactions := payloads("Transactions", opts.transactions,
+                                 redriven.transaction_lines)) is not None:
+        parsed = transactions | "ParseTransactions" >> ParseTransactions(opts.max_record_bytes)
+        history, late = parsed.valid | "CustomerHistory" >> AddCustomerFeatures(
             opts.history_size, opts.ordering_settings())
-        rows, alerts, failed = featured | "EnrichTransactions" >> EnrichTransactions(
-            llm, opts.risk_threshold, opts.context, opts.context_refresh_seconds)
+        featured.append(history)
+        dead_letters += [parsed.dead_letter, late]
+    if redriven.featured:
+        featured.append(p | "RedrivenFeatured" >> beam.Create(redriven.featured))
+    if featured:
+        rows, alerts, failed = _joined(featured, "AllFeatured") | "EnrichTransactions" >> (
+            EnrichTransactions(llm, opts.risk_threshold, opts.context,
+                               opts.context_refresh_seconds))
         parts["transactions"].append(rows)
         parts["alerts"].append(alerts)
-        dead_letters += [parsed.dead_letter, late, failed]
+        dead_letters.append(failed)
 
-    if opts.metrics:
-        parsed = (
-            p
-            | "ReadMetrics" >> ReadEvents(
-                opts.metrics, opts.event_time_attribute, opts.kafka_expansion_service,
-                native_pubsub)
-            | "ParseMetrics" >> ParseMetrics(opts.max_record_bytes)
-        )
+    scored_parts = []
+    scored = None
+    if (metrics := payloads("Metrics", opts.metrics, redriven.metric_lines)) is not None:
+        parsed = metrics | "ParseMetrics" >> ParseMetrics(opts.max_record_bytes)
         scored, late = parsed.valid | "MetricStatistics" >> ScoreMetrics(
             opts.detector_settings(), opts.ordering_settings())
-        rows, alerts, failed = scored | "ExplainAnomalies" >> ExplainAnomalies(llm)
-        insights, insight_failed = scored | "DashboardInsights" >> DashboardInsights(
-            llm, opts.insight_window_seconds, grace)
+        scored_parts.append(scored)
+        dead_letters += [parsed.dead_letter, late]
+    if redriven.scored:  # explained again; their windows' insights were asked already
+        scored_parts.append(p | "RedrivenScored" >> beam.Create(redriven.scored))
+    if scored_parts:
+        rows, alerts, failed = _joined(scored_parts, "AllScored") | "ExplainAnomalies" >> (
+            ExplainAnomalies(llm))
         parts["metrics"].append(rows)
         parts["alerts"].append(alerts)
+        dead_letters.append(failed)
+    if scored is not None or redriven.windows:
+        if scored is None:  # no values to window: only insights of earlier runs to ask again
+            scored = p | "NoMetricValues" >> beam.Create([])
+        insights, insight_failed = scored | "DashboardInsights" >> DashboardInsights(
+            llm, opts.insight_window_seconds, grace, redriven.windows)
         parts["insights"].append(insights)
-        dead_letters += [parsed.dead_letter, late, failed, insight_failed]
+        dead_letters.append(insight_failed)
 
     dead_letter_rows = (tuple(dead_letters) | "AllDeadLetters" >> beam.Flatten(pipeline=p)
                         | "DeadLetterRows" >> beam.Map(dead_letter_row))
@@ -109,7 +130,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict[str, beam
         label = "".join(word.title() for word in name.split("_"))
         results[name] = tuple(parts[name]) | f"All{label}" >> beam.Flatten(pipeline=p)
         results[name] | f"Write{label}" >> WriteDataset(
-            opts.output, name, schema, opts.file_window_seconds, grace, lateness)
+            opts.output, name, schema, opts.file_window_seconds, grace, lateness, file_prefix)
     if opts.alerts_topic:
         results["alerts"] | "PublishAlerts" >> PublishMessages(opts.alerts_topic,
                                                                ALERT_ATTRIBUTES)
@@ -119,22 +140,33 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict[str, beam
     return results
 
 
-def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
+def _joined(pcollections: list[beam.PCollection], label: str) -> beam.PCollection:
+    """One PCollection, flattened only when there are several (one keeps the job's graph and
+    its step names as they were, for updates of a running job)."""
+    if len(pcollections) == 1:
+        return pcollections[0]
+    return tuple(pcollections) | label >> beam.Flatten()
+
+
+def run(argv: list[str] | None = None, redriven: RedriveInputs | None = None,
+        file_prefix: str = "part") -> beam.runners.runner.PipelineResult:
     """Validates the options (InvalidOptions on bad ones) and runs the pipeline to the end,
-    or for --max_run_seconds when given. A Pub/Sub or Kafka input makes it a streaming job."""
+    or for --max_run_seconds when given. A Pub/Sub or Kafka input makes it a streaming job.
+    A batch job replaces the outputs of an earlier run, unless it is a redrive (`redriven`),
+    which adds files named by `file_prefix` beside them."""
     options = PipelineOptions(argv)
     opts = options.view_as(RealtimeAiOptions)
-    validate(opts)
+    validate(opts, require_input=redriven is None)
     _stream_on_prism(options)
     _prism_settings(options)
     _fill_in_runner_defaults(options)
     if reads_stream(opts):
         options.view_as(StandardOptions).streaming = True
-    if not options.view_as(StandardOptions).streaming:
+    if not options.view_as(StandardOptions).streaming and redriven is None:
         for name in OUTPUT_SCHEMAS:
             clear_dataset(opts.output, name)
     pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, options)
+    build_pipeline(pipeline, options, redriven, file_prefix)
     result = pipeline.run()
     if _on_dataflow(options):
         return result  # submitted: it runs on Google's workers (see _on_dataflow)

@@ -19,6 +19,7 @@ from realtime_ai.io.sources import (
     is_subscription,
     is_unbounded,
 )
+from realtime_ai.llm import memo
 from realtime_ai.llm.base import LlmConfig
 from realtime_ai.llm.retrieval import load_playbook
 
@@ -166,6 +167,14 @@ class RealtimeAiOptions(PipelineOptions):
             help="Redis URL of a response cache shared by all workers (the in-worker cache "
                  "is always on). Default: none. Example: --cache_url=redis://10.0.0.5:6379/0")
         parser.add_argument(
+            "--memo", default=None,
+            help="Where model answers are remembered by event (event id, task, model, prompt "
+                 "version), with no expiry: a re-run of a range or a replayed stream asks the "
+                 "model only for events it never answered. redis://HOST:PORT/N, or a folder "
+                 "(local or gs://) holding one small file per answer. Used with a model "
+                 "endpoint (the local rules model is free). Default: none. "
+                 "Example: --memo=gs://my-bucket/realtime-ai/memo")
+        parser.add_argument(
             "--risk_threshold", type=float, default=0.8,
             help="Transactions with risk_score above this (0..1) get the deep analysis and "
                  "raise an alert. Default: 0.8. Example: --risk_threshold=0.7")
@@ -255,6 +264,7 @@ class RealtimeAiOptions(PipelineOptions):
             cache_ttl_seconds=self.cache_ttl_seconds,
             cache_url=self.cache_url,
             latency_budget_ms=self.latency_budget_ms,
+            memo=self.memo,
         )
 
 
@@ -292,8 +302,9 @@ def resolve_backend(backend: str | None, base_url: str | None) -> str:
     return "openai" if base_url or os.environ.get("OPENAI_API_KEY") else "local"
 
 
-def validate(options: RealtimeAiOptions) -> None:
-    """Raise InvalidOptions with a message a user can act on; called before anything runs."""
+def validate(options: RealtimeAiOptions, require_input: bool = True) -> None:
+    """Raise InvalidOptions with a message a user can act on; called before anything runs.
+    Without `require_input` (the redrive reads dead letters), no input option is needed."""
     unknown = sorted(set(options.get_all_options(retain_unknown_options=True))
                      - set(options.get_all_options()))
     if unknown:
@@ -302,7 +313,7 @@ def validate(options: RealtimeAiOptions) -> None:
     if not options.output:
         raise InvalidOptions("--output is required: the folder the Parquet outputs go to, "
                          "e.g. --output=out/run1")
-    if not options.transactions and not options.metrics:
+    if require_input and not options.transactions and not options.metrics:
         raise InvalidOptions("nothing to read: give --transactions=GLOB, --metrics=GLOB or both")
     if not 0.0 <= options.risk_threshold <= 1.0:
         raise InvalidOptions(f"--risk_threshold must be in [0, 1], got {options.risk_threshold}")
@@ -342,6 +353,11 @@ def validate(options: RealtimeAiOptions) -> None:
         raise InvalidOptions(f"--cache_ttl_seconds must be >= 0, got {options.cache_ttl_seconds}")
     if options.cache_url and not options.cache_url.startswith(("redis://", "rediss://")):
         raise InvalidOptions(f"--cache_url must be redis://HOST:PORT/DB, got {options.cache_url}")
+    if options.memo:
+        try:
+            memo.check_location(options.memo)
+        except ValueError as error:
+            raise InvalidOptions(str(error)) from None
     if options.llm_batch_wait_ms < 0:
         raise InvalidOptions(f"--llm_batch_wait_ms must be >= 0, got {options.llm_batch_wait_ms}")
     if options.llm_timeout_seconds <= 0:

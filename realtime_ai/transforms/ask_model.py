@@ -4,13 +4,13 @@
 on one answer at a time: up to `LlmConfig.concurrency` requests run on the worker's shared
 event loop; answers are emitted as they complete and whatever is still in flight is awaited
 in `finish_bundle`, so bounded (batch) and unbounded input behave the same. An element whose
-request fails permanently goes to the dead-letter output with the data and the reason. The
+request fails permanently goes to the dead-letter output with the reason and what a redrive
+needs to ask again (its original record and context: core/replay.py). The
 embedded local model is not called that way: it answers each element at once, in the bundle.
 """
 from __future__ import annotations
 
 import collections
-import json
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -21,6 +21,7 @@ from apache_beam.pvalue import TaggedOutput
 from apache_beam.utils.windowed_value import WindowedValue
 
 from realtime_ai.core.records import DeadLetter
+from realtime_ai.core.replay import Replayable
 from realtime_ai.llm import accounting, local_model
 from realtime_ai.llm.base import LlmConfig, LlmPermanentError, LlmResult
 from realtime_ai.llm.runner import (
@@ -71,6 +72,7 @@ class _ModelDoFn(beam.DoFn):
         tally[f"llm_{self._task}_answered"] += 1
         if result.cached:
             tally["llm_cache_hits"] += 1
+            tally["llm_memo_hits"] += result.remembered
             return
         tally["llm_answers"] += 1
         tally["llm_fallbacks"] += result.fell_back
@@ -104,8 +106,9 @@ class _AskModelDoFn(_ModelDoFn):
     """Thin: builds the task data, hands the request to the shared loop, emits answers."""
 
     def __init__(self, config: LlmConfig, task: str, tier: str, to_data: Callable[[Any], dict],
-                 keep_failed: bool):
+                 to_replayable: Callable[[Any], Replayable], keep_failed: bool):
         super().__init__(config, task, tier, to_data)
+        self._to_replayable = to_replayable
         self._keep_failed = keep_failed
 
     def setup(self):
@@ -129,9 +132,9 @@ class _AskModelDoFn(_ModelDoFn):
             if isinstance(outcome, LlmPermanentError):
                 self._tally[f"llm_{self._task}_dead_lettered"] += 1
                 self._tally["llm_retries"] += outcome.attempts - 1
-                dead = DeadLetter(source=f"llm:{self._task}",
-                                  payload=json.dumps(pending.data, sort_keys=True),
-                                  error=str(outcome))
+                replayable = self._to_replayable(pending.element)
+                dead = DeadLetter(source=f"llm:{self._task}", payload=replayable.payload,
+                                  error=str(outcome), context=replayable.context)
                 yield TaggedOutput(DEAD_LETTER, WindowedValue(
                     dead, pending.timestamp, [pending.window]))
                 if not self._keep_failed:
@@ -151,19 +154,22 @@ class AskModel(beam.PTransform):
     elements, each waiting at most `batch_wait_ms` (see gather.py); bounded input is not, nor
     is any input of the embedded local model, which answers each element as it comes.
 
-    With `keep_failed`, an element whose request failed permanently is also passed on with
-    None (its row is still written); otherwise it only reaches the dead-letter output.
+    An element whose request failed permanently reaches the dead-letter output as
+    `to_replayable(element)` says (core/replay.py); with `keep_failed` it is also passed on
+    with None (its row is still written).
     """
 
     def __init__(self, config: LlmConfig, task: str, tier: str, to_data: Callable[[Any], dict],
-                 keep_failed: bool = False, clock: Callable[[], float] = time.time):
+                 to_replayable: Callable[[Any], Replayable], keep_failed: bool = False,
+                 clock: Callable[[], float] = time.time):
         super().__init__()
         self._config = config
         self._clock = clock  # processing time, for how long GatherForModel lets elements wait
         self._local = config.backend == "local"
         # The local model never fails: keep_failed has nothing to keep.
         self._fn = (_AskLocalModelDoFn(config, task, tier, to_data) if self._local
-                    else _AskModelDoFn(config, task, tier, to_data, keep_failed))
+                    else _AskModelDoFn(config, task, tier, to_data, to_replayable,
+                                       keep_failed))
 
     def expand(self, elements):
         if not elements.is_bounded and not self._local:

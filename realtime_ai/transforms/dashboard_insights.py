@@ -4,7 +4,7 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows, TimestampedValue
 
-from realtime_ai.core import model_inputs, rows
+from realtime_ai.core import model_inputs, replay, rows
 from realtime_ai.llm import base
 from realtime_ai.llm.base import LlmConfig
 from realtime_ai.transforms.ask_model import AskModel
@@ -29,14 +29,17 @@ class DashboardInsights(beam.PTransform):
 
     A window closes `grace_seconds` after the watermark passes its end (see windowing.py);
     records later than that are still scored and written to metrics/ but miss the insight.
-    Rows come out in the global window, ready for any sink.
+    Rows come out in the global window, ready for any sink. `redriven_windows`, windows
+    whose insight failed in an earlier run (pipelines/redrive.py), are asked again with them.
     """
 
-    def __init__(self, config: LlmConfig, window_seconds: int, grace_seconds: float = 0.0):
+    def __init__(self, config: LlmConfig, window_seconds: int, grace_seconds: float = 0.0,
+                 redriven_windows: tuple[model_inputs.DashboardWindow, ...] = ()):
         super().__init__()
         self._config = config
         self._window_seconds = window_seconds
         self._grace_seconds = grace_seconds
+        self._redriven_windows = redriven_windows
 
     def expand(self, scored):
         windows = (
@@ -55,10 +58,11 @@ class DashboardInsights(beam.PTransform):
         )
         # In the global window before the model is asked: in streaming, summaries of many
         # windows are gathered into one bundle of requests instead of one bundle per window.
-        answered, failed = (
-            windows
-            | "SummariesToGlobalWindow" >> beam.WindowInto(GlobalWindows())
-            | "AskInsight" >> AskModel(self._config, base.DASHBOARD_INSIGHT, base.FAST,
-                                       model_inputs.dashboard_insight_data)
-        )
+        windows = windows | "SummariesToGlobalWindow" >> beam.WindowInto(GlobalWindows())
+        if self._redriven_windows:
+            windows = (windows, scored.pipeline | "RedrivenWindows" >> beam.Create(
+                self._redriven_windows)) | "WithRedrivenWindows" >> beam.Flatten()
+        answered, failed = windows | "AskInsight" >> AskModel(
+            self._config, base.DASHBOARD_INSIGHT, base.FAST, model_inputs.dashboard_insight_data,
+            replay.dashboard_window)
         return answered | "InsightRows" >> beam.MapTuple(rows.insight_row), failed

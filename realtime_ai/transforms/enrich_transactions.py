@@ -5,7 +5,7 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from realtime_ai.core import model_inputs, rows
+from realtime_ai.core import model_inputs, replay, rows
 from realtime_ai.llm import base, retrieval
 from realtime_ai.llm.base import LlmConfig
 from realtime_ai.transforms.ask_model import AskModel
@@ -42,6 +42,11 @@ class _AnalysisData:
         return model_inputs.transaction_analysis_data(featured, risk.answer, entries)
 
 
+def _scored_replayable(scored) -> replay.Replayable:
+    featured, _risk = scored
+    return replay.featured_transaction(featured)
+
+
 class EnrichTransactions(beam.PTransform):
     """PCollection[FeaturedTransaction] -> (rows, alerts, dead_letter).
 
@@ -59,12 +64,13 @@ class EnrichTransactions(beam.PTransform):
     def expand(self, featured):
         threshold = self._threshold
         scored, score_failed = featured | "ScoreRisk" >> AskModel(
-            self._config, base.TRANSACTION_RISK, base.FAST, model_inputs.transaction_risk_data)
+            self._config, base.TRANSACTION_RISK, base.FAST, model_inputs.transaction_risk_data,
+            replay.featured_transaction)
         high, low = scored | "RouteByRisk" >> beam.Partition(
             lambda item, _: 0 if rows.is_high_risk(item[1], threshold) else 1, 2)
         analysed, analysis_failed = high | "AnalyseHighRisk" >> AskModel(
             self._config, base.TRANSACTION_ANALYSIS, base.DEEP,
-            self._analysis_data, keep_failed=True)
+            self._analysis_data, _scored_replayable, keep_failed=True)
         transaction_rows = (
             (
                 analysed | "EscalatedRows" >> beam.Map(

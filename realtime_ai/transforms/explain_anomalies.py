@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from realtime_ai.core import model_inputs, rows
+from realtime_ai.core import model_inputs, replay, rows
 from realtime_ai.llm import base
 from realtime_ai.llm.base import LlmConfig
 from realtime_ai.transforms.ask_model import AskModel
@@ -25,7 +25,7 @@ class ExplainAnomalies(beam.PTransform):
             lambda item, _: 0 if item.is_anomaly else 1, 2)
         explained, failed = anomalies | "ExplainAnomaly" >> AskModel(
             self._config, base.METRIC_ANOMALY, base.FAST, model_inputs.metric_anomaly_data,
-            keep_failed=True)
+            replay.scored_metric, keep_failed=True)
         metric_rows = (
             (
                 explained | "AnomalyRows" >> beam.Map(lambda item: rows.metric_row(*item)),
