@@ -5,7 +5,7 @@ import httpx2
 import openai
 import pytest
 
-from realtime_ai.llm import base, local_model, retrieval, tasks
+from realtime_ai.llm import base, local_model, retrieval, strict_schema, tasks
 from realtime_ai.llm.failures import classify
 
 FEATURES = {"history_count": 20, "mean_amount": 30.0, "std_amount": 10.0, "amount_zscore": 0.2,
@@ -132,3 +132,87 @@ def test_playbook_is_re_read_while_the_job_runs_and_a_bad_version_is_not_taken()
     assert playbook.current().entries[0]["id"] == "a" and playbook.failed_reloads == 1
     now[0] = 600
     assert playbook.current().entries[0]["id"] == "b"
+
+
+def _sent_schemas():
+    return {task: tasks.response_format(task)["json_schema"]["schema"] for task in tasks.SCHEMAS}
+
+
+def test_every_schema_we_send_is_inside_the_providers_strict_subset():
+    for task, schema in _sent_schemas().items():
+        assert strict_schema.problems(schema) == [], task
+        assert "maxLength" not in json.dumps(schema) and "minimum" not in json.dumps(schema)
+    # the limits still reach the model, as descriptions
+    reason = _sent_schemas()[base.TRANSACTION_RISK]["properties"]["reason"]
+    assert reason["description"] == "at most 300 characters"
+
+
+@pytest.mark.parametrize("schema, problem", [
+    ({"type": "object", "properties": {"r": {"type": "string", "maxLength": 3}},
+      "required": ["r"], "additionalProperties": False},
+     "In context=('properties', 'r'), 'maxLength' is not permitted."),
+    ({"type": "object", "properties": {"r": {"type": "number", "minimum": 0}},
+      "required": ["r"], "additionalProperties": False}, "'minimum' is not permitted"),
+    ({"type": "object", "properties": {"r": {"type": "string"}}, "required": [],
+      "additionalProperties": False}, "Missing 'r'"),
+    ({"type": "object", "properties": {"r": {"type": "string"}}, "required": ["r"]},
+     "'additionalProperties' is required to be supplied and to be false"),
+    ({"type": "array", "items": {"type": "string"}}, "must be a JSON Schema of 'type: \"object\"'"),
+    ({"type": "object", "properties": {"r": {"type": "array", "items": {"type": "string"},
+                                             "maxItems": 2}},
+      "required": ["r"], "additionalProperties": False}, "'maxItems' is not permitted"),
+])
+def test_strict_subset_rules_are_checked(schema, problem):
+    assert any(problem in found for found in strict_schema.problems(schema))
+
+
+def test_nesting_and_size_limits_of_the_strict_subset():
+    schema = {"type": "string"}
+    for _ in range(6):
+        schema = {"type": "object", "properties": {"x": schema}, "required": ["x"],
+                  "additionalProperties": False}
+    assert any("nested deeper" in p for p in strict_schema.problems(schema))
+    wide = {"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(101)},
+            "required": [f"p{i}" for i in range(101)], "additionalProperties": False}
+    assert any("up to 100 object properties" in p for p in strict_schema.problems(wide))
+
+
+def test_limits_left_out_of_the_sent_schema_are_checked_on_our_side():
+    with pytest.raises(tasks.InvalidAnswer, match="longer than 300"):
+        tasks.parse_answer(base.TRANSACTION_RISK, json.dumps({"risk_score": 0.5,
+                                                              "reason": "x" * 301}))
+    too_many = {"is_real_anomaly": True, "possible_causes": ["c"] * 6,
+                "recommended_action": "a", "severity": "low"}
+    with pytest.raises(tasks.InvalidAnswer, match="more than 5 items"):
+        tasks.parse_answer(base.METRIC_ANOMALY, json.dumps(too_many))
+
+
+def _longest_valid(schema):
+    """The longest answer the schema's checks accept (our max_tokens must leave room for it)."""
+    kind = schema.get("type")
+    if "enum" in schema:
+        return max(schema["enum"], key=lambda v: len(json.dumps(v)))
+    if kind == "string":
+        return "x" * schema["maxLength"]
+    if kind == "array":
+        return [_longest_valid(schema["items"])] * schema["maxItems"]
+    if kind == "object":
+        return {name: _longest_valid(sub) for name, sub in schema["properties"].items()}
+    return 0.123456789012345 if kind == "number" else False
+
+
+@pytest.mark.parametrize("task", [base.TRANSACTION_RISK, base.TRANSACTION_ANALYSIS,
+                                  base.METRIC_ANOMALY, base.DASHBOARD_INSIGHT])
+def test_max_tokens_leaves_room_for_the_longest_valid_answer(task):
+    longest = json.dumps(_longest_valid(tasks.SCHEMAS[task]))
+    assert tasks.parse_answer(task, longest)
+    budget = tasks.max_answer_tokens(task, {})
+    # at 3 characters a token, and never more than a provider allows
+    assert len(longest) / 3 <= budget <= 2 * len(longest) / 3
+
+
+def test_packed_max_tokens_grows_with_the_transactions():
+    one = {"transaction": {"transaction_id": "tx-000001"}}
+    single = tasks.max_answer_tokens(base.TRANSACTION_RISK, {})
+    packed = tasks.max_answer_tokens(base.TRANSACTION_RISK_PACKED, {"transactions": [one] * 10})
+    assert 9 * single <= packed <= 12 * single

@@ -32,9 +32,13 @@ EXPECTED_ANSWER_TOKENS = 60
 def _content(body: Any) -> str | None:
     """The first choice's message text of a chat completion body, or InvalidAnswer."""
     try:
-        return body["choices"][0]["message"]["content"]
+        choice = body["choices"][0]
+        content = choice["message"]["content"]
     except (KeyError, IndexError, TypeError):
         raise tasks.InvalidAnswer("response has no choices[0].message.content") from None
+    if choice.get("finish_reason") == "length":
+        raise tasks.InvalidAnswer("answer cut at max_tokens (longer than any valid answer)")
+    return content
 
 
 def backoff_seconds(attempt: int, retry_after: float | None, rng: random.Random) -> float:
@@ -79,7 +83,8 @@ class OpenAiBackend:
         attempts = self._config.max_retries + 1
         for attempt in range(attempts):
             try:
-                result = await self._attempt(task, model, messages, expected_tokens)
+                result = await self._attempt(task, model, messages, expected_tokens,
+                                             tasks.max_answer_tokens(task, data))
             except (openai.OpenAIError, tasks.InvalidAnswer, asyncio.TimeoutError,
                     json.JSONDecodeError, CircuitOpen) as error:
                 failure = classify(error)
@@ -98,7 +103,7 @@ class OpenAiBackend:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _attempt(self, task: str, model: str, messages: list[dict],
-                       expected_tokens: int) -> LlmResult:
+                       expected_tokens: int, max_tokens: int) -> LlmResult:
         self._breaker.before_call()
         await self._limiter.acquire(expected_tokens)
         async with self._request_slots:
@@ -109,7 +114,7 @@ class OpenAiBackend:
             raw = await self._openai().post(
                 "/chat/completions", cast_to=httpx2.Response,
                 body={"model": model, "messages": messages, "temperature": 0,
-                      "response_format": tasks.response_format(task)})
+                      "max_tokens": max_tokens, "response_format": tasks.response_format(task)})
         self._breaker.succeeded()  # the endpoint answered; the answer may still be invalid
         body = raw.json()
         answer = tasks.parse_answer(task, _content(body))

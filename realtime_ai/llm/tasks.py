@@ -8,14 +8,17 @@ of an answer.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
 
-from realtime_ai.llm import base
+from realtime_ai.llm import base, strict_schema
 
 MAX_FIELD_CHARS = 200
 MAX_LIST_ITEMS = 60
+ANSWER_CHARS_PER_TOKEN = 3
+ANSWER_TOKEN_SLACK = 16
 DATA_OPEN, DATA_CLOSE = "<event_data>", "</event_data>"
 _DELIMITER = re.compile(r"</?\s*event_data\s*>", re.IGNORECASE)
 _DATA_BLOCK = re.compile(re.escape(DATA_OPEN) + r"\n(.*)\n" + re.escape(DATA_CLOSE), re.DOTALL)
@@ -34,6 +37,10 @@ def _text(max_length: int) -> dict:
     return {"type": "string", "maxLength": max_length}
 
 
+def _list(items: dict, max_items: int) -> dict:
+    return {"type": "array", "items": items, "maxItems": max_items}
+
+
 _RISK = {
     "risk_score": {"type": "number", "minimum": 0, "maximum": 1},
     "reason": _text(300),
@@ -49,11 +56,11 @@ SCHEMAS: dict[str, dict] = {
         "fraud_pattern": {"type": "string", "enum": FRAUD_PATTERNS},
         "severity": {"type": "string", "enum": SEVERITIES},
         "recommended_action": _text(300),
-        "playbook_ids": {"type": "array", "items": _text(40)},
+        "playbook_ids": _list(_text(40), 5),
     }),
     base.METRIC_ANOMALY: _object({
         "is_real_anomaly": {"type": "boolean"},
-        "possible_causes": {"type": "array", "items": _text(200)},
+        "possible_causes": _list(_text(200), 5),
         "recommended_action": _text(300),
         "severity": {"type": "string", "enum": SEVERITIES},
     }),
@@ -112,8 +119,41 @@ def build_messages(task: str, data: Mapping[str, Any]) -> list[dict]:
 
 
 def response_format(task: str) -> dict:
+    """The answer schema as sent: inside the strict subset providers accept (strict_schema)."""
     return {"type": "json_schema",
-            "json_schema": {"name": task, "strict": True, "schema": SCHEMAS[task]}}
+            "json_schema": {"name": task, "strict": True,
+                            "schema": strict_schema.provider_schema(SCHEMAS[task])}}
+
+
+def _max_answer_chars(schema: Mapping[str, Any]) -> int:
+    """Characters of the longest compact JSON `schema` lets through parse_answer."""
+    kind = schema.get("type")
+    if "enum" in schema:
+        return 2 + max(len(json.dumps(value)) for value in schema["enum"])
+    if kind == "string":
+        return 2 + schema["maxLength"]
+    if kind == "array":
+        return 2 + schema["maxItems"] * (1 + _max_answer_chars(schema["items"]))
+    if kind == "object":
+        return 2 + sum(len(name) + 4 + _max_answer_chars(sub)
+                       for name, sub in schema["properties"].items())
+    return 24  # a number or a boolean
+
+
+_PACKED_RESULT_CHARS = (_max_answer_chars(SCHEMAS[base.TRANSACTION_RISK])
+                        + len('"transaction_id":"",'))
+
+
+def max_answer_tokens(task: str, data: Mapping[str, Any]) -> int:
+    """`max_tokens` for a request: room for the longest answer parse_answer accepts, at
+    ANSWER_CHARS_PER_TOKEN (fewer characters a token than prose: JSON punctuation, numbers),
+    so a valid answer is never cut; a runaway one is cut and costs no more than that."""
+    if task == base.TRANSACTION_RISK_PACKED:
+        chars = 16 + sum(_PACKED_RESULT_CHARS + len(str(item["transaction"]["transaction_id"]))
+                         for item in data["transactions"])
+    else:
+        chars = _max_answer_chars(SCHEMAS[task])
+    return math.ceil(chars / ANSWER_CHARS_PER_TOKEN) + ANSWER_TOKEN_SLACK
 
 
 def request_task_and_data(messages: list[Mapping[str, Any]],
@@ -150,6 +190,8 @@ def schema_problems(value: Any, schema: Mapping[str, Any], path: str = "$") -> l
         problems.append(f"{path}: {value} > {schema['maximum']}")
     if "maxLength" in schema and len(value) > schema["maxLength"]:
         problems.append(f"{path}: longer than {schema['maxLength']} characters")
+    if "maxItems" in schema and len(value) > schema["maxItems"]:
+        problems.append(f"{path}: more than {schema['maxItems']} items")
     if kind == "object":
         properties = schema.get("properties", {})
         problems += [f"{path}: missing '{name}'" for name in schema.get("required", [])
