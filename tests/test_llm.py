@@ -92,12 +92,43 @@ def test_playbook_retrieval_ranks_the_matching_entry_first():
     playbook = retrieval.load_playbook()
     data = {"transaction": {**TX, "channel": "online", "merchant_category": "digital_goods"},
             "features": {**FEATURES, "velocity_1h": 5}}
-    top = playbook.top_k(retrieval.query_for(data), k=3)
-    assert len(top) == 3 and top[0]["id"] == "PB-01"
+    top = playbook.relevant(retrieval.query_for(data))
+    assert 1 <= len(top) <= 3 and top[0]["id"] == "PB-01"
     travel = {"transaction": TX, "features": {**FEATURES, "new_country": True}}
-    assert playbook.top_k(retrieval.query_for(travel), k=1)[0]["id"] == "PB-02"
+    assert playbook.relevant(retrieval.query_for(travel), k=1)[0]["id"] == "PB-02"
     with pytest.raises(ValueError, match="lacks"):
         retrieval.load_playbook(json.dumps([{"id": "x"}]))
+    with pytest.raises(ValueError, match="kind 'faq'"):
+        retrieval.load_playbook(json.dumps([{"id": "x", "title": "t", "text": "t",
+                                             "kind": "faq"}]))
+
+
+def test_retrieval_finds_by_meaning_words_and_returns_nothing_irrelevant():
+    playbook = retrieval.load_playbook()
+    assert [e["id"] for e in playbook.relevant("bitcoin purchase")][:1] == ["PB-06"]
+    assert playbook.relevant("weather forecast for the weekend") == []
+    assert playbook.relevant("the payment of the customer") == []  # words every entry shares
+    assert playbook.relevant("") == []
+
+
+def test_the_payments_own_text_is_in_the_query():
+    crypto = {"transaction": {**TX, "merchant": "coinbase-crypto", "merchant_category": "crypto",
+                              "channel": "online"}, "features": FEATURES}
+    assert "PB-06" in [e["id"] for e in retrieval.load_playbook().relevant(
+        retrieval.query_for(crypto))]
+    # an ordinary payment with nothing unusual gets no context rather than a wrong one
+    assert retrieval.load_playbook().relevant(retrieval.query_for(
+        {"transaction": TX, "features": FEATURES})) == []
+
+
+@pytest.mark.parametrize("metric, runbook", [
+    ("api.latency_ms", "RB-01"), ("api.error_rate", "RB-02"), ("db.cpu_pct", "RB-03"),
+    ("db.connections", "RB-04"), ("queue.depth", "RB-05"), ("api.requests_per_s", "RB-06")])
+def test_each_sample_metric_finds_its_runbook_and_only_runbooks(metric, runbook):
+    found = retrieval.load_playbook().relevant(
+        retrieval.query_for_metric(metric, {"service": "checkout-api"}), retrieval.RUNBOOK)
+    assert found[0]["id"] == runbook
+    assert all(entry["id"].startswith("RB-") for entry in found)
 
 
 def _status_error(status, headers=None):

@@ -85,7 +85,8 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict[str, beam
         )
         scored, late = parsed.valid | "MetricStatistics" >> ScoreMetrics(
             opts.detector_settings(), opts.ordering_settings())
-        rows, alerts, failed = scored | "ExplainAnomalies" >> ExplainAnomalies(llm)
+        rows, alerts, failed = scored | "ExplainAnomalies" >> ExplainAnomalies(
+            llm, opts.context, opts.context_refresh_seconds)
         insights, insight_failed = scored | "DashboardInsights" >> DashboardInsights(
             llm, opts.insight_window_seconds, grace)
         parts["metrics"].append(rows)

@@ -208,8 +208,9 @@ class RealtimeAiOptions(PipelineOptions):
                  "Example: --anomaly_cooldown_values=30")
         parser.add_argument(
             "--context", default=None,
-            help="JSON file of fraud playbook entries ([{id, title, text}, ...]) retrieved as "
-                 "context for the deep analysis, re-read every --context_refresh_seconds while "
+            help="JSON file of playbook entries ([{id, title, text, kind}, ...]; kind "
+                 "\"fraud\" (default): context for the deep analysis; \"runbook\": for "
+                 "anomaly explanations), re-read every --context_refresh_seconds while "
                  "the job runs. Default: the playbook shipped in the package. "
                  "Example: --context=gs://bucket/playbook.json")
         parser.add_argument(
