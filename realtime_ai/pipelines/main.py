@@ -64,7 +64,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict[str, beam
             p
             | "ReadTransactions" >> ReadEvents(
                 opts.transactions, opts.event_time_attribute, opts.kafka_expansion_service,
-                native_pubsub)
+                native_pubsub, opts.kafka_properties())
             | "ParseTransactions" >> ParseTransactions(opts.max_record_bytes)
         )
         featured, late = parsed.valid | "CustomerHistory" >> AddCustomerFeatures(
@@ -80,7 +80,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict[str, beam
             p
             | "ReadMetrics" >> ReadEvents(
                 opts.metrics, opts.event_time_attribute, opts.kafka_expansion_service,
-                native_pubsub)
+                native_pubsub, opts.kafka_properties())
             | "ParseMetrics" >> ParseMetrics(opts.max_record_bytes)
         )
         scored, late = parsed.valid | "MetricStatistics" >> ScoreMetrics(

@@ -18,6 +18,7 @@ from realtime_ai.io.sources import (
     is_kafka,
     is_subscription,
     is_unbounded,
+    kafka_consumer_properties,
 )
 from realtime_ai.llm.base import LlmConfig
 from realtime_ai.llm.retrieval import load_playbook
@@ -65,6 +66,12 @@ class RealtimeAiOptions(PipelineOptions):
                  "with its Java transforms embedded in the runner. Default: on FlinkRunner the "
                  "one scripts/flink-cluster.sh assembles, elsewhere Beam's own. "
                  "Example: --kafka_expansion_service=localhost:8097")
+        parser.add_argument(
+            "--kafka_config", action="append", default=None, metavar="KEY=VALUE",
+            help="Kafka inputs: a consumer property, repeatable: SASL/SSL settings, group.id, "
+                 "... (bootstrap.servers comes from the kafka:// input). Default: none. "
+                 "Example (Azure Event Hubs): --kafka_config=security.protocol=SASL_SSL "
+                 "--kafka_config=sasl.mechanism=PLAIN --kafka_config='sasl.jaas.config=...'")
         parser.add_argument(
             "--event_time_attribute", default=None,
             help="Pub/Sub inputs: message attribute holding the event time (RFC 3339 or ms "
@@ -266,6 +273,9 @@ class RealtimeAiOptions(PipelineOptions):
             self.allowed_lateness_seconds, self.state_ttl_seconds, self.dedupe_horizon_seconds,
             release_step=min(RELEASE_STEP_SECONDS, self.window_grace_seconds))
 
+    def kafka_properties(self) -> dict[str, str]:
+        return kafka_consumer_properties(self.kafka_config)
+
     def detector_settings(self) -> DetectorSettings:
         overrides = {"window": self.anomaly_window}
         for option, setting in _DETECTOR_OPTIONS.items():
@@ -362,6 +372,10 @@ def validate(options: RealtimeAiOptions) -> None:
                 check(spec, f"--{name}")
             except ValueError as error:
                 raise InvalidOptions(str(error)) from None
+    try:
+        options.kafka_properties()
+    except ValueError as error:
+        raise InvalidOptions(str(error)) from None
     if options.context:
         try:
             with FileSystems.open(options.context) as handle:
