@@ -48,6 +48,8 @@ class LlmConfig:
     cache_size: int = 100_000  # answers kept per worker
     cache_url: str | None = None  # redis://host:port/db: a cache shared by all workers
     latency_budget_ms: float | None = None  # a deep call overrunning it goes to the fast tier
+    auth: str = "key"  # "key": api_key_env's key; "azure": Entra ID tokens (llm/auth.py)
+    auth_scope: str = "https://cognitiveservices.azure.com/.default"
 
 
 @dataclasses.dataclass(frozen=True)

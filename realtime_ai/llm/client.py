@@ -13,7 +13,7 @@ from typing import Any
 import httpx2
 import openai
 
-from realtime_ai.llm import base, failures, tasks
+from realtime_ai.llm import auth, base, failures, tasks
 from realtime_ai.llm.base import LlmConfig, LlmPermanentError, LlmResult
 from realtime_ai.llm.cache import CachingBackend
 from realtime_ai.llm.failures import classify
@@ -53,6 +53,9 @@ class OpenAiBackend:
     def __init__(self, config: LlmConfig):
         self._config = config
         self._api_key = os.environ.get(config.api_key_env) or PLACEHOLDER_KEY
+        # --llm_auth=azure: this worker's own Entra ID tokens, asked for before every request
+        self._tokens = (auth.BearerTokens(config.auth_scope) if config.auth == auth.AUTH_AZURE
+                        else None)
         self._client: openai.AsyncOpenAI | None = None
         self._rng = random.Random()
         self._limiter = RateLimiter(config.requests_per_minute, config.tokens_per_minute)
@@ -68,13 +71,15 @@ class OpenAiBackend:
             limits = httpx2.Limits(max_connections=self._config.concurrency,
                                    max_keepalive_connections=self._config.concurrency)
             self._client = openai.AsyncOpenAI(
-                api_key=self._api_key, base_url=self._config.base_url,
+                api_key=self._tokens or self._api_key, base_url=self._config.base_url,
                 timeout=self._config.timeout_seconds, max_retries=0,
                 http_client=openai.DefaultAioHttpClient(limits=limits))
         return self._client
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._api_key, "***") if self._api_key else text
+        for secret in (self._api_key, self._tokens and self._tokens.current):
+            text = text.replace(secret, "***") if secret else text
+        return text
 
     async def complete(self, task: str, data: Mapping[str, Any], tier: str) -> LlmResult:
         model = self._config.fast_model if tier == base.FAST else self._config.deep_model
@@ -86,7 +91,7 @@ class OpenAiBackend:
                 result = await self._attempt(task, model, messages, expected_tokens,
                                              tasks.max_answer_tokens(task, data))
             except (openai.OpenAIError, tasks.InvalidAnswer, asyncio.TimeoutError,
-                    json.JSONDecodeError, CircuitOpen) as error:
+                    json.JSONDecodeError, CircuitOpen, auth.SignInFailed) as error:
                 failure = classify(error)
                 if failure.kind == failures.RATE_LIMITED:
                     self._limiter.rate_limited(failure.retry_after)

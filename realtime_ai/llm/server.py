@@ -41,6 +41,8 @@ class ServerSettings:
     seed: int = 0
     faults: tuple[str, ...] = FAULTS  # which faults --error_rate injects
     model_latency_ms: dict[str, float] = dataclasses.field(default_factory=dict)  # overrides
+    # when set, like Azure OpenAI with Entra ID: only "Authorization: Bearer <one of these>"
+    bearer_tokens: frozenset[str] | None = None
 
 
 def _provider_refusal(body: dict) -> str | None:
@@ -119,6 +121,13 @@ class _Server:
             self.answer_times.append(self.last_answer_at)
 
     async def _answer(self, request: web.Request) -> web.Response:
+        tokens = self.settings.bearer_tokens
+        if tokens is not None and request.headers.get("Authorization") not in {
+                f"Bearer {token}" for token in tokens}:
+            self.stats["status_401"] += 1
+            return self._error(401, "Unauthorized. Access token is missing, invalid, audience "
+                               "is incorrect (https://cognitiveservices.azure.com), or have "
+                               "expired.", "invalid_request_error")
         try:
             body = await request.json()
             task, data = tasks.request_task_and_data(body["messages"],

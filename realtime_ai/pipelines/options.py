@@ -20,6 +20,7 @@ from realtime_ai.io.sources import (
     is_unbounded,
     kafka_consumer_properties,
 )
+from realtime_ai.llm.auth import AUTH_AZURE, AUTH_KEY, AUTH_METHODS, AZURE_SCOPE
 from realtime_ai.llm.base import LlmConfig
 from realtime_ai.llm.retrieval import load_playbook
 
@@ -121,6 +122,17 @@ class RealtimeAiOptions(PipelineOptions):
             help="Base URL of the OpenAI-compatible endpoint; the key comes from the "
                  "OPENAI_API_KEY environment variable. Default: OpenAI's own. "
                  "Example: --llm_base_url=http://127.0.0.1:8000/v1")
+        parser.add_argument(
+            "--llm_auth", default=AUTH_KEY, choices=AUTH_METHODS,
+            help="How requests sign in: 'key' (the OPENAI_API_KEY environment variable) or "
+                 "'azure' (Microsoft Entra ID tokens from azure-identity's "
+                 "DefaultAzureCredential on each worker: managed identity, workload identity, "
+                 "AZURE_* variables or az login; refreshed before they expire). Default: key. "
+                 "Example: --llm_auth=azure")
+        parser.add_argument(
+            "--llm_auth_scope", default=AZURE_SCOPE,
+            help=f"--llm_auth=azure: the token scope. Default: {AZURE_SCOPE}. "
+                 "Example: --llm_auth_scope=https://ai.azure.com/.default")
         parser.add_argument(
             "--fast_model", default="gpt-4o-mini",
             help="Model that scores every transaction and explains metric anomalies. "
@@ -263,6 +275,8 @@ class RealtimeAiOptions(PipelineOptions):
             cache_ttl_seconds=self.cache_ttl_seconds,
             cache_url=self.cache_url,
             latency_budget_ms=self.latency_budget_ms,
+            auth=self.llm_auth,
+            auth_scope=self.llm_auth_scope,
         )
 
 
@@ -384,6 +398,9 @@ def validate(options: RealtimeAiOptions) -> None:
             raise InvalidOptions(f"--context={options.context} is not a readable playbook "
                                  f"(JSON [{{id, title, text}}, ...]): {error}") from None
     backend = resolve_backend(options.llm_backend, options.llm_base_url)
+    if options.llm_auth == AUTH_AZURE and not (backend == "openai" and options.llm_base_url):
+        raise InvalidOptions("--llm_auth=azure needs --llm_base_url, the Azure endpoint, e.g. "
+                             "https://RESOURCE.openai.azure.com/openai/v1/")
     if backend == "openai" and not options.llm_base_url and not os.environ.get("OPENAI_API_KEY"):
         raise InvalidOptions("--llm_backend=openai needs OPENAI_API_KEY in the environment, or "
                          "--llm_base_url for an endpoint that takes no key")
