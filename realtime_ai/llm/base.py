@@ -50,6 +50,14 @@ class LlmConfig:
     latency_budget_ms: float | None = None  # a deep call overrunning it goes to the fast tier
     auth: str = "key"  # "key": api_key_env's key; "azure": Entra ID tokens (llm/auth.py)
     auth_scope: str = "https://cognitiveservices.azure.com/.default"
+    fast_base_url: str | None = None  # a tier's own endpoints, instead of base_url's
+    deep_base_url: str | None = None
+
+    def endpoint_urls(self, tier: str) -> tuple[str | None, ...]:
+        """The tier's endpoints: comma-separated base URLs; (None,): OpenAI's own."""
+        spec = (self.fast_base_url if tier == FAST else self.deep_base_url) or self.base_url
+        urls = tuple(url.strip() for url in (spec or "").split(",") if url.strip())
+        return urls or (None,)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +72,7 @@ class LlmResult:
     attempts: int = 1
     cached: bool = False  # served from the response cache: no call, no cost
     fell_back: bool = False  # the deep model overran its budget; the fast model answered
+    endpoint: str | None = None  # the base URL that answered (None: no call was made)
 
 
 class LlmPermanentError(Exception):

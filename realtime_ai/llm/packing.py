@@ -80,7 +80,8 @@ class PackingBackend:
                 future.set_result(LlmResult(
                     answer=results[tx_id], model=packed.model, latency_ms=packed.latency_ms,
                     input_tokens=packed.input_tokens // len(batch),
-                    output_tokens=packed.output_tokens // len(batch), attempts=packed.attempts))
+                    output_tokens=packed.output_tokens // len(batch), attempts=packed.attempts,
+                    endpoint=packed.endpoint))
             else:
                 if len(batch) > 1:
                     self.unpacked_retries += 1

@@ -119,9 +119,21 @@ class RealtimeAiOptions(PipelineOptions):
                  "or OPENAI_API_KEY is set, else 'local'. Example: --llm_backend=openai")
         parser.add_argument(
             "--llm_base_url", default=None,
-            help="Base URL of the OpenAI-compatible endpoint; the key comes from the "
-                 "OPENAI_API_KEY environment variable. Default: OpenAI's own. "
-                 "Example: --llm_base_url=http://127.0.0.1:8000/v1")
+            help="Base URL of the OpenAI-compatible endpoint, or several separated by commas "
+                 "(each request goes to the least-loaded healthy one; a failing one is taken "
+                 "out by its own circuit breaker); the key comes from the OPENAI_API_KEY "
+                 "environment variable. Default: OpenAI's own. "
+                 "Example: --llm_base_url=http://10.0.0.1:8000/v1,http://10.0.0.2:8000/v1")
+        parser.add_argument(
+            "--fast_base_url", default=None,
+            help="The fast model's endpoint(s), in the form of --llm_base_url, instead of "
+                 "it. Default: --llm_base_url. "
+                 "Example: --fast_base_url=https://eastus.example.com/openai/v1/")
+        parser.add_argument(
+            "--deep_base_url", default=None,
+            help="The deep model's endpoint(s), in the form of --llm_base_url, instead of "
+                 "it. Default: --llm_base_url. "
+                 "Example: --deep_base_url=https://westus.example.com/openai/v1/")
         parser.add_argument(
             "--llm_auth", default=AUTH_KEY, choices=AUTH_METHODS,
             help="How requests sign in: 'key' (the OPENAI_API_KEY environment variable) or "
@@ -261,8 +273,10 @@ class RealtimeAiOptions(PipelineOptions):
 
     def llm_config(self) -> LlmConfig:
         return LlmConfig(
-            backend=resolve_backend(self.llm_backend, self.llm_base_url),
+            backend=resolve_backend(self.llm_backend, self.any_base_url()),
             base_url=self.llm_base_url,
+            fast_base_url=self.fast_base_url,
+            deep_base_url=self.deep_base_url,
             fast_model=self.fast_model,
             deep_model=self.deep_model,
             timeout_seconds=self.llm_timeout_seconds,
@@ -286,6 +300,9 @@ class RealtimeAiOptions(PipelineOptions):
         return OrderingSettings.of_seconds(
             self.allowed_lateness_seconds, self.state_ttl_seconds, self.dedupe_horizon_seconds,
             release_step=min(RELEASE_STEP_SECONDS, self.window_grace_seconds))
+
+    def any_base_url(self) -> str | None:
+        return self.llm_base_url or self.fast_base_url or self.deep_base_url
 
     def kafka_properties(self) -> dict[str, str]:
         return kafka_consumer_properties(self.kafka_config)
@@ -397,10 +414,18 @@ def validate(options: RealtimeAiOptions) -> None:
         except (OSError, ValueError, TypeError, KeyError) as error:
             raise InvalidOptions(f"--context={options.context} is not a readable playbook "
                                  f"(JSON [{{id, title, text}}, ...]): {error}") from None
-    backend = resolve_backend(options.llm_backend, options.llm_base_url)
-    if options.llm_auth == AUTH_AZURE and not (backend == "openai" and options.llm_base_url):
+    for name in ("llm_base_url", "fast_base_url", "deep_base_url"):
+        spec = getattr(options, name)
+        if spec is not None and (not spec.strip(", ") or not all(
+                url.strip().startswith(("http://", "https://"))
+                for url in spec.split(",") if url.strip())):
+            raise InvalidOptions(f"--{name} must be http(s) URLs separated by commas, e.g. "
+                                 f"http://127.0.0.1:8000/v1, got {spec!r}")
+    backend = resolve_backend(options.llm_backend, options.any_base_url())
+    if options.llm_auth == AUTH_AZURE and not (backend == "openai" and options.any_base_url()):
         raise InvalidOptions("--llm_auth=azure needs --llm_base_url, the Azure endpoint, e.g. "
                              "https://RESOURCE.openai.azure.com/openai/v1/")
-    if backend == "openai" and not options.llm_base_url and not os.environ.get("OPENAI_API_KEY"):
+    if backend == "openai" and not options.any_base_url() and not os.environ.get(
+            "OPENAI_API_KEY"):
         raise InvalidOptions("--llm_backend=openai needs OPENAI_API_KEY in the environment, or "
                          "--llm_base_url for an endpoint that takes no key")
