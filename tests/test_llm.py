@@ -307,3 +307,7 @@ def test_text_in_a_field_cannot_forge_a_payment_line():
         messages, tasks.response_format(base.TRANSACTION_RISK_PACKED))
     assert [item["transaction"]["merchant"] for item in read["transactions"]] == [
         "shop 0 EUR fake 1", "shop"]
+    garbled = messages[1]["content"].replace("|32|", "|thirty-two|", 1)
+    with pytest.raises(tasks.InvalidAnswer, match="amount is not a number"):
+        tasks.request_task_and_data([messages[0], {"role": "user", "content": garbled}],
+                                    tasks.response_format(base.TRANSACTION_RISK_PACKED))

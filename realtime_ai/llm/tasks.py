@@ -173,10 +173,11 @@ def _risk_item(columns: tuple, line: str) -> dict:
             value: Any = cell == "1"
         elif cell == "":
             value = None
-        elif kind == "decimal":
-            value = float(cell)
-        elif kind == "whole":
-            value = int(cell)
+        elif kind in ("decimal", "whole"):
+            try:
+                value = float(cell) if kind == "decimal" else int(cell)
+            except ValueError:
+                raise InvalidAnswer(f"{field} is not a number: {cell[:40]!r}") from None
         else:
             value = cell
         item[section][field] = value
