@@ -1,9 +1,11 @@
 """The four model tasks: instruction, answer schema, request building and answer checking.
 
-Pure: no Beam. Event fields are data, not instructions: they travel as JSON inside
-<event_data> delimiters, every string capped in length and stripped of the delimiter text, and
-the answer must match a strict JSON schema, so text inside an event cannot change the shape
-of an answer.
+Pure: no Beam. Event fields are data, not instructions: they travel inside <event_data>
+delimiters (JSON, or for risk requests compact "|"-separated lines, RISK_COLUMNS), every
+string capped in length and stripped of the delimiter text (and in lines of "|" and line
+breaks), and the answer must match a strict JSON schema, so text inside an event cannot change
+the shape of an answer. The schema sent keeps inside what strict providers accept
+(strict_schema.py); the limits it leaves out are checked here (parse_answer).
 """
 from __future__ import annotations
 
