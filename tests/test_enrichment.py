@@ -130,3 +130,22 @@ def test_a_job_on_the_local_model_never_imports_the_openai_client():
                          text=True, timeout=120)
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert ran.stdout.strip() == "[]"
+
+
+def test_an_anomaly_explanation_is_asked_with_its_metrics_runbook(tmp_path):
+    from datetime import datetime, timezone
+
+    from realtime_ai.core.records import MetricRecord, MetricScore, ScoredMetric
+    from realtime_ai.transforms.explain_anomalies import _AnomalyData
+
+    record = MetricRecord(metric="db.connections", value=480.0,
+                          event_time=datetime(2026, 1, 5, tzinfo=timezone.utc), timestamp="t",
+                          metadata=(("service", "checkout-api"), ("dashboard_id", "d")))
+    scored = ScoredMetric(record, MetricScore(z_score=9.0, anomaly_score=1.0, is_anomaly=True,
+                                              rolling_mean=100.0, rolling_std=10.0,
+                                              rolling_count=60))
+    data = _AnomalyData(None, 300.0)(scored)
+    assert data["runbooks"][0]["id"] == "RB-04" and data["metric"] == "db.connections"
+    own = tmp_path / "playbook.json"  # a --context without runbooks: no context, not a wrong one
+    own.write_text('[{"id": "X-1", "title": "Card testing", "text": "small payments"}]')
+    assert _AnomalyData(str(own), 300.0)(scored)["runbooks"] == []

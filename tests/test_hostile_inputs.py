@@ -40,18 +40,47 @@ json_values = st.recursive(
     max_leaves=20)
 
 
-@FAST
-@given(task=st.sampled_from(sorted(tasks.SCHEMAS)),
-       data=st.dictionaries(short_text, json_values, max_size=6))
-def test_no_event_data_forms_a_delimiter_and_it_reads_back_unchanged(task, data):
-    messages = tasks.build_messages(task, data)
+def _data_block(messages: list[dict]) -> str:
     user = messages[1]["content"]
     head, tail = tasks.DATA_OPEN + "\n", "\n" + tasks.DATA_CLOSE
     assert user.startswith(head) and user.endswith(tail)
-    block = user[len(head):-len(tail)]
+    return user[len(head):-len(tail)]
+
+
+@FAST
+@given(task=st.sampled_from(sorted(set(tasks.SCHEMAS) - {base.TRANSACTION_RISK,
+                                                         base.TRANSACTION_RISK_PACKED})),
+       data=st.dictionaries(short_text, json_values, max_size=6))
+def test_no_event_data_forms_a_delimiter_and_it_reads_back_unchanged(task, data):
+    messages = tasks.build_messages(task, data)
+    block = _data_block(messages)
     # keys and values alike: not one angle bracket, so no tag of any spelling
     assert "<" not in block and ">" not in block, block
     assert tasks.request_task_and_data(messages, tasks.response_format(task)) == (task, data)
+
+
+@FAST
+@given(texts=st.lists(short_text, min_size=6, max_size=6), count=st.integers(1, 4))
+def test_no_payment_line_forms_a_delimiter_or_another_line(texts, count):
+    """Risk requests go as one "|"-separated line per payment (tasks.RISK_COLUMNS)."""
+    merchant, category, country, channel, currency, last_country = texts
+    item = {"transaction": {"transaction_id": "tx", "amount": 12.5, "currency": currency,
+                            "merchant": merchant, "merchant_category": category,
+                            "country": country, "channel": channel,
+                            "timestamp": "2026-01-05T10:00:00Z"},
+            "features": {"history_count": 3, "mean_amount": 10.0, "amount_zscore": 0.5,
+                         "velocity_1h": 1, "amount_1h": 12.5, "seconds_since_last": 60.0,
+                         "last_country": last_country, "new_country": False,
+                         "new_merchant_category": True}}
+    packed = {"transactions": [item] * count}
+    for task, data, lines in ((base.TRANSACTION_RISK, item, 1),
+                              (base.TRANSACTION_RISK_PACKED, packed, count)):
+        messages = tasks.build_messages(task, data)
+        block = _data_block(messages)
+        assert "<" not in block and ">" not in block, block
+        assert len(block.split("\n")) == 1 + lines  # a header and one line per payment
+        read_task, read = tasks.request_task_and_data(messages, tasks.response_format(task))
+        assert read_task == task
 
 
 @pytest.mark.parametrize("data", [
@@ -117,7 +146,7 @@ def _transactions(payloads, out) -> int:
             risk = _ask(base.TRANSACTION_RISK, risk_data)
             analysis = None
             if rows.is_high_risk(risk, RISK_THRESHOLD):
-                entries = PLAYBOOK.top_k(retrieval.query_for(risk_data), k=3)
+                entries = PLAYBOOK.relevant(retrieval.query_for(risk_data))
                 analysis = _ask(base.TRANSACTION_ANALYSIS, model_inputs.transaction_analysis_data(
                     featured, risk.answer, entries))
                 out["alerts"].append(rows.transaction_alert(featured, risk, analysis))

@@ -1,12 +1,15 @@
 """The real `openai` client against our OpenAI-compatible server on loopback."""
 import asyncio
 import gc
+import json
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
-from realtime_ai.llm import base, runner, server
+from realtime_ai.llm import base, runner, server, tasks
 from realtime_ai.llm.base import LlmConfig, LlmPermanentError
 from realtime_ai.llm.client import OpenAiBackend, backoff_seconds
 
@@ -184,3 +187,59 @@ def test_packing_lets_each_request_slot_carry_a_batch_of_elements():
     for _ in range(sum(taken)):
         slots.release()
     assert taken == [True] * 12 + [False]
+
+
+def _post(handle, body):
+    request = urllib.request.Request(handle.base_url + "/chat/completions",
+                                     data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_server_rejects_what_strict_providers_reject(llm_server):
+    request = {"model": "small", "messages": tasks.build_messages(base.TRANSACTION_RISK, DATA),
+               "max_tokens": 100, "response_format": tasks.response_format(base.TRANSACTION_RISK)}
+    with_limits = {"type": "json_schema", "json_schema": {
+        "name": base.TRANSACTION_RISK, "strict": True,
+        "schema": tasks.SCHEMAS[base.TRANSACTION_RISK]}}
+    status, body = _post(llm_server, {**request, "response_format": with_limits})
+    assert status == 400
+    assert body["error"]["message"] == (
+        "Invalid schema for response_format 'transaction_risk': In context=('properties', "
+        "'risk_score'), 'minimum' is not permitted.")
+    status, body = _post(llm_server, {**request, "max_tokens": 100_000})
+    assert status == 400 and "max_tokens is too large" in body["error"]["message"]
+    status, body = _post(llm_server, {**request, "max_tokens": 5})
+    assert status == 200 and body["choices"][0]["finish_reason"] == "length"
+    assert _post(llm_server, request)[0] == 200
+
+
+def test_every_call_sends_max_tokens_and_a_cut_answer_says_so(llm_server, monkeypatch):
+    from realtime_ai.llm.client import make_backend
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    backend = make_backend(LlmConfig(backend="openai", base_url=llm_server.base_url,
+                                     fast_batch_size=2, batch_wait_ms=200))
+    other = {**DATA, "transaction": {**DATA["transaction"], "transaction_id": "tx-2"}}
+    insight = {"dashboard_id": "d", "window_start": "a", "window_end": "b", "metrics": []}
+
+    async def ask_all():
+        try:
+            return await asyncio.gather(
+                backend.complete(base.TRANSACTION_RISK, DATA, base.FAST),
+                backend.complete(base.TRANSACTION_RISK, other, base.FAST),
+                backend.complete(base.DASHBOARD_INSIGHT, insight, base.DEEP))
+        finally:
+            await backend.aclose()
+
+    assert len(runner.submit(ask_all()).result(30)) == 3
+    assert llm_server.stats["requests"] == 2 and llm_server.stats["status_200"] == 2
+    assert llm_server.stats["without_max_tokens"] == 0
+    monkeypatch.setattr(tasks, "ANSWER_CHARS_PER_TOKEN", 400)  # a budget too small
+    monkeypatch.setattr(tasks, "ANSWER_TOKEN_SLACK", 0)
+    with pytest.raises(LlmPermanentError, match="cut at max_tokens"):
+        _ask(llm_server, monkeypatch, max_retries=0)

@@ -211,6 +211,12 @@ def test_bad_options_give_a_clear_error_not_a_stack_trace(tmp_path):
           f"--context={SAMPLES}/metrics_labels.jsonl"], "is not a readable playbook"),
         ([f"--output={tmp_path}", f"--metrics={SAMPLES}/metrics.jsonl",
           "--file_window_seconds=0"], "--file_window_seconds must be at least 1"),
+        ([f"--output={tmp_path}", f"--metrics={SAMPLES}/metrics.jsonl",
+          "--kafka_config=security.protocol"], "--kafka_config=security.protocol is not KEY=VALUE"),
+        ([f"--output={tmp_path}", f"--metrics={SAMPLES}/metrics.jsonl",
+          "--kafka_config=bootstrap.servers=h:1"], "bootstrap.servers comes from the input"),
+        ([f"--output={tmp_path}", f"--metrics={SAMPLES}/metrics.jsonl",
+          "--llm_base_url=http://a:1/v1,localhost:8000/v1"], "--llm_base_url must be http(s)"),
     ]
     for argv, message in cases:
         proc = subprocess.run([sys.executable, "-m", "realtime_ai.pipelines.main", *argv],
@@ -228,6 +234,31 @@ def test_help_lists_the_options_with_defaults_and_examples():
                  "--anomaly_detector", "--runner"):
         assert name in proc.stdout
     assert "Default: 0.8" in proc.stdout
+
+
+def test_kafka_config_reaches_the_consumer():
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from realtime_ai.io.sources import kafka_read_config
+    from realtime_ai.pipelines.options import RealtimeAiOptions
+
+    jaas = ('org.apache.kafka.common.security.plain.PlainLoginModule required '
+            'username="$ConnectionString" password="Endpoint=sb://ns.servicebus.windows.net/;'
+            'SharedAccessKeyName=listen;SharedAccessKey=k=";')
+    options = PipelineOptions([
+        "--kafka_config=security.protocol=SASL_SSL", "--kafka_config=sasl.mechanism=PLAIN",
+        f"--kafka_config=sasl.jaas.config={jaas}", "--kafka_config=auto.offset.reset=latest",
+    ]).view_as(RealtimeAiOptions)
+    config = kafka_read_config("kafka://ns.servicebus.windows.net:9093/transactions",
+                               options.kafka_properties())
+    assert config.consumer_config == {
+        "bootstrap.servers": "ns.servicebus.windows.net:9093", "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "PLAIN", "sasl.jaas.config": jaas, "auto.offset.reset": "latest"}
+    assert config.topics == ["transactions"]
+    default = kafka_read_config("kafka://h:9092/t", PipelineOptions([]).view_as(
+        RealtimeAiOptions).kafka_properties())
+    assert default.consumer_config == {"bootstrap.servers": "h:9092",
+                                       "auto.offset.reset": "earliest"}
 
 
 def test_detector_options_reach_the_detector():

@@ -39,7 +39,7 @@ def transaction_analysis_data(featured: FeaturedTransaction, assessment: Mapping
     return data
 
 
-def metric_anomaly_data(scored: ScoredMetric) -> dict:
+def metric_anomaly_data(scored: ScoredMetric, runbooks: list[dict]) -> dict:
     record = scored.record
     return {
         "metric": record.metric,
@@ -51,6 +51,7 @@ def metric_anomaly_data(scored: ScoredMetric) -> dict:
         "rolling_std": scored.score.rolling_std,
         "rolling_count": scored.score.rolling_count,
         "metadata": dict(record.metadata),
+        "runbooks": runbooks,
     }
 
 

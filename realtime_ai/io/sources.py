@@ -33,6 +33,7 @@ SUBSCRIPTION_PATTERN = re.compile(
 KAFKA_PATTERN = re.compile(r"^kafka://(?P<servers>[^/\s]+:\d+(,[^/\s]+:\d+)*)/(?P<topic>[\w.-]+)$")
 KAFKA_READ_URN = "beam:transform:org.apache.beam:kafka_read_without_metadata:v1"
 BYTES_DESERIALIZER = "org.apache.kafka.common.serialization.ByteArrayDeserializer"
+KAFKA_PROPERTIES_FROM_INPUT = ("bootstrap.servers",)
 
 # KafkaIO's read configuration as Beam's Java expansion services from 2.62 on understand it.
 # Python 2.77's ReadFromKafka adds fields that older services reject; these are the common ones.
@@ -61,6 +62,36 @@ def is_kafka(spec: str) -> bool:
 def is_unbounded(spec: str) -> bool:
     """Whether an input option names a stream (which makes the job a streaming one)."""
     return is_subscription(spec) or is_kafka(spec)
+
+
+def kafka_consumer_properties(items: list[str] | None) -> dict[str, str]:
+    """`--kafka_config KEY=VALUE` items as Kafka consumer properties (SASL/SSL settings,
+    group.id, ...); ValueError naming the item that is not KEY=VALUE."""
+    properties = {}
+    for item in items or []:
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip() or key != key.strip() or " " in key:
+            raise ValueError(f"--kafka_config={item} is not KEY=VALUE (a Kafka consumer "
+                             "property, e.g. --kafka_config=security.protocol=SASL_SSL)")
+        if key in KAFKA_PROPERTIES_FROM_INPUT:
+            raise ValueError(f"--kafka_config={key}=...: {key} comes from the input, "
+                             "kafka://HOST:PORT[,HOST:PORT...]/TOPIC")
+        properties[key] = value
+    return properties
+
+
+def kafka_read_config(spec: str, properties: typing.Mapping[str, str]) -> KafkaReadConfig:
+    """KafkaIO's read configuration of a kafka:// input: from the earliest offset unless
+    `properties` say otherwise, timestamped with the records' create time."""
+    match = KAFKA_PATTERN.match(spec)
+    return KafkaReadConfig(
+        consumer_config={"auto.offset.reset": "earliest", **properties,
+                         "bootstrap.servers": match["servers"]},
+        topics=[match["topic"]], key_deserializer=BYTES_DESERIALIZER,
+        value_deserializer=BYTES_DESERIALIZER, start_read_time=None, max_num_records=None,
+        max_read_time=None, commit_offset_in_finalize=False, timestamp_policy="CreateTime",
+        consumer_polling_timeout=2, redistribute=False, redistribute_num_keys=np.int32(0),
+        allow_duplicates=False)
 
 
 def check_kafka(spec: str, option: str) -> None:
@@ -102,19 +133,13 @@ def _decoded(data: bytes) -> str:
 
 class ReadKafkaPayloads(beam.PTransform):
     """PBegin -> PCollection[str]: the values of a Kafka topic's records from the earliest
-    offset, timestamped with their create time (which the watermark follows)."""
+    offset, timestamped with their create time (which the watermark follows); `properties`
+    go to the consumer (e.g. SASL_SSL for Azure Event Hubs)."""
 
-    def __init__(self, spec: str, expansion_service_address: str | None):
+    def __init__(self, spec: str, expansion_service_address: str | None,
+                 properties: typing.Mapping[str, str]):
         super().__init__()
-        match = KAFKA_PATTERN.match(spec)
-        self._config = KafkaReadConfig(
-            consumer_config={"bootstrap.servers": match["servers"],
-                             "auto.offset.reset": "earliest"},
-            topics=[match["topic"]], key_deserializer=BYTES_DESERIALIZER,
-            value_deserializer=BYTES_DESERIALIZER, start_read_time=None, max_num_records=None,
-            max_read_time=None, commit_offset_in_finalize=False, timestamp_policy="CreateTime",
-            consumer_polling_timeout=2, redistribute=False, redistribute_num_keys=np.int32(0),
-            allow_duplicates=False)
+        self._config = kafka_read_config(spec, properties)
         self._expansion_service = expansion_service_address
 
     def expand(self, pbegin):
@@ -135,17 +160,19 @@ class ReadEvents(beam.PTransform):
     runs on portable runners (Prism)."""
 
     def __init__(self, spec: str, event_time_attribute: str | None = None,
-                 kafka_expansion_service: str | None = None, native_pubsub: bool = True):
+                 kafka_expansion_service: str | None = None, native_pubsub: bool = True,
+                 kafka_properties: typing.Mapping[str, str] | None = None):
         super().__init__()
         self._spec = spec
         self._event_time_attribute = event_time_attribute
         self._kafka_expansion_service = kafka_expansion_service
         self._native_pubsub = native_pubsub
+        self._kafka_properties = dict(kafka_properties or {})
 
     def expand(self, pbegin):
         if is_kafka(self._spec):
-            return pbegin | "ReadKafka" >> ReadKafkaPayloads(self._spec,
-                                                            self._kafka_expansion_service)
+            return pbegin | "ReadKafka" >> ReadKafkaPayloads(
+                self._spec, self._kafka_expansion_service, self._kafka_properties)
         if not is_subscription(self._spec):
             return pbegin | "ReadFiles" >> ReadEventPayloads(self._spec)
         if not self._native_pubsub:

@@ -73,6 +73,12 @@ def summary_lines(counters: Mapping[str, int]) -> list[str]:
         priced = f"~${cost / 1e6:.4f}" if cost is not None else "unpriced"
         lines.append(f"  {model}: {counters.get(f'llm_input_tokens:{model}', 0)} input + "
                      f"{counters.get(f'llm_output_tokens:{model}', 0)} output tokens, {priced}")
+    by_endpoint = {k.split(":", 1)[1]: v for k, v in counters.items()
+                   if k.startswith("llm_answers_by_endpoint:")}
+    if len(by_endpoint) > 1:
+        total = sum(by_endpoint.values())
+        lines.append("  endpoints: " + ", ".join(
+            f"{url} {count} ({count / total:.0%})" for url, count in sorted(by_endpoint.items())))
     buckets = {int(k.split(":", 1)[1]): v for k, v in counters.items()
                if k.startswith("llm_latency_ms_le:")}
     if buckets:

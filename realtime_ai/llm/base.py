@@ -49,6 +49,16 @@ class LlmConfig:
     cache_url: str | None = None  # redis://host:port/db: a cache shared by all workers
     latency_budget_ms: float | None = None  # a deep call overrunning it goes to the fast tier
     memo: str | None = None  # redis://host:port/db or a folder: answers remembered by event
+    auth: str = "key"  # "key": api_key_env's key; "azure": Entra ID tokens (llm/auth.py)
+    auth_scope: str = "https://cognitiveservices.azure.com/.default"
+    fast_base_url: str | None = None  # a tier's own endpoints, instead of base_url's
+    deep_base_url: str | None = None
+
+    def endpoint_urls(self, tier: str) -> tuple[str | None, ...]:
+        """The tier's endpoints: comma-separated base URLs; (None,): OpenAI's own."""
+        spec = (self.fast_base_url if tier == FAST else self.deep_base_url) or self.base_url
+        urls = tuple(url.strip() for url in (spec or "").split(",") if url.strip())
+        return urls or (None,)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +77,7 @@ class LlmResult:
     # tasks.PROMPT_VERSIONS of the prompt that produced the answer; None when no prompt was
     # sent (the local rules model)
     prompt_version: str | None = None
+    endpoint: str | None = None  # the base URL that answered (None: no call was made)
 
 
 class LlmPermanentError(Exception):

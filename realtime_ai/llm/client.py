@@ -13,11 +13,12 @@ from typing import Any
 import httpx2
 import openai
 
-from realtime_ai.llm import base, failures, tasks
+from realtime_ai.llm import auth, base, failures, tasks
 from realtime_ai.llm.base import LlmConfig, LlmPermanentError, LlmResult
 from realtime_ai.llm.cache import CachingBackend
+from realtime_ai.llm.endpoints import Endpoint, make_pools
 from realtime_ai.llm.failures import classify
-from realtime_ai.llm.limits import CircuitBreaker, CircuitOpen, RateLimiter
+from realtime_ai.llm.limits import CircuitOpen, RateLimiter
 from realtime_ai.llm.local_model import LocalBackend
 from realtime_ai.llm.memo import MemoBackend
 from realtime_ai.llm.packing import PackingBackend
@@ -33,9 +34,13 @@ EXPECTED_ANSWER_TOKENS = 60
 def _content(body: Any) -> str | None:
     """The first choice's message text of a chat completion body, or InvalidAnswer."""
     try:
-        return body["choices"][0]["message"]["content"]
+        choice = body["choices"][0]
+        content = choice["message"]["content"]
     except (KeyError, IndexError, TypeError):
         raise tasks.InvalidAnswer("response has no choices[0].message.content") from None
+    if choice.get("finish_reason") == "length":
+        raise tasks.InvalidAnswer("answer cut at max_tokens (longer than any valid answer)")
+    return content
 
 
 def backoff_seconds(attempt: int, retry_after: float | None, rng: random.Random) -> float:
@@ -50,28 +55,37 @@ class OpenAiBackend:
     def __init__(self, config: LlmConfig):
         self._config = config
         self._api_key = os.environ.get(config.api_key_env) or PLACEHOLDER_KEY
-        self._client: openai.AsyncOpenAI | None = None
+        # --llm_auth=azure: this worker's own Entra ID tokens, asked for before every request
+        self._tokens = (auth.BearerTokens(config.auth_scope) if config.auth == auth.AUTH_AZURE
+                        else None)
+        self._pools = make_pools({tier: config.endpoint_urls(tier)
+                                  for tier in (base.FAST, base.DEEP)})
         self._rng = random.Random()
         self._limiter = RateLimiter(config.requests_per_minute, config.tokens_per_minute)
-        self._breaker = CircuitBreaker()
         # Requests in flight; callers may hold more elements than this when they are packed.
         self._request_slots = asyncio.Semaphore(config.concurrency)
 
-    def _openai(self) -> openai.AsyncOpenAI:
-        if self._client is None:  # created on the event loop that will use it
+    def _openai(self, endpoint: Endpoint) -> openai.AsyncOpenAI:
+        if endpoint.client is None:  # created on the event loop that will use it
             # aiohttp, not the default httpx transport: a third less client CPU per call
             # and no server-side stall reading request bodies (benchmarks/llm_throughput.py).
             # One connection per request slot, all kept alive.
             limits = httpx2.Limits(max_connections=self._config.concurrency,
                                    max_keepalive_connections=self._config.concurrency)
-            self._client = openai.AsyncOpenAI(
-                api_key=self._api_key, base_url=self._config.base_url,
+            endpoint.client = openai.AsyncOpenAI(
+                api_key=self._tokens or self._api_key, base_url=endpoint.base_url,
                 timeout=self._config.timeout_seconds, max_retries=0,
                 http_client=openai.DefaultAioHttpClient(limits=limits))
-        return self._client
+        return endpoint.client
+
+    def endpoints(self) -> list[Endpoint]:
+        """Every endpoint of either tier, once, with its counters."""
+        return list({id(e): e for pool in self._pools.values() for e in pool.endpoints}.values())
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._api_key, "***") if self._api_key else text
+        for secret in (self._api_key, self._tokens and self._tokens.current):
+            text = text.replace(secret, "***") if secret else text
+        return text
 
     async def complete(self, task: str, data: Mapping[str, Any], tier: str) -> LlmResult:
         model = self._config.fast_model if tier == base.FAST else self._config.deep_model
@@ -80,14 +94,13 @@ class OpenAiBackend:
         attempts = self._config.max_retries + 1
         for attempt in range(attempts):
             try:
-                result = await self._attempt(task, model, messages, expected_tokens)
+                result = await self._attempt(task, model, tier, messages, expected_tokens,
+                                             tasks.max_answer_tokens(task, data))
             except (openai.OpenAIError, tasks.InvalidAnswer, asyncio.TimeoutError,
-                    json.JSONDecodeError, CircuitOpen) as error:
+                    json.JSONDecodeError, CircuitOpen, auth.SignInFailed) as error:
                 failure = classify(error)
                 if failure.kind == failures.RATE_LIMITED:
                     self._limiter.rate_limited(failure.retry_after)
-                elif failure.kind == failures.ENDPOINT:
-                    self._breaker.failed()
                 if not failure.retriable or attempt + 1 == attempts:
                     raise LlmPermanentError(self._redact(
                         f"{task} via {model} failed after {attempt + 1} attempt(s): "
@@ -98,32 +111,45 @@ class OpenAiBackend:
             return dataclasses.replace(result, attempts=attempt + 1)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def _attempt(self, task: str, model: str, messages: list[dict],
-                       expected_tokens: int) -> LlmResult:
-        self._breaker.before_call()
+    async def _attempt(self, task: str, model: str, tier: str, messages: list[dict],
+                       expected_tokens: int, max_tokens: int) -> LlmResult:
         await self._limiter.acquire(expected_tokens)
         async with self._request_slots:
+            endpoint = self._pools[tier].pick()  # when the request can go: load as it is now
+            endpoint.in_flight += 1
+            endpoint.requests += 1
             started = time.perf_counter()
-            # The client's generic post sends our ready JSON body and returns the raw
-            # response: create() re-walks the deep schema and builds pydantic models for
-            # every call, CPU that capped a worker below its concurrency bound.
-            raw = await self._openai().post(
-                "/chat/completions", cast_to=httpx2.Response,
-                body={"model": model, "messages": messages, "temperature": 0,
-                      "response_format": tasks.response_format(task)})
-        self._breaker.succeeded()  # the endpoint answered; the answer may still be invalid
+            try:
+                # The client's generic post sends our ready JSON body and returns the raw
+                # response: create() re-walks the deep schema and builds pydantic models for
+                # every call, CPU that capped a worker below its concurrency bound.
+                raw = await self._openai(endpoint).post(
+                    "/chat/completions", cast_to=httpx2.Response,
+                    body={"model": model, "messages": messages, "temperature": 0,
+                          "max_tokens": max_tokens,
+                          "response_format": tasks.response_format(task)})
+            except (openai.OpenAIError, asyncio.TimeoutError, auth.SignInFailed) as error:
+                if classify(error).kind == failures.ENDPOINT:
+                    endpoint.failures += 1
+                    endpoint.breaker.failed()
+                raise
+            finally:
+                endpoint.in_flight -= 1
+        endpoint.breaker.succeeded()  # the endpoint answered; the answer may still be invalid
         body = raw.json()
         answer = tasks.parse_answer(task, _content(body))
+        endpoint.answers += 1
         usage = body.get("usage") or {}
         return LlmResult(
             answer=answer, model=model, latency_ms=(time.perf_counter() - started) * 1000.0,
             input_tokens=int(usage.get("prompt_tokens", 0)),
-            output_tokens=int(usage.get("completion_tokens", 0)),
+            output_tokens=int(usage.get("completion_tokens", 0)), endpoint=endpoint.label,
             prompt_version=tasks.PROMPT_VERSIONS[task])
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
+        for endpoint in self.endpoints():
+            if endpoint.client is not None:
+                await endpoint.client.close()
 
 
 class LatencyRouter:

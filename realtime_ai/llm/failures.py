@@ -7,6 +7,7 @@ import json
 
 import openai
 
+from realtime_ai.llm.auth import SignInFailed
 from realtime_ai.llm.limits import CircuitOpen
 from realtime_ai.llm.tasks import InvalidAnswer
 
@@ -20,6 +21,7 @@ RATE_LIMITED = "rate_limited"  # 429: slow down
 ENDPOINT = "endpoint"  # 5xx, timeouts, lost connections: the endpoint is in trouble
 CIRCUIT_OPEN = "circuit_open"  # we stopped calling a failing endpoint for a while
 REQUEST = "request"  # the request itself is wrong (4xx): never retried
+SIGN_IN = "sign_in"  # no Entra ID token (--llm_auth=azure): the token service may recover
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,11 +46,14 @@ def _retry_after(error: openai.APIStatusError) -> float | None:
 
 def classify(error: BaseException) -> Failure:
     """Retriable: rate limits, server errors, timeouts, lost connections, invalid answers,
-    an open circuit. Permanent: the request itself is wrong (bad request, auth, unknown model)."""
+    an open circuit, a failed sign-in. Permanent: the request itself is wrong (bad request,
+    auth, unknown model)."""
     if isinstance(error, InvalidAnswer):
         return Failure(True, f"invalid answer: {error}", kind=INVALID_ANSWER)
     if isinstance(error, json.JSONDecodeError):
         return Failure(True, "response body is not JSON", kind=INVALID_ANSWER)
+    if isinstance(error, SignInFailed):
+        return Failure(True, str(error), kind=SIGN_IN)
     if isinstance(error, CircuitOpen):
         return Failure(True, str(error), error.retry_after, kind=CIRCUIT_OPEN)
     if isinstance(error, openai.APITimeoutError | asyncio.TimeoutError | TimeoutError):

@@ -81,7 +81,8 @@ class PackingBackend:
                     answer=results[tx_id], model=packed.model, latency_ms=packed.latency_ms,
                     input_tokens=packed.input_tokens // len(batch),
                     output_tokens=packed.output_tokens // len(batch), attempts=packed.attempts,
-                    prompt_version=packed.prompt_version))
+                    prompt_version=packed.prompt_version,
+                    endpoint=packed.endpoint))
             else:
                 if len(batch) > 1:
                     self.unpacked_retries += 1

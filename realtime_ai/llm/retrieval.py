@@ -1,56 +1,75 @@
-"""Retrieval of the most relevant playbook entries for an event (BM25). Pure: no Beam."""
+"""Retrieval of the playbook entries relevant to an event (BM25 from `bm25s`). Pure: no Beam.
+
+The playbook holds fraud entries (context for the deep analysis of a risky payment) and
+runbooks (context for explaining a metric anomaly), each {id, title, text, kind}. An entry
+is returned only when it is relevant enough (MIN_RELEVANCE): no context beats wrong context.
+"""
 from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping
 from importlib import resources
 from typing import Any
 
+import bm25s
+from bm25s.stopwords import STOPWORDS_EN
+
+FRAUD = "fraud"
+RUNBOOK = "runbook"
+KINDS = (FRAUD, RUNBOOK)
+# The least BM25 score of a returned entry: one distinctive word of the query in the entry
+# ("bitcoin": 1.4); words many entries share ("payment", "customer") stay below 1.0.
+MIN_RELEVANCE = 1.2
 _WORD = re.compile(r"[a-z0-9]+")
-BM25_K1 = 1.2
-BM25_B = 0.75
+_STOPWORDS = frozenset(STOPWORDS_EN)
 
 
-def _words(text: str) -> list[str]:
-    return _WORD.findall(text.lower().replace("_", " "))
+def words(text: str) -> list[str]:
+    """Lower-case words without stop words, plural "s" dropped ("cards" finds "card")."""
+    found = []
+    for word in _WORD.findall(text.lower()):
+        if word in _STOPWORDS:
+            continue
+        if len(word) > 4 and word.endswith("s") and not word.endswith("ss"):
+            word = word[:-1]
+        found.append(word)
+    return found
 
 
 class Playbook:
-    """Entries {id, title, text} ranked by BM25 over title and text."""
+    """Entries {id, title, text, kind (default "fraud")}, ranked by BM25 over title and text."""
 
     def __init__(self, entries: list[dict]):
         for entry in entries:
             missing = {"id", "title", "text"} - set(entry)
             if missing:
                 raise ValueError(f"playbook entry {entry.get('id')!r} lacks {sorted(missing)}")
-        self.entries = [dict(e, id=str(e["id"])) for e in entries]
-        self._docs = [Counter(_words(e["title"] + " " + e["text"])) for e in self.entries]
-        self._lengths = [sum(doc.values()) for doc in self._docs]
-        self._mean_length = sum(self._lengths) / max(1, len(self._lengths))
-        frequency = Counter(word for doc in self._docs for word in doc)
-        n = len(self._docs)
-        self._idf = {w: math.log(1 + (n - f + 0.5) / (f + 0.5)) for w, f in frequency.items()}
+            if entry.get("kind", FRAUD) not in KINDS:
+                raise ValueError(f"playbook entry {entry['id']!r}: kind {entry['kind']!r} is "
+                                 f"not one of {list(KINDS)}")
+        self.entries = [{"id": str(e["id"]), "title": e["title"], "text": e["text"],
+                         "kind": e.get("kind", FRAUD)} for e in entries]
+        self._index = bm25s.BM25()
+        if self.entries:
+            self._index.index([words(e["title"] + " " + e["text"]) for e in self.entries],
+                              show_progress=False)
 
-    def _score(self, index: int, query: list[str]) -> float:
-        doc, length = self._docs[index], self._lengths[index]
-        score = 0.0
-        for word in query:
-            tf = doc.get(word, 0)
-            if tf:
-                norm = tf + BM25_K1 * (1 - BM25_B + BM25_B * length / self._mean_length)
-                score += self._idf[word] * tf * (BM25_K1 + 1) / norm
-        return score
-
-    def top_k(self, query: str, k: int = 3) -> list[dict]:
-        words = _words(query)
-        ranked = sorted(range(len(self.entries)),
-                        key=lambda i: (-self._score(i, words), self.entries[i]["id"]))
-        return [self.entries[i] for i in ranked[:k]]
+    def relevant(self, query: str, kind: str = FRAUD, k: int = 3) -> list[dict]:
+        """Up to `k` entries of `kind` scoring at least MIN_RELEVANCE for `query`, best
+        first; none when nothing is relevant."""
+        query_words = words(query)
+        if not query_words or not self.entries:
+            return []
+        scores = self._index.get_scores(query_words)
+        ranked = sorted(
+            (i for i, entry in enumerate(self.entries)
+             if entry["kind"] == kind and scores[i] >= MIN_RELEVANCE),
+            key=lambda i: (-scores[i], self.entries[i]["id"]))
+        return [{name: self.entries[i][name] for name in ("id", "title", "text")}
+                for i in ranked[:k]]
 
 
 def load_playbook(text: str | None = None) -> Playbook:
@@ -93,15 +112,21 @@ class RefreshingPlaybook:
 
 
 def query_for(data: Mapping[str, Any]) -> str:
-    """A retrieval query from transaction_risk data: what is unusual about the event."""
+    """A fraud-playbook query from transaction_risk data: the payment's own text and what is
+    unusual about it."""
     tx, features = data["transaction"], data["features"]
-    words = [tx["merchant_category"], tx["channel"]]
+    terms = [tx["merchant"], tx["merchant_category"], tx["channel"]]
     if features["velocity_1h"] >= 2:
-        words += ["velocity", "small", "burst", "card", "testing"]
+        terms += ["velocity", "small", "burst", "card", "testing"]
     if features["new_country"]:
-        words += ["new", "country", "travel"]
+        terms += ["new", "country", "travel"]
     if features["amount_zscore"] >= 3:
-        words += ["amount", "spike", "standard", "deviations"]
+        terms += ["amount", "spike", "standard", "deviations"]
     if features["new_merchant_category"]:
-        words += ["first", "new", "merchant", "category"]
-    return " ".join(words)
+        terms += ["first", "new", "merchant", "category"]
+    return " ".join(str(term) for term in terms)
+
+
+def query_for_metric(metric: str, metadata: Mapping[str, str]) -> str:
+    """A runbook query for an anomaly: the metric's name and its service."""
+    return f"{metric} {metadata.get('service', '')}"

@@ -2,7 +2,9 @@
 
 For tests and benchmarks: it can be slowed down (fixed or lognormal latency), rate limited
 like a provider (429 with an accurate Retry-After), and broken on purpose (429, 500, hangs
-past the client's timeout, malformed JSON).
+past the client's timeout, malformed JSON). Like OpenAI and Azure OpenAI, it answers 400 to a
+strict answer schema outside their subset (llm/strict_schema.py) and to a `max_tokens` above
+the model's limit, and cuts an answer longer than `max_tokens` (finish_reason "length").
 
     python -m realtime_ai.llm.server --port 8000 --latency_ms 200 --error_rate 0.1
 """
@@ -21,12 +23,13 @@ import uuid
 
 from aiohttp import web
 
-from realtime_ai.llm import local_model, tasks
+from realtime_ai.llm import local_model, strict_schema, tasks
 
 FAULTS = ("rate_limited", "server_error", "hang", "malformed")
 HANG_SECONDS = 600.0
 RATE_WINDOW_SECONDS = 60.0
 ANSWER_TIMES_KEPT = 200_000
+MAX_COMPLETION_TOKENS = 16_384  # gpt-4o and gpt-4o-mini: larger max_tokens is a 400
 
 
 @dataclasses.dataclass
@@ -41,6 +44,24 @@ class ServerSettings:
     # when set, a request without this bearer key gets a 401 that echoes the key it presented,
     # as careless providers do: how a client treats secrets in errors is tested against it
     required_api_key: str | None = None
+    # when set, like Azure OpenAI with Entra ID: only "Authorization: Bearer <one of these>"
+    bearer_tokens: frozenset[str] | None = None
+
+
+def _provider_refusal(body: dict) -> str | None:
+    """What OpenAI or Azure OpenAI would answer 400 to in this request, in their words."""
+    max_tokens = body.get("max_tokens")
+    if max_tokens is not None and not (
+            isinstance(max_tokens, int) and 1 <= max_tokens <= MAX_COMPLETION_TOKENS):
+        return (f"max_tokens is too large: {max_tokens}. This model supports at most "
+                f"{MAX_COMPLETION_TOKENS} completion tokens, whereas you provided {max_tokens}.")
+    json_schema = (body.get("response_format") or {}).get("json_schema") or {}
+    if json_schema.get("strict"):
+        problems = strict_schema.problems(json_schema.get("schema") or {})
+        if problems:
+            return (f"Invalid schema for response_format '{json_schema.get('name')}': "
+                    f"{problems[0]}")
+    return None
 
 
 class _Server:
@@ -109,6 +130,13 @@ class _Server:
             self.stats["status_401"] += 1
             return self._error(401, f"Incorrect API key provided: {presented}",
                                "invalid_request_error")
+        tokens = self.settings.bearer_tokens
+        if tokens is not None and request.headers.get("Authorization") not in {
+                f"Bearer {token}" for token in tokens}:
+            self.stats["status_401"] += 1
+            return self._error(401, "Unauthorized. Access token is missing, invalid, audience "
+                               "is incorrect (https://cognitiveservices.azure.com), or have "
+                               "expired.", "invalid_request_error")
         try:
             body = await request.json()
             task, data = tasks.request_task_and_data(body["messages"],
@@ -117,7 +145,13 @@ class _Server:
         except (json.JSONDecodeError, KeyError, TypeError, tasks.InvalidAnswer) as error:
             self.stats["status_400"] += 1
             return self._error(400, f"bad request: {error}", "invalid_request_error")
+        refusal = _provider_refusal(body)
+        if refusal:
+            self.stats["status_400"] += 1
+            return self._error(400, refusal, "invalid_request_error")
         self.stats[f"model:{model}"] += 1
+        if "max_tokens" not in body:
+            self.stats["without_max_tokens"] += 1
         wait = self._rate_limited_for()
         if wait is not None:
             return self._too_many(wait)
@@ -136,6 +170,10 @@ class _Server:
         if fault == "malformed":
             self.stats["malformed"] += 1
             content = content[: len(content) // 2]
+        finish_reason = "stop"
+        if "max_tokens" in body and tasks.estimate_tokens(content) > body["max_tokens"]:
+            self.stats["cut_at_max_tokens"] += 1
+            content, finish_reason = content[: body["max_tokens"] * 4], "length"
         prompt_tokens = tasks.estimate_tokens(body["messages"])
         completion_tokens = tasks.estimate_tokens(content)
         self.stats["status_200"] += 1
@@ -146,7 +184,7 @@ class _Server:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": model,
-            "choices": [{"index": 0, "finish_reason": "stop",
+            "choices": [{"index": 0, "finish_reason": finish_reason,
                          "message": {"role": "assistant", "content": content}}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},

@@ -70,7 +70,8 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
     def payloads(label: str, spec: str | None, lines: tuple[str, ...]):
         if spec:
             return p | f"Read{label}" >> ReadEvents(
-                spec, opts.event_time_attribute, opts.kafka_expansion_service, native_pubsub)
+                spec, opts.event_time_attribute, opts.kafka_expansion_service, native_pubsub,
+                opts.kafka_properties())
         return p | f"Redriven{label}" >> beam.Create(lines) if lines else None
 
     featured = []
@@ -103,7 +104,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
         scored_parts.append(p | "RedrivenScored" >> beam.Create(redriven.scored))
     if scored_parts:
         rows, alerts, failed = _joined(scored_parts, "AllScored") | "ExplainAnomalies" >> (
-            ExplainAnomalies(llm))
+            ExplainAnomalies(llm, opts.context, opts.context_refresh_seconds))
         parts["metrics"].append(rows)
         parts["alerts"].append(alerts)
         dead_letters.append(failed)

@@ -18,8 +18,10 @@ from realtime_ai.io.sources import (
     is_kafka,
     is_subscription,
     is_unbounded,
+    kafka_consumer_properties,
 )
 from realtime_ai.llm import memo
+from realtime_ai.llm.auth import AUTH_AZURE, AUTH_KEY, AUTH_METHODS, AZURE_SCOPE
 from realtime_ai.llm.base import LlmConfig
 from realtime_ai.llm.retrieval import load_playbook
 
@@ -67,6 +69,12 @@ class RealtimeAiOptions(PipelineOptions):
                  "one scripts/flink-cluster.sh assembles, elsewhere Beam's own. "
                  "Example: --kafka_expansion_service=localhost:8097")
         parser.add_argument(
+            "--kafka_config", action="append", default=None, metavar="KEY=VALUE",
+            help="Kafka inputs: a consumer property, repeatable: SASL/SSL settings, group.id, "
+                 "... (bootstrap.servers comes from the kafka:// input). Default: none. "
+                 "Example (Azure Event Hubs): --kafka_config=security.protocol=SASL_SSL "
+                 "--kafka_config=sasl.mechanism=PLAIN --kafka_config='sasl.jaas.config=...'")
+        parser.add_argument(
             "--event_time_attribute", default=None,
             help="Pub/Sub inputs: message attribute holding the event time (RFC 3339 or ms "
                  "since the epoch) that the watermark follows; records still take their "
@@ -112,9 +120,32 @@ class RealtimeAiOptions(PipelineOptions):
                  "or OPENAI_API_KEY is set, else 'local'. Example: --llm_backend=openai")
         parser.add_argument(
             "--llm_base_url", default=None,
-            help="Base URL of the OpenAI-compatible endpoint; the key comes from the "
-                 "OPENAI_API_KEY environment variable. Default: OpenAI's own. "
-                 "Example: --llm_base_url=http://127.0.0.1:8000/v1")
+            help="Base URL of the OpenAI-compatible endpoint, or several separated by commas "
+                 "(each request goes to the least-loaded healthy one; a failing one is taken "
+                 "out by its own circuit breaker); the key comes from the OPENAI_API_KEY "
+                 "environment variable. Default: OpenAI's own. "
+                 "Example: --llm_base_url=http://10.0.0.1:8000/v1,http://10.0.0.2:8000/v1")
+        parser.add_argument(
+            "--fast_base_url", default=None,
+            help="The fast model's endpoint(s), in the form of --llm_base_url, instead of "
+                 "it. Default: --llm_base_url. "
+                 "Example: --fast_base_url=https://eastus.example.com/openai/v1/")
+        parser.add_argument(
+            "--deep_base_url", default=None,
+            help="The deep model's endpoint(s), in the form of --llm_base_url, instead of "
+                 "it. Default: --llm_base_url. "
+                 "Example: --deep_base_url=https://westus.example.com/openai/v1/")
+        parser.add_argument(
+            "--llm_auth", default=AUTH_KEY, choices=AUTH_METHODS,
+            help="How requests sign in: 'key' (the OPENAI_API_KEY environment variable) or "
+                 "'azure' (Microsoft Entra ID tokens from azure-identity's "
+                 "DefaultAzureCredential on each worker: managed identity, workload identity, "
+                 "AZURE_* variables or az login; refreshed before they expire). Default: key. "
+                 "Example: --llm_auth=azure")
+        parser.add_argument(
+            "--llm_auth_scope", default=AZURE_SCOPE,
+            help=f"--llm_auth=azure: the token scope. Default: {AZURE_SCOPE}. "
+                 "Example: --llm_auth_scope=https://ai.azure.com/.default")
         parser.add_argument(
             "--fast_model", default="gpt-4o-mini",
             help="Model that scores every transaction and explains metric anomalies. "
@@ -217,8 +248,9 @@ class RealtimeAiOptions(PipelineOptions):
                  "Example: --anomaly_cooldown_values=30")
         parser.add_argument(
             "--context", default=None,
-            help="JSON file of fraud playbook entries ([{id, title, text}, ...]) retrieved as "
-                 "context for the deep analysis, re-read every --context_refresh_seconds while "
+            help="JSON file of playbook entries ([{id, title, text, kind}, ...]; kind "
+                 "\"fraud\" (default): context for the deep analysis; \"runbook\": for "
+                 "anomaly explanations), re-read every --context_refresh_seconds while "
                  "the job runs. Default: the playbook shipped in the package. "
                  "Example: --context=gs://bucket/playbook.json")
         parser.add_argument(
@@ -250,8 +282,10 @@ class RealtimeAiOptions(PipelineOptions):
 
     def llm_config(self) -> LlmConfig:
         return LlmConfig(
-            backend=resolve_backend(self.llm_backend, self.llm_base_url),
+            backend=resolve_backend(self.llm_backend, self.any_base_url()),
             base_url=self.llm_base_url,
+            fast_base_url=self.fast_base_url,
+            deep_base_url=self.deep_base_url,
             fast_model=self.fast_model,
             deep_model=self.deep_model,
             timeout_seconds=self.llm_timeout_seconds,
@@ -265,6 +299,8 @@ class RealtimeAiOptions(PipelineOptions):
             cache_url=self.cache_url,
             latency_budget_ms=self.latency_budget_ms,
             memo=self.memo,
+            auth=self.llm_auth,
+            auth_scope=self.llm_auth_scope,
         )
 
 
@@ -274,6 +310,12 @@ class RealtimeAiOptions(PipelineOptions):
         return OrderingSettings.of_seconds(
             self.allowed_lateness_seconds, self.state_ttl_seconds, self.dedupe_horizon_seconds,
             release_step=min(RELEASE_STEP_SECONDS, self.window_grace_seconds))
+
+    def any_base_url(self) -> str | None:
+        return self.llm_base_url or self.fast_base_url or self.deep_base_url
+
+    def kafka_properties(self) -> dict[str, str]:
+        return kafka_consumer_properties(self.kafka_config)
 
     def detector_settings(self) -> DetectorSettings:
         overrides = {"window": self.anomaly_window}
@@ -377,6 +419,10 @@ def validate(options: RealtimeAiOptions, require_input: bool = True) -> None:
                 check(spec, f"--{name}")
             except ValueError as error:
                 raise InvalidOptions(str(error)) from None
+    try:
+        options.kafka_properties()
+    except ValueError as error:
+        raise InvalidOptions(str(error)) from None
     if options.context:
         try:
             with FileSystems.open(options.context) as handle:
@@ -384,7 +430,18 @@ def validate(options: RealtimeAiOptions, require_input: bool = True) -> None:
         except (OSError, ValueError, TypeError, KeyError) as error:
             raise InvalidOptions(f"--context={options.context} is not a readable playbook "
                                  f"(JSON [{{id, title, text}}, ...]): {error}") from None
-    backend = resolve_backend(options.llm_backend, options.llm_base_url)
-    if backend == "openai" and not options.llm_base_url and not os.environ.get("OPENAI_API_KEY"):
+    for name in ("llm_base_url", "fast_base_url", "deep_base_url"):
+        spec = getattr(options, name)
+        if spec is not None and (not spec.strip(", ") or not all(
+                url.strip().startswith(("http://", "https://"))
+                for url in spec.split(",") if url.strip())):
+            raise InvalidOptions(f"--{name} must be http(s) URLs separated by commas, e.g. "
+                                 f"http://127.0.0.1:8000/v1, got {spec!r}")
+    backend = resolve_backend(options.llm_backend, options.any_base_url())
+    if options.llm_auth == AUTH_AZURE and not (backend == "openai" and options.any_base_url()):
+        raise InvalidOptions("--llm_auth=azure needs --llm_base_url, the Azure endpoint, e.g. "
+                             "https://RESOURCE.openai.azure.com/openai/v1/")
+    if backend == "openai" and not options.any_base_url() and not os.environ.get(
+            "OPENAI_API_KEY"):
         raise InvalidOptions("--llm_backend=openai needs OPENAI_API_KEY in the environment, or "
                          "--llm_base_url for an endpoint that takes no key")

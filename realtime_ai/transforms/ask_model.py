@@ -77,6 +77,8 @@ class _ModelDoFn(beam.DoFn):
         tally["llm_answers"] += 1
         tally["llm_fallbacks"] += result.fell_back
         tally["llm_retries"] += result.attempts - 1
+        if result.endpoint:
+            tally[f"llm_answers_by_endpoint:{result.endpoint}"] += 1
         tally[f"llm_input_tokens:{result.model}"] += result.input_tokens
         tally[f"llm_output_tokens:{result.model}"] += result.output_tokens
         cost = accounting.cost_micro_usd(self._prices, result.model, result.input_tokens,

@@ -3,42 +3,24 @@ risky ones with their history and retrieved playbook entries."""
 from __future__ import annotations
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 
 from realtime_ai.core import model_inputs, replay, rows
 from realtime_ai.llm import base, retrieval
 from realtime_ai.llm.base import LlmConfig
 from realtime_ai.transforms.ask_model import AskModel
-
-
-def _read_text(path: str) -> str:
-    with FileSystems.open(path) as handle:
-        return handle.read().decode("utf-8")
+from realtime_ai.transforms.playbook_context import WorkerPlaybook
 
 
 class _AnalysisData:
-    """Deep-analysis input: the transaction, its history and the top playbook entries.
-
-    The playbook is re-read every `refresh_seconds` by each worker, not sent as a slowly
-    changing side input: on the DirectRunner a global-window side input blocks the main
-    input until the side input's watermark reaches the end of time, i.e. forever in
-    streaming; a re-read on the worker behaves the same on every runner.
-    """
+    """Deep-analysis input: the transaction, its history and the relevant playbook entries."""
 
     def __init__(self, playbook_path: str | None, refresh_seconds: float):
-        self._playbook_path = playbook_path
-        self._refresh_seconds = refresh_seconds
-        self._playbook = None
-
-    def _read(self) -> str | None:
-        return _read_text(self._playbook_path) if self._playbook_path else None
+        self._playbook = WorkerPlaybook(playbook_path, refresh_seconds)
 
     def __call__(self, scored) -> dict:
         featured, risk = scored
-        if self._playbook is None:  # made on the worker: a clock does not travel pickled
-            self._playbook = retrieval.RefreshingPlaybook(self._read, self._refresh_seconds)
         data = model_inputs.transaction_risk_data(featured)
-        entries = self._playbook.current().top_k(retrieval.query_for(data), k=3)
+        entries = self._playbook.current().relevant(retrieval.query_for(data))
         return model_inputs.transaction_analysis_data(featured, risk.answer, entries)
 
 

@@ -1,12 +1,26 @@
-"""ExplainAnomalies: the fast model explains each value the detector flagged."""
+"""ExplainAnomalies: the fast model explains each value the detector flagged, with the
+relevant runbooks of the playbook as context."""
 from __future__ import annotations
 
 import apache_beam as beam
 
 from realtime_ai.core import model_inputs, replay, rows
-from realtime_ai.llm import base
+from realtime_ai.llm import base, retrieval
 from realtime_ai.llm.base import LlmConfig
 from realtime_ai.transforms.ask_model import AskModel
+from realtime_ai.transforms.playbook_context import WorkerPlaybook
+
+
+class _AnomalyData:
+    """Explanation input: the value, its statistics and the relevant runbooks."""
+
+    def __init__(self, playbook_path: str | None, refresh_seconds: float):
+        self._playbook = WorkerPlaybook(playbook_path, refresh_seconds)
+
+    def __call__(self, scored) -> dict:
+        query = retrieval.query_for_metric(scored.record.metric, dict(scored.record.metadata))
+        runbooks = self._playbook.current().relevant(query, retrieval.RUNBOOK)
+        return model_inputs.metric_anomaly_data(scored, runbooks)
 
 
 class ExplainAnomalies(beam.PTransform):
@@ -16,15 +30,17 @@ class ExplainAnomalies(beam.PTransform):
     explanation of severity high or critical raises an alert.
     """
 
-    def __init__(self, config: LlmConfig):
+    def __init__(self, config: LlmConfig, playbook_path: str | None = None,
+                 playbook_refresh_seconds: float = 300.0):
         super().__init__()
         self._config = config
+        self._anomaly_data = _AnomalyData(playbook_path, playbook_refresh_seconds)
 
     def expand(self, scored):
         anomalies, normal = scored | "RouteAnomalies" >> beam.Partition(
             lambda item, _: 0 if item.is_anomaly else 1, 2)
         explained, failed = anomalies | "ExplainAnomaly" >> AskModel(
-            self._config, base.METRIC_ANOMALY, base.FAST, model_inputs.metric_anomaly_data,
+            self._config, base.METRIC_ANOMALY, base.FAST, self._anomaly_data,
             replay.scored_metric, keep_failed=True)
         metric_rows = (
             (
