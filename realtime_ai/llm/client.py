@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import os
 import random
 import time
@@ -14,11 +13,17 @@ import httpx2
 import openai
 
 from realtime_ai.llm import base, failures, tasks
-from realtime_ai.llm.base import LlmConfig, LlmPermanentError, LlmResult
+from realtime_ai.llm.base import (
+    LatencyBudgetExceeded,
+    LlmConfig,
+    LlmPermanentError,
+    LlmResult,
+    Spend,
+)
 from realtime_ai.llm.cache import CachingBackend
 from realtime_ai.llm.failures import classify
 from realtime_ai.llm.limits import CircuitBreaker, CircuitOpen, RateLimiter
-from realtime_ai.llm.local_model import LocalBackend
+from realtime_ai.llm.local_model import DegradingBackend, LocalBackend
 from realtime_ai.llm.packing import PackingBackend
 
 BACKOFF_BASE_SECONDS = 0.25
@@ -29,12 +34,43 @@ PLACEHOLDER_KEY = "no-key-configured"
 EXPECTED_ANSWER_TOKENS = 60
 
 
-def _content(body: Any) -> str | None:
-    """The first choice's message text of a chat completion body, or InvalidAnswer."""
+def _json_body(raw: httpx2.Response) -> dict:
+    """The response body as a JSON object, or InvalidAnswer."""
+    try:
+        body = raw.json()
+    except ValueError:  # not JSON, or not text at all
+        raise tasks.InvalidAnswer("response body is not JSON") from None
+    if not isinstance(body, dict):
+        raise tasks.InvalidAnswer(f"response body is a JSON {type(body).__name__}, not an "
+                                  "object")
+    return body
+
+
+def _content(body: Mapping[str, Any]) -> Any:
+    """The first choice's message content of a chat completion body, of whatever type (the
+    answer's parser checks it), or None."""
     try:
         return body["choices"][0]["message"]["content"]
     except (KeyError, IndexError, TypeError):
-        raise tasks.InvalidAnswer("response has no choices[0].message.content") from None
+        return None
+
+
+def _token_count(usage: Any, name: str) -> int | None:
+    value = usage.get(name) if isinstance(usage, Mapping) else None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+def usage_tokens(usage: Any, prompt_tokens: int, content: Any) -> tuple[int, int]:
+    """(input, output) tokens of an answered request: as the endpoint reports them in `usage`,
+    or where it does not as non-negative integers, as we estimate them (a call that was
+    answered is never counted as free)."""
+    reported_in = _token_count(usage, "prompt_tokens")
+    reported_out = _token_count(usage, "completion_tokens")
+    if reported_out is None:
+        reported_out = tasks.estimate_tokens(content) if isinstance(content, str) else 0
+    return prompt_tokens if reported_in is None else reported_in, reported_out
 
 
 def backoff_seconds(attempt: int, retry_after: float | None, rng: random.Random) -> float:
@@ -52,7 +88,10 @@ class OpenAiBackend:
         self._client: openai.AsyncOpenAI | None = None
         self._rng = random.Random()
         self._limiter = RateLimiter(config.requests_per_minute, config.tokens_per_minute)
-        self._breaker = CircuitBreaker()
+        # a probe cut short (its event's deep call over budget) gives way after a deadline
+        self._breaker = CircuitBreaker(probe_timeout_seconds=config.timeout_seconds)
+        self._budget = (config.latency_budget_ms / 1000.0 if config.latency_budget_ms
+                        else None)
         # Requests in flight; callers may hold more elements than this when they are packed.
         self._request_slots = asyncio.Semaphore(config.concurrency)
 
@@ -75,73 +114,123 @@ class OpenAiBackend:
     async def complete(self, task: str, data: Mapping[str, Any], tier: str) -> LlmResult:
         model = self._config.fast_model if tier == base.FAST else self._config.deep_model
         messages = tasks.build_messages(task, data)
-        expected_tokens = tasks.estimate_tokens(messages) + EXPECTED_ANSWER_TOKENS
+        prompt_tokens = tasks.estimate_tokens(messages)
+        spent: list[Spend] = []  # every request of this event, kept even when it is cut
+        started = time.perf_counter()
+        budget = self._budget if tier == base.DEEP else None
+        try:
+            async with asyncio.timeout(budget) as over_budget:
+                return await self._attempts(task, model, messages, prompt_tokens, spent,
+                                            started)
+        except TimeoutError:
+            if over_budget.expired():
+                raise LatencyBudgetExceeded(tuple(spent)) from None
+            raise
+
+    async def _attempts(self, task: str, model: str, messages: list[dict], prompt_tokens: int,
+                        spent: list[Spend], started: float) -> LlmResult:
         attempts = self._config.max_retries + 1
         for attempt in range(attempts):
             try:
-                result = await self._attempt(task, model, messages, expected_tokens)
-            except (openai.OpenAIError, tasks.InvalidAnswer, asyncio.TimeoutError,
-                    json.JSONDecodeError, CircuitOpen) as error:
+                answer = await self._attempt(task, model, messages, prompt_tokens, spent)
+            except (openai.OpenAIError, tasks.InvalidAnswer, TimeoutError, CircuitOpen) as error:
                 failure = classify(error)
+                if failure.kind == failures.ENDPOINT:
+                    self._breaker.failed()
+                elif failure.kind != failures.CIRCUIT_OPEN:
+                    self._breaker.succeeded()  # it answered: the endpoint is up
                 if failure.kind == failures.RATE_LIMITED:
                     self._limiter.rate_limited(failure.retry_after)
-                elif failure.kind == failures.ENDPOINT:
-                    self._breaker.failed()
                 if not failure.retriable or attempt + 1 == attempts:
-                    raise LlmPermanentError(self._redact(
-                        f"{task} via {model} failed after {attempt + 1} attempt(s): "
-                        f"{failure.reason}"), attempts=attempt + 1) from None
+                    raise LlmPermanentError(
+                        self._redact(f"{task} via {model} failed after {attempt + 1} "
+                                     f"attempt(s): {failure.reason}"),
+                        reason=failure.summary, spent=tuple(spent),
+                        latency_ms=_ms_since(started)) from None
                 await asyncio.sleep(backoff_seconds(attempt, failure.retry_after, self._rng))
                 continue
+            self._breaker.succeeded()
             self._limiter.succeeded()
-            return dataclasses.replace(result, attempts=attempt + 1)
+            return LlmResult(answer=answer, model=model, spent=tuple(spent),
+                             latency_ms=_ms_since(started))
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def _attempt(self, task: str, model: str, messages: list[dict],
-                       expected_tokens: int) -> LlmResult:
+    async def _attempt(self, task: str, model: str, messages: list[dict], prompt_tokens: int,
+                       spent: list[Spend]) -> dict:
+        """One request, its cost added to `spent` whatever comes of it; the valid answer."""
         self._breaker.before_call()
-        await self._limiter.acquire(expected_tokens)
+        await self._limiter.acquire(prompt_tokens + EXPECTED_ANSWER_TOKENS)
         async with self._request_slots:
             started = time.perf_counter()
-            # The client's generic post sends our ready JSON body and returns the raw
-            # response: create() re-walks the deep schema and builds pydantic models for
-            # every call, CPU that capped a worker below its concurrency bound.
-            raw = await self._openai().post(
-                "/chat/completions", cast_to=httpx2.Response,
-                body={"model": model, "messages": messages, "temperature": 0,
-                      "response_format": tasks.response_format(task)})
-        self._breaker.succeeded()  # the endpoint answered; the answer may still be invalid
-        body = raw.json()
-        answer = tasks.parse_answer(task, _content(body))
-        usage = body.get("usage") or {}
-        return LlmResult(
-            answer=answer, model=model, latency_ms=(time.perf_counter() - started) * 1000.0,
-            input_tokens=int(usage.get("prompt_tokens", 0)),
-            output_tokens=int(usage.get("completion_tokens", 0)))
+            try:
+                # One deadline for the whole request (connect, send, the whole answer): the
+                # client's own timeout applies per read, so an answer dripped a byte at a
+                # time would never time out.
+                async with asyncio.timeout(self._config.timeout_seconds):
+                    # The client's generic post sends our ready JSON body and returns the raw
+                    # response: create() re-walks the deep schema and builds pydantic models
+                    # for every call, CPU that capped a worker below its concurrency bound.
+                    raw = await self._openai().post(
+                        "/chat/completions", cast_to=httpx2.Response,
+                        body={"model": model, "messages": messages, "temperature": 0,
+                              "response_format": tasks.response_format(task)})
+            except (TimeoutError, asyncio.CancelledError) as error:
+                # sent and never answered (timed out, or cut by the latency budget): the
+                # endpoint may bill the prompt, so it is counted as estimated
+                spent.append(Spend(model, _ms_since(started), input_tokens=prompt_tokens,
+                                   failure="cut" if isinstance(error, asyncio.CancelledError)
+                                   else "timed out"))
+                raise
+            except openai.OpenAIError as error:
+                spent.append(Spend(model, _ms_since(started), failure=classify(error).summary))
+                raise
+        latency_ms = _ms_since(started)
+        try:
+            body = _json_body(raw)
+        except tasks.InvalidAnswer:
+            spent.append(Spend(model, latency_ms, prompt_tokens, failure="invalid answer"))
+            raise
+        content = _content(body)
+        spend = Spend(model, latency_ms, *usage_tokens(body.get("usage"), prompt_tokens, content))
+        try:
+            if content is None:
+                raise tasks.InvalidAnswer("response has no choices[0].message.content")
+            answer = tasks.parse_answer(task, content)
+        except tasks.InvalidAnswer:
+            spent.append(dataclasses.replace(spend, failure="invalid answer"))
+            raise
+        spent.append(spend)
+        return answer
 
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.close()
 
 
-class LatencyRouter:
-    """Deep-tier calls get `latency_budget_ms`; one that overruns is cut (cancelled, so it
-    is not paid further) and the fast model answers the same task instead."""
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
 
-    def __init__(self, inner: base.LlmBackend, budget_ms: float):
+
+class LatencyRouter:
+    """A deep-tier call that overruns `latency_budget_ms` (cut by OpenAiBackend, so it is not
+    paid further) is answered by the fast model instead; what the cut call cost is kept."""
+
+    def __init__(self, inner: base.LlmBackend):
         self._inner = inner
-        self._budget = budget_ms / 1000.0
 
     async def complete(self, task: str, data: Mapping[str, Any], tier: str) -> LlmResult:
-        if tier != base.DEEP:
-            return await self._inner.complete(task, data, tier)
         started = time.perf_counter()
         try:
-            return await asyncio.wait_for(self._inner.complete(task, data, tier), self._budget)
-        except TimeoutError:
-            result = await self._inner.complete(task, data, base.FAST)
-            total_ms = (time.perf_counter() - started) * 1000.0
-            return dataclasses.replace(result, fell_back=True, latency_ms=total_ms)
+            return await self._inner.complete(task, data, tier)
+        except LatencyBudgetExceeded as cut:
+            try:
+                result = await self._inner.complete(task, data, base.FAST)
+            except LlmPermanentError as error:
+                error.spent = cut.spent + error.spent
+                error.latency_ms = _ms_since(started)
+                raise
+            return dataclasses.replace(result, fell_back=True, latency_ms=_ms_since(started),
+                                       spent=cut.spent + result.spent)
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -155,6 +244,9 @@ def make_backend(config: LlmConfig) -> base.LlmBackend:
         if config.fast_batch_size > 1:
             backend = PackingBackend(backend, config)
         if config.latency_budget_ms:
-            backend = LatencyRouter(backend, config.latency_budget_ms)
-        return CachingBackend(backend, config)
+            backend = LatencyRouter(backend)
+        backend = CachingBackend(backend, config)
+        if config.on_model_failure == base.DEGRADE:
+            backend = DegradingBackend(backend)
+        return backend
     raise ValueError(f"unknown LLM backend {config.backend!r}")

@@ -18,7 +18,7 @@ RETRIABLE_STATUSES = frozenset({408, 409, 425})
 INVALID_ANSWER = "invalid_answer"  # the endpoint works; the model answered badly
 RATE_LIMITED = "rate_limited"  # 429: slow down
 ENDPOINT = "endpoint"  # 5xx, timeouts, lost connections: the endpoint is in trouble
-CIRCUIT_OPEN = "circuit_open"  # we stopped calling a failing endpoint for a while
+CIRCUIT_OPEN = "circuit_open"  # we stopped calling a failing endpoint for a while: fail fast
 REQUEST = "request"  # the request itself is wrong (4xx): never retried
 
 
@@ -28,6 +28,11 @@ class Failure:
     reason: str
     retry_after: float | None = None  # seconds the server asked us to wait
     kind: str = REQUEST
+
+    @property
+    def summary(self) -> str:
+        """The reason without an answer's details: few distinct values, fit for a column."""
+        return "invalid answer" if self.kind == INVALID_ANSWER else self.reason
 
 
 def _retry_after(error: openai.APIStatusError) -> float | None:
@@ -42,15 +47,34 @@ def _retry_after(error: openai.APIStatusError) -> float | None:
     return None
 
 
+def _os_error(error: BaseException) -> OSError | None:
+    """The socket error behind a client error, if any: the openai client's aiohttp transport
+    reports a refused connection as a connect *timeout*, with the refusal as its cause."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError) and not isinstance(error, TimeoutError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def classify(error: BaseException) -> Failure:
-    """Retriable: rate limits, server errors, timeouts, lost connections, invalid answers,
-    an open circuit. Permanent: the request itself is wrong (bad request, auth, unknown model)."""
+    """Retriable: rate limits, server errors, timeouts, lost connections, invalid answers.
+    Permanent: the request itself is wrong (bad request, auth, unknown model), and an open
+    circuit: the endpoint is known to be failing, so waiting out its cool-down per event
+    would only hold the event up (the caller degrades or dead-letters it at once)."""
     if isinstance(error, InvalidAnswer):
         return Failure(True, f"invalid answer: {error}", kind=INVALID_ANSWER)
     if isinstance(error, json.JSONDecodeError):
         return Failure(True, "response body is not JSON", kind=INVALID_ANSWER)
     if isinstance(error, CircuitOpen):
-        return Failure(True, str(error), error.retry_after, kind=CIRCUIT_OPEN)
+        return Failure(False, "circuit open", error.retry_after, kind=CIRCUIT_OPEN)
+    cause = _os_error(error)
+    if isinstance(cause, ConnectionRefusedError):
+        return Failure(True, "connection refused", kind=ENDPOINT)
+    if isinstance(error, openai.APITimeoutError) and cause is not None:
+        return Failure(True, f"connection failed: {type(cause).__name__}", kind=ENDPOINT)
     if isinstance(error, openai.APITimeoutError | asyncio.TimeoutError | TimeoutError):
         return Failure(True, "request timed out", kind=ENDPOINT)
     if isinstance(error, openai.APIConnectionError):

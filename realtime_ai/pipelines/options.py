@@ -19,7 +19,7 @@ from realtime_ai.io.sources import (
     is_subscription,
     is_unbounded,
 )
-from realtime_ai.llm.base import LlmConfig
+from realtime_ai.llm.base import DEGRADE, ON_MODEL_FAILURE, LlmConfig
 from realtime_ai.llm.retrieval import load_playbook
 
 LLM_BACKENDS = ("local", "openai")
@@ -166,6 +166,13 @@ class RealtimeAiOptions(PipelineOptions):
             help="Redis URL of a response cache shared by all workers (the in-worker cache "
                  "is always on). Default: none. Example: --cache_url=redis://10.0.0.5:6379/0")
         parser.add_argument(
+            "--on_model_failure", default=DEGRADE, choices=ON_MODEL_FAILURE,
+            help="What happens to an event the model cannot answer (retries spent, circuit "
+                 "open, request refused): 'degrade' = the local rules answer it and its row's "
+                 "model column says 'local-rules-v1 (degraded: REASON)' (counted as "
+                 "llm_degraded); 'dead_letter' = it goes to dead_letter/ with the reason. "
+                 "Default: degrade. Example: --on_model_failure=dead_letter")
+        parser.add_argument(
             "--risk_threshold", type=float, default=0.8,
             help="Transactions with risk_score above this (0..1) get the deep analysis and "
                  "raise an alert. Default: 0.8. Example: --risk_threshold=0.7")
@@ -255,6 +262,7 @@ class RealtimeAiOptions(PipelineOptions):
             cache_ttl_seconds=self.cache_ttl_seconds,
             cache_url=self.cache_url,
             latency_budget_ms=self.latency_budget_ms,
+            on_model_failure=self.on_model_failure,
         )
 
 
