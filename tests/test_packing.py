@@ -98,3 +98,25 @@ def test_packed_requests_through_the_server_match_single_requests(monkeypatch):
     finally:
         runner.submit(backend.aclose()).result(5)
         handle.stop()
+
+
+class _Broken:
+    """A backend with a bug: every call raises something that is not a model failure."""
+
+    async def complete(self, task, data, tier):
+        raise RuntimeError(f"bug in {task}")
+
+    async def aclose(self):
+        return None
+
+
+def test_a_bug_under_packing_reaches_every_element_and_hangs_none():
+    packing = PackingBackend(_Broken(), LlmConfig(fast_batch_size=3, batch_wait_ms=1000))
+
+    async def run():
+        return await asyncio.gather(*(packing.complete(base.TRANSACTION_RISK, risk_data(i),
+                                                       base.FAST) for i in range(3)),
+                                    return_exceptions=True)
+
+    outcomes = runner.submit(run()).result(10)
+    assert [str(o) for o in outcomes] == ["bug in transaction_risk_packed"] * 3

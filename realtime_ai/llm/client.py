@@ -160,6 +160,7 @@ class OpenAiBackend:
         """One request, its cost added to `spent` whatever comes of it; the valid answer."""
         self._breaker.before_call()
         await self._limiter.acquire(prompt_tokens + EXPECTED_ANSWER_TOKENS)
+        openai_client = self._openai()  # made once: not part of any request's time
         async with self._request_slots:
             started = time.perf_counter()
             try:
@@ -170,7 +171,7 @@ class OpenAiBackend:
                     # The client's generic post sends our ready JSON body and returns the raw
                     # response: create() re-walks the deep schema and builds pydantic models
                     # for every call, CPU that capped a worker below its concurrency bound.
-                    raw = await self._openai().post(
+                    raw = await openai_client.post(
                         "/chat/completions", cast_to=httpx2.Response,
                         body={"model": model, "messages": messages, "temperature": 0,
                               "response_format": tasks.response_format(task)})

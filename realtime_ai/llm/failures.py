@@ -47,16 +47,13 @@ def _retry_after(error: openai.APIStatusError) -> float | None:
     return None
 
 
-def _os_error(error: BaseException) -> OSError | None:
-    """The socket error behind a client error, if any: the openai client's aiohttp transport
-    reports a refused connection as a connect *timeout*, with the refusal as its cause."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, OSError) and not isinstance(error, TimeoutError):
-            return error
-        seen.add(id(error))
+def _causes(error: BaseException) -> list[BaseException]:
+    """The error and the chain of errors behind it."""
+    chain: list[BaseException] = []
+    while error is not None and all(error is not seen for seen in chain):
+        chain.append(error)
         error = error.__cause__ or error.__context__
-    return None
+    return chain
 
 
 def classify(error: BaseException) -> Failure:
@@ -70,11 +67,16 @@ def classify(error: BaseException) -> Failure:
         return Failure(True, "response body is not JSON", kind=INVALID_ANSWER)
     if isinstance(error, CircuitOpen):
         return Failure(False, "circuit open", error.retry_after, kind=CIRCUIT_OPEN)
-    cause = _os_error(error)
-    if isinstance(cause, ConnectionRefusedError):
+    # The openai client's aiohttp transport reports a failed connect (refused, no such host)
+    # as a connect *timeout*, with the socket's error behind it.
+    causes = _causes(error)
+    if any(isinstance(cause, ConnectionRefusedError) for cause in causes):
         return Failure(True, "connection refused", kind=ENDPOINT)
-    if isinstance(error, openai.APITimeoutError) and cause is not None:
-        return Failure(True, f"connection failed: {type(cause).__name__}", kind=ENDPOINT)
+    socket_errors = [cause for cause in causes
+                     if isinstance(cause, OSError) and not isinstance(cause, TimeoutError)]
+    if isinstance(error, openai.APITimeoutError) and socket_errors:
+        return Failure(True, f"connection failed: {type(socket_errors[-1]).__name__}",
+                       kind=ENDPOINT)
     if isinstance(error, openai.APITimeoutError | asyncio.TimeoutError | TimeoutError):
         return Failure(True, "request timed out", kind=ENDPOINT)
     if isinstance(error, openai.APIConnectionError):
