@@ -175,6 +175,8 @@ class _Server:
                                                  else content)}}],
             "usage": json.dumps(usage) if fault == "usage_wrong_type" else usage,
         }
+        if fault in ("usage_wrong_type", "content_wrong_type"):
+            self.stats[fault] += 1
         if fault == "drip":
             return await self._drip(request, reply)
         return web.json_response(reply)
