@@ -4,7 +4,6 @@ request the endpoint saw."""
 import os
 import pathlib
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import pytest
 
 from realtime_ai.llm import server
 from realtime_ai.pipelines import main
+from tests.test_hostile_endpoints import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -78,12 +78,6 @@ def test_an_endpoint_answering_only_errors_degrades_to_the_local_rules(inputs, m
                      r"to the local rules, 0 dead-lettered", report)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_nothing_listening_costs_seconds_not_cool_downs(tmp_path):
     (tmp_path / "tx.jsonl").write_text(
         "\n".join(_head(SAMPLES / "transactions.jsonl", 1500)) + "\n")
@@ -93,7 +87,7 @@ def test_nothing_listening_costs_seconds_not_cool_downs(tmp_path):
     # fix this one waited out every cool-down, still running after 10 minutes
     done = subprocess.run(
         [sys.executable, "-m", "realtime_ai.pipelines.main", f"--transactions={tmp_path}/tx.jsonl",
-         f"--output={tmp_path}/out", f"--llm_base_url=http://127.0.0.1:{_free_port()}/v1"],
+         f"--output={tmp_path}/out", f"--llm_base_url=http://127.0.0.1:{free_port()}/v1"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     elapsed = time.monotonic() - started
     assert done.returncode == 0, done.stderr[-2000:]

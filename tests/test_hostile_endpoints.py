@@ -11,15 +11,9 @@ from realtime_ai.llm import base, client, runner, server, tasks
 from realtime_ai.llm.base import LlmConfig, LlmPermanentError
 from realtime_ai.llm.client import OpenAiBackend, make_backend
 from realtime_ai.llm.limits import CircuitBreaker
+from tests.test_llm_client import DATA
 
 pytestmark = pytest.mark.integration
-DATA = {"transaction": {"transaction_id": "tx-1", "customer_id": "c", "amount": 2.0,
-                        "currency": "EUR", "merchant": "m", "merchant_category": "digital_goods",
-                        "country": "DE", "channel": "online", "timestamp": "2026-01-05T10:00:00Z"},
-        "features": {"history_count": 20, "mean_amount": 30.0, "std_amount": 10.0,
-                     "amount_zscore": -2.0, "velocity_1h": 4, "amount_1h": 8.0,
-                     "seconds_since_last": 60.0, "new_country": False,
-                     "new_merchant_category": False, "last_country": "DE"}}
 
 
 @pytest.fixture()
@@ -134,7 +128,7 @@ def test_a_probe_that_never_reports_back_gives_way_to_another():
     assert not breaker.is_open
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -143,7 +137,7 @@ def _free_port() -> int:
 def test_a_refused_connection_is_reported_as_a_refusal(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     backend = OpenAiBackend(LlmConfig(backend="openai", max_retries=0,
-                                      base_url=f"http://127.0.0.1:{_free_port()}/v1"))
+                                      base_url=f"http://127.0.0.1:{free_port()}/v1"))
     with pytest.raises(LlmPermanentError, match="connection refused") as failure:
         _complete(backend)
     assert failure.value.reason == "connection refused"
