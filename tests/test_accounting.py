@@ -23,20 +23,23 @@ def test_percentiles_are_the_bounds_of_the_buckets_they_fall_in():
 
 
 def test_the_report_sums_what_the_counters_say():
-    counters = {"llm_answers": 98, "llm_cache_hits": 7, "llm_retries": 12, "llm_fallbacks": 3,
+    counters = {"llm_answers": 98, "llm_cache_hits": 7, "llm_degraded": 4, "llm_requests": 115,
+                "llm_failed_requests": 12, "llm_fallbacks": 3,
                 "llm_transaction_risk_dead_lettered": 2, "llm_metric_explanation_dead_lettered": 1,
                 "llm_transaction_risk_answered": 100,
                 "llm_input_tokens:gpt-4o-mini": 20_000, "llm_output_tokens:gpt-4o-mini": 3_000,
                 "llm_cost_micro_usd:gpt-4o-mini": 4_800,
                 "llm_input_tokens:my-vllm-model": 500, "llm_output_tokens:my-vllm-model": 50,
                 "llm_latency_ms_le:200": 90, "llm_latency_ms_le:800": 8,
-                "llm_latency_ms_le:6400": 2}
+                "llm_latency_ms_le:6400": 2, "llm_request_latency_ms_le:100": 115}
     assert accounting.summary_lines(counters) == [
-        "Model calls: 98 answered, 7 from cache, 12 retries, 3 deep calls over budget "
-        "answered by the fast model, 3 dead-lettered",
+        "Model calls: 98 events answered by the model, 7 from cache, 4 degraded to the local "
+        "rules, 3 dead-lettered; 115 requests (12 failed, timed out or cut), 3 deep calls over "
+        "budget answered by the fast model",
         "  gpt-4o-mini: 20000 input + 3000 output tokens, ~$0.0048",
         "  my-vllm-model: 500 input + 50 output tokens, unpriced",
-        "  latency: P50 <= 200 ms, P95 <= 800 ms, P99 <= 6400 ms"]
+        "  latency per event, all its attempts: P50 <= 200 ms, P95 <= 800 ms, P99 <= 6400 ms",
+        "  latency per request: P50 <= 100 ms, P95 <= 100 ms, P99 <= 100 ms"]
 
 
 def test_a_runner_that_reports_no_counters_is_not_reported_as_zero_calls():

@@ -7,7 +7,7 @@ import pytest
 
 from realtime_ai.core.replay import Replayable
 from realtime_ai.llm import base, runner, server, tasks
-from realtime_ai.llm.base import LlmConfig, LlmPermanentError, LlmResult
+from realtime_ai.llm.base import LlmConfig, LlmResult
 from realtime_ai.llm.cache import LruTtlCache, request_key
 from realtime_ai.llm.client import make_backend
 from realtime_ai.transforms.ask_model import _AskModelDoFn
@@ -72,16 +72,17 @@ def test_identical_requests_are_paid_once_even_when_concurrent(llm_server):
 
 
 @pytest.mark.integration
-def test_failures_are_not_cached(llm_server):
+def test_failures_and_degraded_answers_are_not_cached(llm_server):
     llm_server.settings.error_rate = 1.0
     llm_server.settings.faults = ("server_error",)
     backend = make_backend(LlmConfig(backend="openai", base_url=llm_server.base_url,
                                      max_retries=0))
-    with pytest.raises(LlmPermanentError):
-        runner.submit(backend.complete(base.DASHBOARD_INSIGHT, INSIGHT, base.FAST)).result(10)
+    degraded = runner.submit(backend.complete(base.DASHBOARD_INSIGHT, INSIGHT, base.FAST)
+                             ).result(10)
+    assert degraded.degraded == "HTTP 500 InternalServerError"
     llm_server.settings.error_rate = 0.0
     result = runner.submit(backend.complete(base.DASHBOARD_INSIGHT, INSIGHT, base.FAST)).result(10)
-    assert result.answer["insight"]
+    assert result.answer["insight"] and not result.degraded and not result.cached
     assert llm_server.stats["requests"] == 2
 
 

@@ -77,7 +77,7 @@ def test_requests_carry_the_current_bearer_token_and_the_server_checks_it(monkey
             first, second = runner.submit(twice()).result(30)
         finally:
             runner.submit(backend.aclose()).result(5)
-        assert first.answer["priority"] == "low" and second.attempts == 1
+        assert first.answer["priority"] == "low" and second.requests == 1
         assert credential.scopes == ["https://cognitiveservices.azure.com/.default"] * 2
         assert handle.stats["status_200"] == 2 and handle.stats["status_401"] == 0
         handle.settings.bearer_tokens = frozenset({"someone-elses"})  # a token it refuses

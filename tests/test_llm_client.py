@@ -44,7 +44,7 @@ def _ask(handle, monkeypatch, **config):
 def test_answer_with_usage(llm_server, monkeypatch):
     result = _ask(llm_server, monkeypatch)
     assert result.answer["risk_score"] > 0.8
-    assert result.model == "small" and result.attempts == 1
+    assert result.model == "small" and result.requests == 1
     assert result.input_tokens > 50 and result.output_tokens > 5
     assert llm_server.stats["model:small"] == 1
 
@@ -61,11 +61,11 @@ def test_malformed_and_failing_answers_are_retried_then_dead_lettered(llm_server
     llm_server.settings.error_rate = 1.0
     with pytest.raises(LlmPermanentError) as failure:
         _ask(llm_server, monkeypatch, max_retries=2, timeout_seconds=0.5)
-    assert "after 3 attempt(s)" in str(failure.value) and failure.value.attempts == 3
+    assert "after 3 attempt(s)" in str(failure.value) and len(failure.value.spent) == 3
     assert KEY not in str(failure.value)
     assert llm_server.stats["requests"] == 3
     llm_server.settings.error_rate = 0.0
-    assert _ask(llm_server, monkeypatch).attempts == 1
+    assert _ask(llm_server, monkeypatch).requests == 1
 
 
 def test_hung_request_times_out(llm_server, monkeypatch):

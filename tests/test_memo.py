@@ -1,12 +1,13 @@
 """Answers remembered by event (llm/memo.py): across runs, per prompt version and model."""
 import asyncio
+import dataclasses
 import json
 import subprocess
 
 import pytest
 
 from realtime_ai.llm import base, memo, tasks
-from realtime_ai.llm.base import LlmConfig, LlmPermanentError, LlmResult
+from realtime_ai.llm.base import LlmConfig, LlmPermanentError, LlmResult, Spend
 from realtime_ai.pipelines.options import InvalidOptions, RealtimeAiOptions, validate
 
 RISK_DATA = {"transaction": {"transaction_id": "tx-1", "timestamp": "2026-01-05T12:00:00Z",
@@ -118,9 +119,10 @@ def test_a_bad_memo_location_is_a_one_line_error(tmp_path, location, problem):
 
 
 def test_result_round_trips_through_the_memo_encoding():
-    result = LlmResult(answer={"a": [1]}, model="m", latency_ms=1.5, attempts=2,
-                       fell_back=True, prompt_version="abcd1234")
-    assert memo._decode(memo._encode(result)) == result
+    result = LlmResult(answer={"a": [1]}, model="m", latency_ms=1.5, fell_back=True,
+                       prompt_version="abcd1234", endpoint="http://a/v1",
+                       spent=(Spend("m", 1.5, 10, 2),))
+    assert memo._decode(memo._encode(result)) == dataclasses.replace(result, spent=())
 
 
 REDIS_PORT = "6397"  # our own port: never stops a Redis someone else started

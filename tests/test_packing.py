@@ -4,7 +4,7 @@ import asyncio
 import pytest
 
 from realtime_ai.llm import base, local_model, runner, server
-from realtime_ai.llm.base import LlmConfig, LlmPermanentError, LlmResult
+from realtime_ai.llm.base import LlmConfig, LlmPermanentError, LlmResult, Spend
 from realtime_ai.llm.client import make_backend
 from realtime_ai.llm.packing import PackingBackend, split_packed
 
@@ -44,7 +44,8 @@ class _DropsOneId:
         answer = local_model.answer(task, data)
         if task == base.TRANSACTION_RISK_PACKED:
             answer["results"] = [r for r in answer["results"] if r["transaction_id"] != "tx-3"]
-        return LlmResult(answer=answer, model="m", latency_ms=1.0, input_tokens=100)
+        return LlmResult(answer=answer, model="m", latency_ms=1.0,
+                         spent=(Spend("m", 1.0, input_tokens=100),))
 
     async def aclose(self):
         return None
@@ -90,10 +91,32 @@ def test_packed_requests_through_the_server_match_single_requests(monkeypatch):
         handle.settings.error_rate = 1.0
         failing = make_backend(LlmConfig(
             backend="openai", base_url=handle.base_url, fast_batch_size=8, max_retries=0,
-            timeout_seconds=0.5))
+            timeout_seconds=0.5, on_model_failure=base.DEAD_LETTER))
         with pytest.raises(LlmPermanentError):
             runner.submit(failing.complete(base.TRANSACTION_RISK, data[0], base.FAST)).result(10)
         runner.submit(failing.aclose()).result(5)
     finally:
         runner.submit(backend.aclose()).result(5)
         handle.stop()
+
+
+class _Broken:
+    """A backend with a bug: every call raises something that is not a model failure."""
+
+    async def complete(self, task, data, tier):
+        raise RuntimeError(f"bug in {task}")
+
+    async def aclose(self):
+        return None
+
+
+def test_a_bug_under_packing_reaches_every_element_and_hangs_none():
+    packing = PackingBackend(_Broken(), LlmConfig(fast_batch_size=3, batch_wait_ms=1000))
+
+    async def run():
+        return await asyncio.gather(*(packing.complete(base.TRANSACTION_RISK, risk_data(i),
+                                                       base.FAST) for i in range(3)),
+                                    return_exceptions=True)
+
+    outcomes = runner.submit(run()).result(10)
+    assert [str(o) for o in outcomes] == ["bug in transaction_risk_packed"] * 3

@@ -63,7 +63,8 @@ def test_failing_endpoint_loses_nothing(inputs, monkeypatch, capsys):
     handle = server.start_in_thread(port=0, latency_ms=2, error_rate=0.3, seed=4)
     try:
         result = _run(tmp_path, "flaky", f"--llm_base_url={handle.base_url}",
-                      "--llm_max_retries=1", "--llm_timeout_seconds=2")
+                      "--llm_max_retries=1", "--llm_timeout_seconds=2",
+                      "--on_model_failure=dead_letter")
     finally:
         handle.stop()
     dead = result["dead_letter"]
@@ -83,13 +84,14 @@ def test_failing_endpoint_loses_nothing(inputs, monkeypatch, capsys):
     # the run's closing report counts what the outputs hold
     report = capsys.readouterr().out
     assert re.search(rf"/flaky/transactions +{len(result['transactions'])} rows", report)
-    calls = re.search(r"Model calls: (\d+) answered, \d+ from cache, (\d+) retries, "
-                      r"\d+ deep calls over budget answered by the fast model, "
-                      r"(\d+) dead-lettered", report)
-    answered, retries, dead_lettered = map(int, calls.groups())
+    calls = re.search(r"Model calls: (\d+) events answered by the model, \d+ from cache, "
+                      r"0 degraded to the local rules, (\d+) dead-lettered; (\d+) requests "
+                      r"\((\d+) failed", report)
+    answered, dead_lettered, requests, failed = map(int, calls.groups())
     assert dead_lettered == len([d for d in dead if d["source"].startswith("llm:")])
-    # every failure is retriable here: each dead-lettered request was tried twice
-    assert retries >= dead_lettered > 0 and answered >= len(result["transactions"])
+    # every failure is retriable here: each dead-lettered event was tried twice
+    assert failed >= 2 * dead_lettered > 0 and answered >= len(result["transactions"])
+    assert requests == answered + failed
 
 
 def test_a_re_run_with_a_memo_asks_the_model_for_nothing(inputs, monkeypatch, capsys):

@@ -56,14 +56,15 @@ def summary_lines(counters: Mapping[str, int]) -> list[str]:
     if not counters:
         # e.g. a Flink job cancelled by --max_run_seconds: its job server drops the metrics
         return ["Model calls: no counters reported by the runner"]
-    answers = counters.get("llm_answers", 0)
-    hits = counters.get("llm_cache_hits", 0)
     dead = sum(v for k, v in counters.items() if k.endswith("_dead_lettered")
                and k.startswith("llm_"))
-    lines = [f"Model calls: {answers} answered, {hits} from cache, "
-             f"{counters.get('llm_retries', 0)} retries, "
+    lines = [f"Model calls: {counters.get('llm_answers', 0)} events answered by the model, "
+             f"{counters.get('llm_cache_hits', 0)} from cache, "
+             f"{counters.get('llm_degraded', 0)} degraded to the local rules, "
+             f"{dead} dead-lettered; {counters.get('llm_requests', 0)} requests "
+             f"({counters.get('llm_failed_requests', 0)} failed, timed out or cut), "
              f"{counters.get('llm_fallbacks', 0)} deep calls over budget answered by the fast "
-             f"model, {dead} dead-lettered"]
+             "model"]
     if counters.get("llm_memo_hits"):
         lines.append(f"  {counters['llm_memo_hits']} of those from cache remembered from "
                      "earlier runs (--memo)")
@@ -79,9 +80,11 @@ def summary_lines(counters: Mapping[str, int]) -> list[str]:
         total = sum(by_endpoint.values())
         lines.append("  endpoints: " + ", ".join(
             f"{url} {count} ({count / total:.0%})" for url, count in sorted(by_endpoint.items())))
-    buckets = {int(k.split(":", 1)[1]): v for k, v in counters.items()
-               if k.startswith("llm_latency_ms_le:")}
-    if buckets:
-        p = percentiles(buckets)
-        lines.append("  latency: " + ", ".join(f"P{q} <= {p[q]} ms" for q in PERCENTILES))
+    for prefix, what in (("llm_latency_ms_le:", "latency per event, all its attempts"),
+                         ("llm_request_latency_ms_le:", "latency per request")):
+        buckets = {int(k.split(":", 1)[1]): v for k, v in counters.items()
+                   if k.startswith(prefix)}
+        if buckets:
+            p = percentiles(buckets)
+            lines.append(f"  {what}: " + ", ".join(f"P{q} <= {p[q]} ms" for q in PERCENTILES))
     return lines

@@ -27,6 +27,16 @@ DEEP = "deep"
 # What the `model` column says when the embedded local model answered.
 LOCAL_MODEL_LABEL = "local-rules-v1 (deterministic rules, not an LLM)"
 
+# What to do with an event the model could not answer (--on_model_failure).
+DEGRADE = "degrade"  # the local rules answer it; its row says so and why
+DEAD_LETTER = "dead_letter"  # it goes to the dead letters (and rows that can, keep no answer)
+ON_MODEL_FAILURE = (DEGRADE, DEAD_LETTER)
+
+
+def degraded_label(reason: str) -> str:
+    """The `model` column of an answer the local rules gave because the model failed."""
+    return f"local-rules-v1 (degraded: {reason})"
+
 
 @dataclasses.dataclass(frozen=True)
 class LlmConfig:
@@ -59,33 +69,72 @@ class LlmConfig:
         spec = (self.fast_base_url if tier == FAST else self.deep_base_url) or self.base_url
         urls = tuple(url.strip() for url in (spec or "").split(",") if url.strip())
         return urls or (None,)
+    on_model_failure: str = DEGRADE  # one of ON_MODEL_FAILURE
 
 
 @dataclasses.dataclass(frozen=True)
-class LlmResult:
-    """A schema-valid answer and what it cost."""
+class Spend:
+    """What one request cost, whatever came of it (answered, failed, timed out, cut).
 
-    answer: Mapping[str, Any]
+    A packed request is shared by the events it carried: each holds a share of its tokens,
+    and only the first counts the request itself (`requests` 0 for the others).
+    """
+
     model: str
     latency_ms: float
     input_tokens: int = 0
     output_tokens: int = 0
-    attempts: int = 1
+    requests: int = 1
+    failure: str | None = None  # why it gave no usable answer; None when it did
+
+
+@dataclasses.dataclass(frozen=True)
+class LlmResult:
+    """A schema-valid answer and what it cost: every request spent on it, failed ones too."""
+
+    answer: Mapping[str, Any]
+    model: str  # what the row's `model` column says
+    latency_ms: float  # from the first attempt to the answer, retries and waits included
+    spent: tuple[Spend, ...] = ()
     cached: bool = False  # served from the response cache or the memo: no call, no cost
     remembered: bool = False  # served from the memo of answers by event (memo.py)
     fell_back: bool = False  # the deep model overran its budget; the fast model answered
+    degraded: str | None = None  # why the local rules answered instead of the model
     # tasks.PROMPT_VERSIONS of the prompt that produced the answer; None when no prompt was
     # sent (the local rules model)
     prompt_version: str | None = None
     endpoint: str | None = None  # the base URL that answered (None: no call was made)
 
+    @property
+    def requests(self) -> int:
+        return sum(spend.requests for spend in self.spent)
+
+    @property
+    def input_tokens(self) -> int:
+        return sum(spend.input_tokens for spend in self.spent)
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(spend.output_tokens for spend in self.spent)
+
 
 class LlmPermanentError(Exception):
-    """The task cannot be answered (after retries, or never): dead-letter the event."""
+    """The task cannot be answered (after retries, or never): degrade or dead-letter it."""
 
-    def __init__(self, message: str, attempts: int = 1):
+    def __init__(self, message: str, reason: str = "failed", spent: tuple[Spend, ...] = (),
+                 latency_ms: float = 0.0):
         super().__init__(message)
-        self.attempts = attempts  # requests spent on it, counted with the answered ones'
+        self.reason = reason  # short, for the `model` column of a degraded answer
+        self.spent = spent  # every request spent on it, counted like the answered ones'
+        self.latency_ms = latency_ms  # from the first attempt to giving up
+
+
+class LatencyBudgetExceeded(Exception):
+    """A deep-tier call overran `latency_budget_ms` and was cut; `spent` includes the cut."""
+
+    def __init__(self, spent: tuple[Spend, ...]):
+        super().__init__("deep model call over its latency budget")
+        self.spent = spent
 
 
 class LlmBackend(Protocol):

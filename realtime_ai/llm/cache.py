@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from realtime_ai.llm import base, tasks
-from realtime_ai.llm.base import LlmBackend, LlmConfig, LlmResult
+from realtime_ai.llm.base import LlmBackend, LlmConfig, LlmPermanentError, LlmResult
 
 LOG = logging.getLogger(__name__)
 REDIS_KEY_PREFIX = "realtime-ai:llm:"
@@ -77,7 +77,8 @@ class RedisCache:
         except self._errors as error:
             LOG.warning("response cache unavailable, asking the model: %s", error)
             return None
-        return None if value is None else LlmResult(**json.loads(value))
+        # an answer from the cache cost nothing: what the first one spent stays with it
+        return None if value is None else LlmResult(**{**json.loads(value), "spent": ()})
 
     async def put(self, key: str, result: LlmResult) -> None:
         try:
@@ -106,7 +107,11 @@ class CachingBackend:
             return dataclasses.replace(cached, cached=True)
         running = self._in_flight.get(key)
         if running is not None:  # the same request is on its way: share its answer
-            return dataclasses.replace(await asyncio.shield(running), cached=True)
+            try:
+                return dataclasses.replace(await asyncio.shield(running), cached=True)
+            except LlmPermanentError as error:  # its requests are counted with the first
+                raise LlmPermanentError(str(error), error.reason,
+                                        latency_ms=error.latency_ms) from None
         running = asyncio.ensure_future(self._fetch(key, task, data, tier))
         self._in_flight[key] = running
         running.add_done_callback(lambda _: self._in_flight.pop(key, None))

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import os
 import random
 import time
@@ -14,12 +13,18 @@ import httpx2
 import openai
 
 from realtime_ai.llm import auth, base, failures, tasks
-from realtime_ai.llm.base import LlmConfig, LlmPermanentError, LlmResult
+from realtime_ai.llm.base import (
+    LatencyBudgetExceeded,
+    LlmConfig,
+    LlmPermanentError,
+    LlmResult,
+    Spend,
+)
 from realtime_ai.llm.cache import CachingBackend
 from realtime_ai.llm.endpoints import Endpoint, make_pools
 from realtime_ai.llm.failures import classify
 from realtime_ai.llm.limits import CircuitOpen, RateLimiter
-from realtime_ai.llm.local_model import LocalBackend
+from realtime_ai.llm.local_model import DegradingBackend, LocalBackend
 from realtime_ai.llm.memo import MemoBackend
 from realtime_ai.llm.packing import PackingBackend
 
@@ -31,16 +36,50 @@ PLACEHOLDER_KEY = "no-key-configured"
 EXPECTED_ANSWER_TOKENS = 60
 
 
-def _content(body: Any) -> str | None:
-    """The first choice's message text of a chat completion body, or InvalidAnswer."""
+def _json_body(raw: httpx2.Response) -> dict:
+    """The response body as a JSON object, or InvalidAnswer."""
     try:
-        choice = body["choices"][0]
-        content = choice["message"]["content"]
+        body = raw.json()
+    except ValueError:  # not JSON, or not text at all
+        raise tasks.InvalidAnswer("response body is not JSON") from None
+    if not isinstance(body, dict):
+        raise tasks.InvalidAnswer(f"response body is a JSON {type(body).__name__}, not an "
+                                  "object")
+    return body
+
+
+def _content(body: Mapping[str, Any]) -> Any:
+    """The first choice's message content of a chat completion body, of whatever type (the
+    answer's parser checks it), or None."""
+    try:
+        return body["choices"][0]["message"]["content"]
     except (KeyError, IndexError, TypeError):
-        raise tasks.InvalidAnswer("response has no choices[0].message.content") from None
-    if choice.get("finish_reason") == "length":
-        raise tasks.InvalidAnswer("answer cut at max_tokens (longer than any valid answer)")
-    return content
+        return None
+
+
+def _cut_at_max_tokens(body: Mapping[str, Any]) -> bool:
+    try:
+        return body["choices"][0]["finish_reason"] == "length"
+    except (KeyError, IndexError, TypeError):
+        return False
+
+
+def _token_count(usage: Any, name: str) -> int | None:
+    value = usage.get(name) if isinstance(usage, Mapping) else None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+def usage_tokens(usage: Any, prompt_tokens: int, content: Any) -> tuple[int, int]:
+    """(input, output) tokens of an answered request: as the endpoint reports them in `usage`,
+    or where it does not as non-negative integers, as we estimate them (a call that was
+    answered is never counted as free)."""
+    reported_in = _token_count(usage, "prompt_tokens")
+    reported_out = _token_count(usage, "completion_tokens")
+    if reported_out is None:
+        reported_out = tasks.estimate_tokens(content) if isinstance(content, str) else 0
+    return prompt_tokens if reported_in is None else reported_in, reported_out
 
 
 def backoff_seconds(attempt: int, retry_after: float | None, rng: random.Random) -> float:
@@ -58,10 +97,15 @@ class OpenAiBackend:
         # --llm_auth=azure: this worker's own Entra ID tokens, asked for before every request
         self._tokens = (auth.BearerTokens(config.auth_scope) if config.auth == auth.AUTH_AZURE
                         else None)
+        # each endpoint's breaker: a probe cut short (its event's deep call over budget) gives
+        # way to another after the request deadline
         self._pools = make_pools({tier: config.endpoint_urls(tier)
-                                  for tier in (base.FAST, base.DEEP)})
+                                  for tier in (base.FAST, base.DEEP)},
+                                 probe_timeout_seconds=config.timeout_seconds)
         self._rng = random.Random()
         self._limiter = RateLimiter(config.requests_per_minute, config.tokens_per_minute)
+        self._budget = (config.latency_budget_ms / 1000.0 if config.latency_budget_ms
+                        else None)
         # Requests in flight; callers may hold more elements than this when they are packed.
         self._request_slots = asyncio.Semaphore(config.concurrency)
 
@@ -90,61 +134,115 @@ class OpenAiBackend:
     async def complete(self, task: str, data: Mapping[str, Any], tier: str) -> LlmResult:
         model = self._config.fast_model if tier == base.FAST else self._config.deep_model
         messages = tasks.build_messages(task, data)
-        expected_tokens = tasks.estimate_tokens(messages) + EXPECTED_ANSWER_TOKENS
+        prompt_tokens = tasks.estimate_tokens(messages)
+        spent: list[Spend] = []  # every request of this event, kept even when it is cut
+        started = time.perf_counter()
+        budget = self._budget if tier == base.DEEP else None
+        try:
+            async with asyncio.timeout(budget) as over_budget:
+                return await self._attempts(task, model, tier, messages, prompt_tokens,
+                                            tasks.max_answer_tokens(task, data), spent, started)
+        except TimeoutError:
+            if over_budget.expired():
+                raise LatencyBudgetExceeded(tuple(spent)) from None
+            raise
+
+    async def _attempts(self, task: str, model: str, tier: str, messages: list[dict],
+                        prompt_tokens: int, max_tokens: int, spent: list[Spend],
+                        started: float) -> LlmResult:
         attempts = self._config.max_retries + 1
         for attempt in range(attempts):
             try:
-                result = await self._attempt(task, model, tier, messages, expected_tokens,
-                                             tasks.max_answer_tokens(task, data))
-            except (openai.OpenAIError, tasks.InvalidAnswer, asyncio.TimeoutError,
-                    json.JSONDecodeError, CircuitOpen, auth.SignInFailed) as error:
+                answer, endpoint = await self._attempt(task, model, tier, messages,
+                                                       prompt_tokens, max_tokens, spent)
+            except (openai.OpenAIError, tasks.InvalidAnswer, TimeoutError, CircuitOpen,
+                    auth.SignInFailed) as error:
                 failure = classify(error)
                 if failure.kind == failures.RATE_LIMITED:
                     self._limiter.rate_limited(failure.retry_after)
                 if not failure.retriable or attempt + 1 == attempts:
-                    raise LlmPermanentError(self._redact(
-                        f"{task} via {model} failed after {attempt + 1} attempt(s): "
-                        f"{failure.reason}"), attempts=attempt + 1) from None
+                    raise LlmPermanentError(
+                        self._redact(f"{task} via {model} failed after {attempt + 1} "
+                                     f"attempt(s): {failure.reason}"),
+                        reason=failure.summary, spent=tuple(spent),
+                        latency_ms=_ms_since(started)) from None
                 await asyncio.sleep(backoff_seconds(attempt, failure.retry_after, self._rng))
                 continue
             self._limiter.succeeded()
-            return dataclasses.replace(result, attempts=attempt + 1)
+            return LlmResult(answer=answer, model=model, spent=tuple(spent),
+                             latency_ms=_ms_since(started), endpoint=endpoint.label,
+                             prompt_version=tasks.PROMPT_VERSIONS[task])
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _attempt(self, task: str, model: str, tier: str, messages: list[dict],
-                       expected_tokens: int, max_tokens: int) -> LlmResult:
-        await self._limiter.acquire(expected_tokens)
+                       prompt_tokens: int, max_tokens: int, spent: list[Spend]
+                       ) -> tuple[dict, Endpoint]:
+        """One request, its cost added to `spent` whatever comes of it; the valid answer and
+        the endpoint that gave it. Each endpoint's breaker hears how the endpoint did: any
+        HTTP answer but a 5xx means it is up (its answer may still be invalid)."""
+        await self._limiter.acquire(prompt_tokens + EXPECTED_ANSWER_TOKENS)
         async with self._request_slots:
-            endpoint = self._pools[tier].pick()  # when the request can go: load as it is now
+            # when the request can go: load and health as they are now (CircuitOpen when
+            # every endpoint of the tier is failing)
+            endpoint = self._pools[tier].pick()
+            openai_client = self._openai(endpoint)  # made once: not part of any request's time
             endpoint.in_flight += 1
             endpoint.requests += 1
             started = time.perf_counter()
             try:
-                # The client's generic post sends our ready JSON body and returns the raw
-                # response: create() re-walks the deep schema and builds pydantic models for
-                # every call, CPU that capped a worker below its concurrency bound.
-                raw = await self._openai(endpoint).post(
-                    "/chat/completions", cast_to=httpx2.Response,
-                    body={"model": model, "messages": messages, "temperature": 0,
-                          "max_tokens": max_tokens,
-                          "response_format": tasks.response_format(task)})
-            except (openai.OpenAIError, asyncio.TimeoutError, auth.SignInFailed) as error:
-                if classify(error).kind == failures.ENDPOINT:
-                    endpoint.failures += 1
-                    endpoint.breaker.failed()
+                # One deadline for the whole request (connect, send, the whole answer): the
+                # client's own timeout applies per read, so an answer dripped a byte at a
+                # time would never time out.
+                async with asyncio.timeout(self._config.timeout_seconds):
+                    # The client's generic post sends our ready JSON body and returns the raw
+                    # response: create() re-walks the deep schema and builds pydantic models
+                    # for every call, CPU that capped a worker below its concurrency bound.
+                    raw = await openai_client.post(
+                        "/chat/completions", cast_to=httpx2.Response,
+                        body={"model": model, "messages": messages, "temperature": 0,
+                              "max_tokens": max_tokens,
+                              "response_format": tasks.response_format(task)})
+            except (TimeoutError, asyncio.CancelledError) as error:
+                # sent and never answered (timed out, or cut by the latency budget): the
+                # endpoint may bill the prompt, so it is counted as estimated
+                spent.append(Spend(model, _ms_since(started), input_tokens=prompt_tokens,
+                                   failure="cut" if isinstance(error, asyncio.CancelledError)
+                                   else "timed out"))
+                if isinstance(error, TimeoutError):
+                    _endpoint_failed(endpoint)
+                raise
+            except openai.OpenAIError as error:
+                failure = classify(error)
+                spent.append(Spend(model, _ms_since(started), failure=failure.summary))
+                if failure.kind == failures.ENDPOINT:
+                    _endpoint_failed(endpoint)
+                elif isinstance(error, openai.APIStatusError):
+                    endpoint.breaker.succeeded()  # a 4xx or a 429: the endpoint is up
                 raise
             finally:
                 endpoint.in_flight -= 1
-        endpoint.breaker.succeeded()  # the endpoint answered; the answer may still be invalid
-        body = raw.json()
-        answer = tasks.parse_answer(task, _content(body))
+        endpoint.breaker.succeeded()
+        latency_ms = _ms_since(started)
+        try:
+            body = _json_body(raw)
+        except tasks.InvalidAnswer:
+            spent.append(Spend(model, latency_ms, prompt_tokens, failure="invalid answer"))
+            raise
+        content = _content(body)
+        spend = Spend(model, latency_ms, *usage_tokens(body.get("usage"), prompt_tokens, content))
+        try:
+            if content is None:
+                raise tasks.InvalidAnswer("response has no choices[0].message.content")
+            if _cut_at_max_tokens(body):
+                raise tasks.InvalidAnswer("answer cut at max_tokens (longer than any valid "
+                                          "answer)")
+            answer = tasks.parse_answer(task, content)
+        except tasks.InvalidAnswer:
+            spent.append(dataclasses.replace(spend, failure="invalid answer"))
+            raise
+        spent.append(spend)
         endpoint.answers += 1
-        usage = body.get("usage") or {}
-        return LlmResult(
-            answer=answer, model=model, latency_ms=(time.perf_counter() - started) * 1000.0,
-            input_tokens=int(usage.get("prompt_tokens", 0)),
-            output_tokens=int(usage.get("completion_tokens", 0)), endpoint=endpoint.label,
-            prompt_version=tasks.PROMPT_VERSIONS[task])
+        return answer, endpoint
 
     async def aclose(self) -> None:
         for endpoint in self.endpoints():
@@ -152,24 +250,36 @@ class OpenAiBackend:
                 await endpoint.client.close()
 
 
-class LatencyRouter:
-    """Deep-tier calls get `latency_budget_ms`; one that overruns is cut (cancelled, so it
-    is not paid further) and the fast model answers the same task instead."""
+def _endpoint_failed(endpoint: Endpoint) -> None:
+    """A 5xx, a timeout or a lost connection: counted, and told to its breaker."""
+    endpoint.failures += 1
+    endpoint.breaker.failed()
 
-    def __init__(self, inner: base.LlmBackend, budget_ms: float):
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
+
+
+class LatencyRouter:
+    """A deep-tier call that overruns `latency_budget_ms` (cut by OpenAiBackend, so it is not
+    paid further) is answered by the fast model instead; what the cut call cost is kept."""
+
+    def __init__(self, inner: base.LlmBackend):
         self._inner = inner
-        self._budget = budget_ms / 1000.0
 
     async def complete(self, task: str, data: Mapping[str, Any], tier: str) -> LlmResult:
-        if tier != base.DEEP:
-            return await self._inner.complete(task, data, tier)
         started = time.perf_counter()
         try:
-            return await asyncio.wait_for(self._inner.complete(task, data, tier), self._budget)
-        except TimeoutError:
-            result = await self._inner.complete(task, data, base.FAST)
-            total_ms = (time.perf_counter() - started) * 1000.0
-            return dataclasses.replace(result, fell_back=True, latency_ms=total_ms)
+            return await self._inner.complete(task, data, tier)
+        except LatencyBudgetExceeded as cut:
+            try:
+                result = await self._inner.complete(task, data, base.FAST)
+            except LlmPermanentError as error:
+                error.spent = cut.spent + error.spent
+                error.latency_ms = _ms_since(started)
+                raise
+            return dataclasses.replace(result, fell_back=True, latency_ms=_ms_since(started),
+                                       spent=cut.spent + result.spent)
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -183,7 +293,11 @@ def make_backend(config: LlmConfig) -> base.LlmBackend:
         if config.fast_batch_size > 1:
             backend = PackingBackend(backend, config)
         if config.latency_budget_ms:
-            backend = LatencyRouter(backend, config.latency_budget_ms)
+            backend = LatencyRouter(backend)
         backend = CachingBackend(backend, config)
-        return MemoBackend(backend, config) if config.memo else backend
+        if config.memo:
+            backend = MemoBackend(backend, config)
+        if config.on_model_failure == base.DEGRADE:
+            backend = DegradingBackend(backend)
+        return backend
     raise ValueError(f"unknown LLM backend {config.backend!r}")

@@ -36,11 +36,14 @@ class Endpoint:
         return self.base_url or "https://api.openai.com/v1"
 
 
-def make_pools(urls_by_tier: dict[str, tuple[str | None, ...]]) -> dict[str, EndpointPool]:
+def make_pools(urls_by_tier: dict[str, tuple[str | None, ...]],
+               probe_timeout_seconds: float = 60.0) -> dict[str, EndpointPool]:
     """A pool per tier; a URL named by several tiers is one Endpoint in all of them."""
     every = {url for urls in urls_by_tier.values() for url in urls}
     limit = {} if len(every) == 1 else {"failure_limit": POOLED_FAILURE_LIMIT}
-    shared = {url: Endpoint(url, CircuitBreaker(**limit)) for url in sorted(every, key=str)}
+    shared = {url: Endpoint(url, CircuitBreaker(probe_timeout_seconds=probe_timeout_seconds,
+                                                **limit))
+              for url in sorted(every, key=str)}
     return {tier: EndpointPool([shared[url] for url in urls])
             for tier, urls in urls_by_tier.items()}
 

@@ -19,7 +19,7 @@ RETRIABLE_STATUSES = frozenset({408, 409, 425})
 INVALID_ANSWER = "invalid_answer"  # the endpoint works; the model answered badly
 RATE_LIMITED = "rate_limited"  # 429: slow down
 ENDPOINT = "endpoint"  # 5xx, timeouts, lost connections: the endpoint is in trouble
-CIRCUIT_OPEN = "circuit_open"  # we stopped calling a failing endpoint for a while
+CIRCUIT_OPEN = "circuit_open"  # we stopped calling a failing endpoint for a while: fail fast
 REQUEST = "request"  # the request itself is wrong (4xx): never retried
 SIGN_IN = "sign_in"  # no Entra ID token (--llm_auth=azure): the token service may recover
 
@@ -30,6 +30,11 @@ class Failure:
     reason: str
     retry_after: float | None = None  # seconds the server asked us to wait
     kind: str = REQUEST
+
+    @property
+    def summary(self) -> str:
+        """The reason without an answer's details: few distinct values, fit for a column."""
+        return "invalid answer" if self.kind == INVALID_ANSWER else self.reason
 
 
 def _retry_after(error: openai.APIStatusError) -> float | None:
@@ -44,10 +49,21 @@ def _retry_after(error: openai.APIStatusError) -> float | None:
     return None
 
 
+def _causes(error: BaseException) -> list[BaseException]:
+    """The error and the chain of errors behind it."""
+    chain: list[BaseException] = []
+    while error is not None and all(error is not seen for seen in chain):
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
 def classify(error: BaseException) -> Failure:
-    """Retriable: rate limits, server errors, timeouts, lost connections, invalid answers,
-    an open circuit, a failed sign-in. Permanent: the request itself is wrong (bad request,
-    auth, unknown model)."""
+    """Retriable: rate limits, server errors, timeouts, lost connections, invalid answers, a
+    failed sign-in. Permanent: the request itself is wrong (bad request, auth, unknown model),
+    and an open circuit: every endpoint of the tier is known to be failing, so waiting out its
+    cool-down per event would only hold the event up (the caller degrades or dead-letters it
+    at once)."""
     if isinstance(error, InvalidAnswer):
         return Failure(True, f"invalid answer: {error}", kind=INVALID_ANSWER)
     if isinstance(error, json.JSONDecodeError):
@@ -55,7 +71,17 @@ def classify(error: BaseException) -> Failure:
     if isinstance(error, SignInFailed):
         return Failure(True, str(error), kind=SIGN_IN)
     if isinstance(error, CircuitOpen):
-        return Failure(True, str(error), error.retry_after, kind=CIRCUIT_OPEN)
+        return Failure(False, "circuit open", error.retry_after, kind=CIRCUIT_OPEN)
+    # The openai client's aiohttp transport reports a failed connect (refused, no such host)
+    # as a connect *timeout*, with the socket's error behind it.
+    causes = _causes(error)
+    if any(isinstance(cause, ConnectionRefusedError) for cause in causes):
+        return Failure(True, "connection refused", kind=ENDPOINT)
+    socket_errors = [cause for cause in causes
+                     if isinstance(cause, OSError) and not isinstance(cause, TimeoutError)]
+    if isinstance(error, openai.APITimeoutError) and socket_errors:
+        return Failure(True, f"connection failed: {type(socket_errors[-1]).__name__}",
+                       kind=ENDPOINT)
     if isinstance(error, openai.APITimeoutError | asyncio.TimeoutError | TimeoutError):
         return Failure(True, "request timed out", kind=ENDPOINT)
     if isinstance(error, openai.APIConnectionError):

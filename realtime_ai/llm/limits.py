@@ -7,7 +7,9 @@ Retry-After and lowers the pace, and successes restore it gradually.
 
 `CircuitBreaker` stops hammering an endpoint that keeps failing: after `failure_limit`
 consecutive failures it opens; calls then fail fast until a cool-down passes, when one probe
-is let through; its success closes the circuit, its failure re-opens it for twice as long.
+is let through; any answer to it (a 429 or a 4xx too: the endpoint is up) closes the circuit,
+its failure re-opens it for twice as long, and a probe that never reports back (cancelled)
+gives way to another after `probe_timeout_seconds`: the circuit never stays open for good.
 """
 from __future__ import annotations
 
@@ -70,14 +72,15 @@ class CircuitOpen(Exception):
 
 class CircuitBreaker:
     def __init__(self, failure_limit: int = 20, cooldown_seconds: float = 2.0,
-                 max_cooldown_seconds: float = 60.0):
+                 max_cooldown_seconds: float = 60.0, probe_timeout_seconds: float = 60.0):
         self._failure_limit = failure_limit
         self._base_cooldown = cooldown_seconds
         self._max_cooldown = max_cooldown_seconds
+        self._probe_timeout = probe_timeout_seconds
         self._cooldown = cooldown_seconds
         self._failures = 0
         self._open_until: float | None = None
-        self._probing = False
+        self._probe_started: float | None = None  # when the probe in flight was let through
         self.opened = 0  # times the circuit opened, for metrics
 
     @property
@@ -88,22 +91,28 @@ class CircuitBreaker:
         """Raise CircuitOpen unless the call may go (closed, or the one probe when due)."""
         if self._open_until is None:
             return
-        wait = self._open_until - time.monotonic()
-        if wait > 0 or self._probing:
-            raise CircuitOpen(max(wait, 0.1))
-        self._probing = True
+        now = time.monotonic()
+        wait = self._open_until - now
+        if self._probe_started is not None:
+            probe_due = self._probe_started + self._probe_timeout - now
+            if probe_due > 0:
+                raise CircuitOpen(max(wait, 0.1))
+        elif wait > 0:
+            raise CircuitOpen(wait)
+        self._probe_started = now
 
     def succeeded(self) -> None:
+        """The endpoint answered: any HTTP answer but a 5xx or a timeout."""
         self._failures = 0
         self._open_until = None
-        self._probing = False
+        self._probe_started = None
         self._cooldown = self._base_cooldown
 
     def failed(self) -> None:
         """An endpoint failure (5xx, timeout, connection): not a 4xx or an invalid answer."""
         self._failures += 1
-        if self._probing:
-            self._probing = False
+        if self._probe_started is not None:
+            self._probe_started = None
             self._cooldown = min(self._max_cooldown, self._cooldown * 2)
             self._open_until = time.monotonic() + self._cooldown
         elif self._failures >= self._failure_limit and self._open_until is None:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from realtime_ai.llm import base, tasks
-from realtime_ai.llm.base import LlmResult
+from realtime_ai.llm.base import LlmBackend, LlmPermanentError, LlmResult, Spend
 
 RISKY_CATEGORIES = frozenset({"electronics", "jewelry", "gift_cards", "crypto", "money_transfer"})
 IMPOSSIBLE_TRAVEL_SECONDS = 4 * 3600
@@ -172,14 +172,34 @@ class LocalBackend:
     def result(self, task: str, data: Mapping[str, Any]) -> LlmResult:
         messages = tasks.build_messages(task, data)
         content = answer(task, data)
-        return LlmResult(
-            # no call is made: 0 keeps local runs byte-for-byte reproducible
-            answer=content, model=base.LOCAL_MODEL_LABEL, latency_ms=0.0,
-            input_tokens=tasks.estimate_tokens(messages),
-            output_tokens=tasks.estimate_tokens(json.dumps(content)))
+        # no call is made: 0 ms keeps local runs byte-for-byte reproducible
+        return LlmResult(answer=content, model=base.LOCAL_MODEL_LABEL, latency_ms=0.0, spent=(
+            Spend(base.LOCAL_MODEL_LABEL, 0.0, tasks.estimate_tokens(messages),
+                  tasks.estimate_tokens(json.dumps(content))),))
 
     async def complete(self, task: str, data: Mapping[str, Any], tier: str) -> LlmResult:
         return self.result(task, data)
 
     async def aclose(self) -> None:
         return None
+
+
+class DegradingBackend:
+    """Wraps a model backend (--on_model_failure=degrade): an event the model cannot answer
+    (its retries spent, its circuit open, or a request it refuses) is answered by the rules,
+    labelled as degraded with the reason, and keeps the cost of the requests that failed.
+    Nothing the rules can read goes without an answer."""
+
+    def __init__(self, inner: LlmBackend):
+        self._inner = inner
+
+    async def complete(self, task: str, data: Mapping[str, Any], tier: str) -> LlmResult:
+        try:
+            return await self._inner.complete(task, data, tier)
+        except LlmPermanentError as error:
+            return LlmResult(answer=answer(task, data), model=base.degraded_label(error.reason),
+                             latency_ms=error.latency_ms, spent=error.spent,
+                             degraded=error.reason)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()

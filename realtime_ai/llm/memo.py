@@ -68,11 +68,12 @@ def memo_key(task: str, model: str, data: Mapping[str, Any]) -> str:
 
 
 def _encode(result: LlmResult) -> bytes:
-    return json.dumps(dataclasses.asdict(result), sort_keys=True).encode()
+    # what the answer cost stays with the run that paid for it
+    return json.dumps({**dataclasses.asdict(result), "spent": []}, sort_keys=True).encode()
 
 
 def _decode(value: bytes) -> LlmResult:
-    return LlmResult(**json.loads(value))
+    return LlmResult(**{**json.loads(value), "spent": ()})
 
 
 class Memo(Protocol):

@@ -1,10 +1,13 @@
 """An OpenAI-compatible chat completions server answering with the local model's logic.
 
 For tests and benchmarks: it can be slowed down (fixed or lognormal latency), rate limited
-like a provider (429 with an accurate Retry-After), and broken on purpose (429, 500, hangs
-past the client's timeout, malformed JSON). Like OpenAI and Azure OpenAI, it answers 400 to a
-strict answer schema outside their subset (llm/strict_schema.py) and to a `max_tokens` above
-the model's limit, and cuts an answer longer than `max_tokens` (finish_reason "length").
+like a provider (429 with an accurate Retry-After), and broken on purpose, at random
+(--error_rate, --faults) or in a fixed order (--fault_script): 429, 500, hangs past the
+client's timeout, malformed JSON, an answer dripped a byte at a time, `usage` or `content` of
+the wrong type, NaN for every number of the answer. Like OpenAI and Azure OpenAI, it answers
+400 to a strict answer schema outside their subset (llm/strict_schema.py) and to a
+`max_tokens` above the model's limit, and cuts an answer longer than `max_tokens`
+(finish_reason "length").
 
     python -m realtime_ai.llm.server --port 8000 --latency_ms 200 --error_rate 0.1
 """
@@ -25,7 +28,10 @@ from aiohttp import web
 
 from realtime_ai.llm import local_model, strict_schema, tasks
 
-FAULTS = ("rate_limited", "server_error", "hang", "malformed")
+FAULTS = ("rate_limited", "server_error", "hang", "malformed", "drip", "usage_wrong_type",
+          "content_wrong_type", "nan")
+# what --error_rate injects unless --faults says otherwise
+DEFAULT_FAULTS = ("rate_limited", "server_error", "hang", "malformed")
 HANG_SECONDS = 600.0
 RATE_WINDOW_SECONDS = 60.0
 ANSWER_TIMES_KEPT = 200_000
@@ -39,13 +45,16 @@ class ServerSettings:
     error_rate: float = 0.0  # share of requests answered with one of FAULTS
     rate_limit_rpm: int | None = None  # requests per sliding minute before 429s
     seed: int = 0
-    faults: tuple[str, ...] = FAULTS  # which faults --error_rate injects
+    faults: tuple[str, ...] = DEFAULT_FAULTS  # which faults --error_rate injects
     model_latency_ms: dict[str, float] = dataclasses.field(default_factory=dict)  # overrides
     # when set, a request without this bearer key gets a 401 that echoes the key it presented,
     # as careless providers do: how a client treats secrets in errors is tested against it
     required_api_key: str | None = None
     # when set, like Azure OpenAI with Entra ID: only "Authorization: Bearer <one of these>"
     bearer_tokens: frozenset[str] | None = None
+    # faults for the next requests, one each, in order ("" = answer well), before any random
+    fault_script: list[str] = dataclasses.field(default_factory=list)
+    drip_seconds: float = 1.0  # the "drip" fault sends one byte of the answer this often
 
 
 def _provider_refusal(body: dict) -> str | None:
@@ -123,7 +132,25 @@ class _Server:
             self.last_answer_at = time.time()
             self.answer_times.append(self.last_answer_at)
 
-    async def _answer(self, request: web.Request) -> web.Response:
+    def _next_fault(self) -> str | None:
+        if self.settings.fault_script:
+            return self.settings.fault_script.pop(0) or None
+        if self._rng.random() < self.settings.error_rate:
+            return self._rng.choice(self.settings.faults)
+        return None
+
+    async def _drip(self, request: web.Request, body: dict) -> web.StreamResponse:
+        """The answer one byte at a time: each read is quick, the whole answer is not."""
+        self.stats["drips"] += 1
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        for byte in json.dumps(body).encode():
+            await response.write(bytes([byte]))
+            await asyncio.sleep(self.settings.drip_seconds)
+        await response.write_eof()
+        return response
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         required = self.settings.required_api_key
         presented = request.headers.get("Authorization", "").removeprefix("Bearer ")
         if required is not None and presented != required:
@@ -156,8 +183,7 @@ class _Server:
         if wait is not None:
             return self._too_many(wait)
         await asyncio.sleep(self._latency_seconds(model))
-        fault = (self._rng.choice(self.settings.faults)
-                 if self._rng.random() < self.settings.error_rate else None)
+        fault = self._next_fault()
         if fault == "rate_limited":
             return self._too_many(1.0)
         if fault == "server_error":
@@ -166,7 +192,11 @@ class _Server:
         if fault == "hang":
             self.stats["hangs"] += 1
             await asyncio.sleep(HANG_SECONDS)
-        content = json.dumps(local_model.answer(task, data))
+        answer = local_model.answer(task, data)
+        if fault == "nan":
+            self.stats["nan"] += 1
+            answer = _nan_numbers(answer)
+        content = json.dumps(answer)
         if fault == "malformed":
             self.stats["malformed"] += 1
             content = content[: len(content) // 2]
@@ -179,16 +209,25 @@ class _Server:
         self.stats["status_200"] += 1
         self.stats["prompt_tokens"] += prompt_tokens
         self.stats["completion_tokens"] += completion_tokens
-        return web.json_response({
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                 "total_tokens": prompt_tokens + completion_tokens}
+        reply = {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": model,
             "choices": [{"index": 0, "finish_reason": finish_reason,
-                         "message": {"role": "assistant", "content": content}}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
-        })
+                         "message": {"role": "assistant",
+                                     "content": (json.loads(content)
+                                                 if fault == "content_wrong_type"
+                                                 else content)}}],
+            "usage": json.dumps(usage) if fault == "usage_wrong_type" else usage,
+        }
+        if fault in ("usage_wrong_type", "content_wrong_type"):
+            self.stats[fault] += 1
+        if fault == "drip":
+            return await self._drip(request, reply)
+        return web.json_response(reply)
 
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [
@@ -218,6 +257,17 @@ class _Server:
             web.post("/stats/reset", self.reset_stats),
         ])
         return application
+
+
+def _nan_numbers(value):
+    """The answer with NaN for every number in it."""
+    if isinstance(value, dict):
+        return {k: _nan_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_numbers(v) for v in value]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return math.nan
+    return value
 
 
 async def _start(server: _Server, host: str, port: int) -> tuple[web.AppRunner, int]:
@@ -276,18 +326,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault mix")
     parser.add_argument("--model_latency", action="append", default=[],
                         metavar="MODEL=MS", help="fixed latency of one model (repeatable)")
-    parser.add_argument("--faults", default=",".join(FAULTS),
-                        help=f"comma-separated faults to inject (default: {','.join(FAULTS)})")
+    parser.add_argument("--faults", default=",".join(DEFAULT_FAULTS),
+                        help=f"comma-separated faults --error_rate injects, of {','.join(FAULTS)} "
+                             f"(default: {','.join(DEFAULT_FAULTS)})")
+    parser.add_argument("--fault_script", default="",
+                        help="comma-separated faults for the first requests, one each, in "
+                             "order (empty = a good answer), e.g. server_error,,drip")
+    parser.add_argument("--drip_seconds", type=float, default=1.0,
+                        help="the drip fault sends one byte this often, s (default 1)")
     args = parser.parse_args(argv)
     faults = tuple(args.faults.split(","))
-    if not set(faults) <= set(FAULTS):
-        parser.error(f"--faults: choose from {', '.join(FAULTS)}")
+    script = args.fault_script.split(",") if args.fault_script else []
+    if not set(faults) | set(script) <= set(FAULTS) | {""}:
+        parser.error(f"--faults, --fault_script: choose from {', '.join(FAULTS)}")
     model_latency = {}
     for item in args.model_latency:
         model, _, ms = item.partition("=")
         model_latency[model] = float(ms)
     settings = ServerSettings(args.latency_ms, args.latency_p95_ms, args.error_rate,
-                              args.rate_limit_rpm, args.seed, faults, model_latency)
+                              args.rate_limit_rpm, args.seed, faults, model_latency, script,
+                              args.drip_seconds)
 
     async def serve() -> None:
         runner, port = await _start(_Server(settings), args.host, args.port)

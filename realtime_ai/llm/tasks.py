@@ -295,6 +295,8 @@ def schema_problems(value: Any, schema: Mapping[str, Any], path: str = "$") -> l
     if kind == "number":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return [f"{path}: expected a number"]
+        if isinstance(value, float) and not math.isfinite(value):
+            return [f"{path}: {value} is not a finite number"]
     elif kind in _TYPES and not isinstance(value, _TYPES[kind]):
         return [f"{path}: expected {kind}"]
     problems = []
@@ -324,10 +326,12 @@ def schema_problems(value: Any, schema: Mapping[str, Any], path: str = "$") -> l
     return problems
 
 
-def parse_answer(task: str, text: str | None) -> dict:
+def parse_answer(task: str, text: Any) -> dict:
     """The answer as a dict, or InvalidAnswer saying what is wrong with it."""
-    if not text:
+    if text is None or text == "":
         raise InvalidAnswer("empty answer")
+    if not isinstance(text, str):
+        raise InvalidAnswer(f"answer content is {type(text).__name__}, not text")
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:

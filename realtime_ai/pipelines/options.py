@@ -22,7 +22,7 @@ from realtime_ai.io.sources import (
 )
 from realtime_ai.llm import memo
 from realtime_ai.llm.auth import AUTH_AZURE, AUTH_KEY, AUTH_METHODS, AZURE_SCOPE
-from realtime_ai.llm.base import LlmConfig
+from realtime_ai.llm.base import DEGRADE, ON_MODEL_FAILURE, LlmConfig
 from realtime_ai.llm.retrieval import load_playbook
 
 LLM_BACKENDS = ("local", "openai")
@@ -206,6 +206,13 @@ class RealtimeAiOptions(PipelineOptions):
                  "endpoint (the local rules model is free). Default: none. "
                  "Example: --memo=gs://my-bucket/realtime-ai/memo")
         parser.add_argument(
+            "--on_model_failure", default=DEGRADE, choices=ON_MODEL_FAILURE,
+            help="What happens to an event the model cannot answer (retries spent, circuit "
+                 "open, request refused): 'degrade' = the local rules answer it and its row's "
+                 "model column says 'local-rules-v1 (degraded: REASON)' (counted as "
+                 "llm_degraded); 'dead_letter' = it goes to dead_letter/ with the reason. "
+                 "Default: degrade. Example: --on_model_failure=dead_letter")
+        parser.add_argument(
             "--risk_threshold", type=float, default=0.8,
             help="Transactions with risk_score above this (0..1) get the deep analysis and "
                  "raise an alert. Default: 0.8. Example: --risk_threshold=0.7")
@@ -301,6 +308,7 @@ class RealtimeAiOptions(PipelineOptions):
             memo=self.memo,
             auth=self.llm_auth,
             auth_scope=self.llm_auth_scope,
+            on_model_failure=self.on_model_failure,
         )
 
 

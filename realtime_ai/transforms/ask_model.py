@@ -4,9 +4,11 @@
 on one answer at a time: up to `LlmConfig.concurrency` requests run on the worker's shared
 event loop; answers are emitted as they complete and whatever is still in flight is awaited
 in `finish_bundle`, so bounded (batch) and unbounded input behave the same. An element whose
-request fails permanently goes to the dead-letter output with the reason and what a redrive
-needs to ask again (its original record and context: core/replay.py). The
-embedded local model is not called that way: it answers each element at once, in the bundle.
+request fails permanently is answered by the local rules, labelled as degraded
+(`on_model_failure="degrade"`, see local_model.DegradingBackend), or goes to the dead-letter
+output with the reason and what a redrive needs to ask again (its original record and context:
+core/replay.py). The embedded local model is not called that way: it answers each element at
+once, in the bundle.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from realtime_ai.core.records import DeadLetter
 from realtime_ai.core.replay import Replayable
 from realtime_ai.llm import accounting, local_model
-from realtime_ai.llm.base import LlmConfig, LlmPermanentError, LlmResult
+from realtime_ai.llm.base import LlmConfig, LlmPermanentError, LlmResult, Spend
 from realtime_ai.llm.runner import (
     InFlight,
     freeze_long_lived_objects,
@@ -74,19 +76,35 @@ class _ModelDoFn(beam.DoFn):
             tally["llm_cache_hits"] += 1
             tally["llm_memo_hits"] += result.remembered
             return
-        tally["llm_answers"] += 1
+        tally["llm_degraded" if result.degraded else "llm_answers"] += 1
         tally["llm_fallbacks"] += result.fell_back
-        tally["llm_retries"] += result.attempts - 1
         if result.endpoint:
             tally[f"llm_answers_by_endpoint:{result.endpoint}"] += 1
-        tally[f"llm_input_tokens:{result.model}"] += result.input_tokens
-        tally[f"llm_output_tokens:{result.model}"] += result.output_tokens
-        cost = accounting.cost_micro_usd(self._prices, result.model, result.input_tokens,
-                                         result.output_tokens)
-        if cost is not None:
-            tally[f"llm_cost_micro_usd:{result.model}"] += cost
-        tally[f"llm_latency_ms_le:{accounting.latency_bucket(result.latency_ms)}"] += 1
-        self._latency.update(round(result.latency_ms))
+        self._spent(result.spent, result.latency_ms)
+
+    def _failed(self, error: LlmPermanentError) -> None:
+        self._tally[f"llm_{self._task}_dead_lettered"] += 1
+        self._spent(error.spent, error.latency_ms)
+
+    def _spent(self, spent: tuple[Spend, ...], event_latency_ms: float) -> None:
+        """Every request's tokens, cost and latency, failed ones too; the event's latency
+        across its attempts."""
+        tally = self._tally
+        for spend in spent:
+            tally["llm_requests"] += spend.requests
+            if spend.failure:
+                tally["llm_failed_requests"] += spend.requests
+            if spend.requests:
+                tally[f"llm_request_latency_ms_le:"
+                      f"{accounting.latency_bucket(spend.latency_ms)}"] += 1
+            tally[f"llm_input_tokens:{spend.model}"] += spend.input_tokens
+            tally[f"llm_output_tokens:{spend.model}"] += spend.output_tokens
+            cost = accounting.cost_micro_usd(self._prices, spend.model, spend.input_tokens,
+                                             spend.output_tokens)
+            if cost is not None:
+                tally[f"llm_cost_micro_usd:{spend.model}"] += cost
+        tally[f"llm_latency_ms_le:{accounting.latency_bucket(event_latency_ms)}"] += 1
+        self._latency.update(round(event_latency_ms))
 
 
 class _AskLocalModelDoFn(_ModelDoFn):
@@ -132,8 +150,7 @@ class _AskModelDoFn(_ModelDoFn):
     def _emit(self, completed):
         for pending, outcome in completed:
             if isinstance(outcome, LlmPermanentError):
-                self._tally[f"llm_{self._task}_dead_lettered"] += 1
-                self._tally["llm_retries"] += outcome.attempts - 1
+                self._failed(outcome)
                 replayable = self._to_replayable(pending.element)
                 dead = DeadLetter(source=f"llm:{self._task}", payload=replayable.payload,
                                   error=str(outcome), context=replayable.context)
