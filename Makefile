@@ -9,7 +9,7 @@ OUT ?= out/run
 RUNNER ?= DirectRunner
 NAB ?= ../shared/nab
 
-.PHONY: venv run test test-flink lint unit nab bench clean
+.PHONY: venv run test test-flink lint unit nab bench template clean
 
 venv: $(VENV)/.installed
 
@@ -58,6 +58,10 @@ bench: venv
 .PHONY: bench-stream
 bench-stream: venv
 	$(PY) benchmarks/stream_bench.py $(STREAM_BENCH_ARGS)
+
+# The Flex Template's parameters, from the option declarations (pipelines/options.py).
+template: venv
+	$(PY) -m realtime_ai.pipelines.template > templates/metadata.json
 
 clean:
 	rm -rf out build *.egg-info

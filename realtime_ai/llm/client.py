@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
 import random
 import time
 from collections.abc import Mapping
@@ -16,6 +15,7 @@ import openai
 from realtime_ai.llm import base, failures, tasks
 from realtime_ai.llm.base import LlmConfig, LlmPermanentError, LlmResult
 from realtime_ai.llm.cache import CachingBackend
+from realtime_ai.llm.credentials import api_key
 from realtime_ai.llm.failures import classify
 from realtime_ai.llm.limits import CircuitBreaker, CircuitOpen, RateLimiter
 from realtime_ai.llm.local_model import LocalBackend
@@ -48,7 +48,7 @@ class OpenAiBackend:
 
     def __init__(self, config: LlmConfig):
         self._config = config
-        self._api_key = os.environ.get(config.api_key_env) or PLACEHOLDER_KEY
+        self._api_key = api_key(config.api_key_env) or PLACEHOLDER_KEY
         self._client: openai.AsyncOpenAI | None = None
         self._rng = random.Random()
         self._limiter = RateLimiter(config.requests_per_minute, config.tokens_per_minute)

@@ -36,8 +36,8 @@ from realtime_ai.pipelines.options import (
     InvalidOptions,
     RealtimeAiOptions,
     options_parser,
+    parse_options,
     reads_stream,
-    validate,
 )
 from realtime_ai.transforms.add_customer_features import AddCustomerFeatures
 from realtime_ai.transforms.ask_model import NAMESPACE
@@ -121,9 +121,8 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict[str, beam
 def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
     """Validates the options (InvalidOptions on bad ones) and runs the pipeline to the end,
     or for --max_run_seconds when given. A Pub/Sub or Kafka input makes it a streaming job."""
-    options = PipelineOptions(argv)
+    options = parse_options(sys.argv[1:] if argv is None else argv)
     opts = options.view_as(RealtimeAiOptions)
-    validate(opts)
     _stream_on_prism(options)
     _prism_settings(options)
     _fill_in_runner_defaults(options)
