@@ -160,10 +160,21 @@ def test_help_is_the_declarations():
 
 def test_value_types_reject_what_they_cannot_hold():
     hold = {"risk_threshold": ["-0.1", "1.01", "0x1"], "history_size": ["0", "1.5", "1e3", ""],
-            "fast_model": ["", "a\tb"], "alerts_topic": ["projects/x/topics/y"],
+            "fast_model": ["", " ", "a\tb", "a\u2028b"], "alerts_topic": ["projects/x/topics/y"],
             "llm_backend": ["OpenAI"], "anomaly_window": ["1"]}
     declared = {option.name: option for option in OPTIONS}
     for name, values in hold.items():
         for value in values:
             with pytest.raises(argparse.ArgumentTypeError, match="must be"):
                 declared[name].value(value)
+
+
+def test_a_value_of_two_dashes_is_an_error(base_argv, capsys):
+    # argparse read --name=-- as an empty list: the default stayed, or a traceback followed.
+    assert "--allowed_lateness_seconds: '--' is not a value" in _error(
+        [*base_argv, "--allowed_lateness_seconds=--"], capsys)
+
+
+def test_errors_quoting_user_text_stay_on_one_line(base_argv, capsys):
+    assert "--runner=a\\nb" in _error([*base_argv, "--runner=a\nb"], capsys)
+    assert "--\\x85" in _error([*base_argv, "--\x85"], capsys)

@@ -16,7 +16,6 @@ from typing import Any, Protocol
 # The longest duration any option takes: a century. Longer ones overflow the timers and
 # thread waits they become.
 MAX_SECONDS = 100 * 365 * 86400
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class OptionValue(Protocol):
@@ -37,14 +36,14 @@ def _number_text(value: float) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Text:
-    """Any non-empty text without control characters (a newline in a model name or a path
-    would make every request or file fail later)."""
+    """Any non-empty printable text (a newline in a model name or a path would make every
+    request or file fail later)."""
 
     regex: str | None = None
 
     def __call__(self, text: str) -> str:
-        if not text or _CONTROL.search(text):
-            raise _invalid("non-empty text without control characters", text)
+        if not text.isprintable() or not text.strip():
+            raise _invalid("non-empty printable text", text)
         return text
 
 
@@ -124,7 +123,7 @@ class Url:
 
     def __call__(self, text: str) -> str:
         expected = f"a URL {self.form}"
-        if _CONTROL.search(text) or re.search(r"\s", text):
+        if not text.isprintable() or re.search(r"\s", text):
             raise _invalid(expected, text)
         try:
             parts = urllib.parse.urlsplit(text)

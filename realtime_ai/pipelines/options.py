@@ -58,7 +58,12 @@ TOPIC_FORM = "projects/PROJECT_ID/topics/TOPIC with a Google project id (e.g. lo
 
 
 class InvalidOptions(ValueError):
-    """Options a user must fix; the command prints the message, never a stack trace."""
+    """Options a user must fix; the command prints the message, never a stack trace. On one
+    line: characters of the user's text quoted in it that are not printable are escaped."""
+
+    def __str__(self) -> str:
+        return "".join(char if char.isprintable() else ascii(char)[1:-1]
+                       for char in super().__str__())
 
 
 def _check_input(spec: str, flag: str) -> None:
@@ -373,6 +378,11 @@ def _unknown_message(unknown: Sequence[str], parser: argparse.ArgumentParser) ->
 def _check_command_line(argv: Sequence[str]) -> None:
     """InvalidOptions for an option no one declares (Beam would drop it with a warning) or a
     value its declaration cannot read."""
+    for arg in argv:
+        flag, equals, value = arg.partition("=")
+        if flag.startswith("--") and equals and value == "--":
+            # argparse (Python 3.11) reads --name=-- as no value at all, silently.
+            raise InvalidOptions(f"{flag}: '--' is not a value")
     parser = _command_line_parser()
     _, unknown = parser.parse_known_args(list(argv))
     if unknown:
