@@ -79,7 +79,7 @@ def test_numbers_must_be_finite(base_argv, capsys, name, value):
     # nan passed every `x < 0` check: --max_run_seconds=nan ran, --window_grace_seconds=inf
     # crashed with a traceback.
     line = _error([*base_argv, f"--{name}={value}"], capsys)
-    assert f"--{name}: must be a number" in line
+    assert f"--{name} must be a number" in line
 
 
 def test_unknown_runner(base_argv, capsys):
@@ -92,7 +92,7 @@ def test_unknown_runner(base_argv, capsys):
     "localhost:8000/v1", "ht!tp://x/v1", "ftp://host/v1", "http://", "http://host:99999/v1",
     "http://host:port/v1", "http://[::1/v1", "http://ho st/v1", "http://host/v1\n"])
 def test_malformed_endpoint_urls(base_argv, capsys, url):
-    assert "--llm_base_url: must be a URL http(s)://" in _error(
+    assert "--llm_base_url must be a URL http(s)://" in _error(
         [*base_argv, f"--llm_base_url={url}"], capsys)
 
 
@@ -106,7 +106,7 @@ def test_unreachable_endpoint_on_a_local_runner(base_argv, capsys):
 
 
 def test_malformed_cache_url(base_argv, capsys):
-    assert "--cache_url: must be a URL redis://" in _error(
+    assert "--cache_url must be a URL redis://" in _error(
         [*base_argv, "--cache_url=redis:/host"], capsys)
 
 
@@ -171,7 +171,7 @@ def test_value_types_reject_what_they_cannot_hold():
 
 def test_a_value_of_two_dashes_is_an_error(base_argv, capsys):
     # argparse read --name=-- as an empty list: the default stayed, or a traceback followed.
-    assert "--allowed_lateness_seconds: '--' is not a value" in _error(
+    assert "--allowed_lateness_seconds cannot be '--'" in _error(
         [*base_argv, "--allowed_lateness_seconds=--"], capsys)
 
 

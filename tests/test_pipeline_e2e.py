@@ -210,7 +210,7 @@ def test_bad_options_give_a_clear_error_not_a_stack_trace(tmp_path):
         ([f"--output={tmp_path}", f"--transactions={SAMPLES}/transactions.jsonl",
           f"--context={SAMPLES}/metrics_labels.jsonl"], "is not a readable playbook"),
         ([f"--output={tmp_path}", f"--metrics={SAMPLES}/metrics.jsonl",
-          "--file_window_seconds=0"], "--file_window_seconds: must be a whole number from 1"),
+          "--file_window_seconds=0"], "--file_window_seconds must be a whole number from 1"),
     ]
     for argv, message in cases:
         proc = subprocess.run([sys.executable, "-m", "realtime_ai.pipelines.main", *argv],

@@ -342,7 +342,7 @@ class _CommandLineParser(_BeamArgumentParser):
     # Beam's own parser class (some options classes declare ValueProvider arguments with
     # it), raising instead of printing usage and exiting: the command prints one line.
     def error(self, message):
-        raise InvalidOptions(message.removeprefix("argument "))
+        raise InvalidOptions(re.sub(r"^argument (\S+): ", r"\1 ", message))
 
 
 def _command_line_parser() -> _CommandLineParser:
@@ -382,7 +382,7 @@ def _check_command_line(argv: Sequence[str]) -> None:
         flag, equals, value = arg.partition("=")
         if flag.startswith("--") and equals and value == "--":
             # argparse (Python 3.11) reads --name=-- as no value at all, silently.
-            raise InvalidOptions(f"{flag}: '--' is not a value")
+            raise InvalidOptions(f"{flag} cannot be '--'")
     parser = _command_line_parser()
     _, unknown = parser.parse_known_args(list(argv))
     if unknown:
