@@ -84,7 +84,7 @@ def _check_playbook(path: str, flag: str) -> None:
 def _check_output(path: str, flag: str) -> None:
     """A local output folder must be, or be creatable in, a writable folder (remote ones are
     checked by their filesystem when written)."""
-    if urllib.parse.urlsplit(path).scheme not in ("", "file"):
+    if urllib.parse.urlsplit(path).scheme:
         return
     folder = os.path.abspath(path)
     if os.path.exists(folder) and not os.path.isdir(folder):
