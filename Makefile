@@ -9,7 +9,7 @@ OUT ?= out/run
 RUNNER ?= DirectRunner
 NAB ?= ../shared/nab
 
-.PHONY: venv run test test-flink lint unit nab bench clean
+.PHONY: venv run test test-flink lint unit nab bench template clean
 
 venv: $(VENV)/.installed
 
@@ -68,6 +68,9 @@ bench-flink: venv
 	eval "$$(scripts/pubsub-emulator.sh start)" && export PUBSUB_EMULATOR_HOST && \
 	$(PY) benchmarks/flink_latency.py --results benchmarks/results/flink_latency.json \
 	  $(FLINK_BENCH_ARGS)
+# The Flex Template's parameters, from the option declarations (pipelines/options.py).
+template: venv
+	$(PY) -m realtime_ai.pipelines.template > templates/metadata.json
 
 clean:
 	rm -rf out build *.egg-info

@@ -59,3 +59,8 @@ def test_bad_ranges_are_clear_errors_not_stack_traces(argv, message, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "realtime_ai.pipelines.backfill", *argv,
                            f"--output={tmp_path}/out"], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_bad_argument_is_one_error_line_not_usage(capsys):
+    assert backfill.main(["--from=2026-13-01", "--to=2026-01-01", "--output=out"]) == 2
+    assert capsys.readouterr().err == "error: --from: not a date YYYY-MM-DD: 2026-13-01\n"

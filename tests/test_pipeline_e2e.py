@@ -210,13 +210,13 @@ def test_bad_options_give_a_clear_error_not_a_stack_trace(tmp_path):
         ([f"--output={tmp_path}", f"--transactions={SAMPLES}/transactions.jsonl",
           f"--context={SAMPLES}/metrics_labels.jsonl"], "is not a readable playbook"),
         ([f"--output={tmp_path}", f"--metrics={SAMPLES}/metrics.jsonl",
-          "--file_window_seconds=0"], "--file_window_seconds must be at least 1"),
+          "--file_window_seconds=0"], "--file_window_seconds must be a whole number from 1"),
         ([f"--output={tmp_path}", f"--metrics={SAMPLES}/metrics.jsonl",
           "--kafka_config=security.protocol"], "--kafka_config=security.protocol is not KEY=VALUE"),
         ([f"--output={tmp_path}", f"--metrics={SAMPLES}/metrics.jsonl",
           "--kafka_config=bootstrap.servers=h:1"], "bootstrap.servers comes from the input"),
         ([f"--output={tmp_path}", f"--metrics={SAMPLES}/metrics.jsonl",
-          "--llm_base_url=http://a:1/v1,localhost:8000/v1"], "--llm_base_url must be http(s)"),
+          "--llm_base_url=http://a:1/v1,localhost:8000/v1"], "--llm_base_url must be http(s) URLs"),
     ]
     for argv, message in cases:
         proc = subprocess.run([sys.executable, "-m", "realtime_ai.pipelines.main", *argv],

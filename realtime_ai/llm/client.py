@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import random
 import time
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ from realtime_ai.llm.base import (
     Spend,
 )
 from realtime_ai.llm.cache import CachingBackend
+from realtime_ai.llm.credentials import api_key
 from realtime_ai.llm.endpoints import Endpoint, make_pools
 from realtime_ai.llm.failures import classify
 from realtime_ai.llm.limits import CircuitOpen, RateLimiter
@@ -93,7 +93,7 @@ class OpenAiBackend:
 
     def __init__(self, config: LlmConfig):
         self._config = config
-        self._api_key = os.environ.get(config.api_key_env) or PLACEHOLDER_KEY
+        self._api_key = api_key(config.api_key_env) or PLACEHOLDER_KEY
         # --llm_auth=azure: this worker's own Entra ID tokens, asked for before every request
         self._tokens = (auth.BearerTokens(config.auth_scope) if config.auth == auth.AUTH_AZURE
                         else None)

@@ -64,8 +64,14 @@ def _parse_day(text: str) -> date:
         raise argparse.ArgumentTypeError(f"not a date YYYY-MM-DD: {text}") from None
 
 
+class _Parser(argparse.ArgumentParser):
+    # A bad or missing argument is one `error: ...` line, as in the main command.
+    def error(self, message):
+        raise InvalidOptions(message.removeprefix("argument "))
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m realtime_ai.pipelines.backfill",
         description="Reprocess dated event folders with the realtime-ai pipeline; other "
                     "options are passed to the main command (see its --help).")

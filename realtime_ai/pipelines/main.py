@@ -38,8 +38,8 @@ from realtime_ai.pipelines.options import (
     InvalidOptions,
     RealtimeAiOptions,
     options_parser,
+    parse_options,
     reads_stream,
-    validate,
 )
 from realtime_ai.transforms.add_customer_features import AddCustomerFeatures
 from realtime_ai.transforms.ask_model import NAMESPACE
@@ -155,9 +155,9 @@ def run(argv: list[str] | None = None, redriven: RedriveInputs | None = None,
     or for --max_run_seconds when given. A Pub/Sub or Kafka input makes it a streaming job.
     A batch job replaces the outputs of an earlier run, unless it is a redrive (`redriven`),
     which adds files named by `file_prefix` beside them."""
-    options = PipelineOptions(argv)
+    options = parse_options(sys.argv[1:] if argv is None else argv,
+                            require_input=redriven is None)
     opts = options.view_as(RealtimeAiOptions)
-    validate(opts, require_input=redriven is None)
     _stream_on_prism(options)
     _prism_settings(options)
     _fill_in_runner_defaults(options)

@@ -1,12 +1,29 @@
-"""The pipeline's one options class, and its start-up validation."""
+"""The pipeline's one options class. Every option of ours is declared once, in OPTIONS (name,
+value type, default, help, example, start-up check), and everything else is derived from
+that table: argparse, --help, start-up validation and the Flex Template metadata
+(pipelines/template.py). Adding an option is adding one `Option(...)` to the table.
+"""
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
+import importlib
 import os
+import re
+import shlex
+import socket
+import urllib.parse
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import (
+    PipelineOptions,
+    StandardOptions,
+    _BeamArgumentParser,
+)
+from apache_beam.runners.runner import PipelineRunner
 
 from realtime_ai.core.detectors import DETECTORS, DetectorSettings
 from realtime_ai.core.keyed import OrderingSettings
@@ -23,10 +40,272 @@ from realtime_ai.io.sources import (
 from realtime_ai.llm import memo
 from realtime_ai.llm.auth import AUTH_AZURE, AUTH_KEY, AUTH_METHODS, AZURE_SCOPE
 from realtime_ai.llm.base import DEGRADE, ON_MODEL_FAILURE, LlmConfig
+from realtime_ai.llm.credentials import InvalidApiKey, api_key
 from realtime_ai.llm.retrieval import load_playbook
+from realtime_ai.pipelines.option_values import (
+    MAX_SECONDS,
+    Choice,
+    Integer,
+    Matching,
+    Number,
+    OptionValue,
+    Seconds,
+    Text,
+    Url,
+    UrlList,
+)
 
 LLM_BACKENDS = ("local", "openai")
 RELEASE_STEP_SECONDS = 1.0
+ENDPOINT_CONNECT_SECONDS = 5.0
+ENDPOINTS = UrlList(Url(("http", "https"), "http(s)://HOST[:PORT][/PATH]"))
+TOPIC_FORM = "projects/PROJECT_ID/topics/TOPIC with a Google project id (e.g. local-project)"
+
+
+class InvalidOptions(ValueError):
+    """Options a user must fix; the command prints the message, never a stack trace. On one
+    line: characters of the user's text quoted in it that are not printable are escaped."""
+
+    def __str__(self) -> str:
+        return "".join(char if char.isprintable() else ascii(char)[1:-1]
+                       for char in super().__str__())
+
+
+def _check_input(spec: str, flag: str) -> None:
+    check = (check_subscription if is_subscription(spec)
+             else check_kafka if is_kafka(spec) else check_pattern_matches)
+    check(spec, flag)
+
+
+def _check_kafka_config(items: list[str], flag: str) -> None:
+    kafka_consumer_properties(items)
+
+
+def _check_playbook(path: str, flag: str) -> None:
+    try:
+        with FileSystems.open(path) as handle:
+            load_playbook(handle.read().decode("utf-8"))
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise ValueError(f"{flag}={path} is not a readable playbook "
+                         f"(JSON [{{id, title, text}}, ...]): {error}") from None
+
+
+def _check_output(path: str, flag: str) -> None:
+    """A local output folder must be, or be creatable in, a writable folder (remote ones are
+    checked by their filesystem when written)."""
+    if urllib.parse.urlsplit(path).scheme:
+        return
+    folder = os.path.abspath(path)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise ValueError(f"{flag}={path} is a file, not a folder")
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag}={path} cannot be written: {folder} is not a writable folder")
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One option of ours, --`name`.
+
+    `value` reads and range-checks the text (pure, run by argparse on every parse);
+    `check`, when given, is what the value must find in the world (files, a playbook), run
+    once before the job starts and raising ValueError with the reason."""
+
+    name: str
+    value: OptionValue
+    default: Any
+    help: str
+    example: str
+    default_text: str | None = None  # how --help shows the default, when not the value itself
+    required: bool = False
+    check: Callable[[Any, str], None] | None = None
+    repeatable: bool = False  # given once per value: the option holds a list
+
+    @property
+    def flag(self) -> str:
+        return f"--{self.name}"
+
+    def help_text(self) -> str:
+        if self.required:
+            default = "Required"
+        elif self.default_text is not None:
+            default = f"Default: {self.default_text}"
+        elif isinstance(self.default, float) and self.default.is_integer():
+            default = f"Default: {int(self.default)}"
+        else:
+            default = f"Default: {'none' if self.default is None else self.default}"
+        return f"{self.help} {default}. Example: {self.flag}={shlex.quote(self.example)}"
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("transactions", Text(), None,
+           "Transactions to read, by form: a file glob of JSON lines (.jsonl, .json, .gz) or "
+           "Parquet (.parquet), or several separated by commas, read in batch; or a Pub/Sub "
+           "subscription projects/PROJECT/subscriptions/NAME, or a Kafka topic "
+           "kafka://HOST:PORT/TOPIC (on Flink), read in streaming (--streaming is then "
+           "implied).", "samples/transactions*.jsonl", check=_check_input),
+    Option("metrics", Text(), None,
+           "Metric records to read, in the same forms as --transactions.",
+           "projects/my-project/subscriptions/metrics", check=_check_input),
+    Option("kafka_expansion_service", Text(), None,
+           "Kafka inputs: the expansion service for Beam's cross-language KafkaIO, as "
+           "HOST:PORT of a running one or the path of a launcher .jar started on demand with "
+           "its Java transforms embedded in the runner.", "localhost:8097",
+           default_text="on FlinkRunner the one scripts/flink-cluster.sh assembles, elsewhere "
+                        "Beam's own"),
+    Option("kafka_config", Text(), None,
+           "Kafka inputs: a consumer property KEY=VALUE, repeatable: SASL/SSL settings, "
+           "group.id, ... (bootstrap.servers comes from the kafka:// input).",
+           "security.protocol=SASL_SSL", repeatable=True, check=_check_kafka_config),
+    Option("event_time_attribute", Text(), None,
+           "Pub/Sub inputs: message attribute holding the event time (RFC 3339 or ms since "
+           "the epoch) that the watermark follows; records still take their event time from "
+           "the payload's timestamp.", "event_time",
+           default_text="none (the watermark follows publish time)"),
+    Option("output", Text(), None,
+           "Folder (local or gs://) under which the Parquet datasets transactions/, metrics/, "
+           "alerts/, insights/ and dead_letter/ are written.", "out/run1", required=True,
+           check=_check_output),
+    Option("file_window_seconds", Integer(1, MAX_SECONDS), 60,
+           "Streaming: each output's rows are written as one Parquet file per event-time "
+           "window of this many seconds, under date=YYYY-MM-DD/hour=HH/.", "300"),
+    Option("window_grace_seconds", Seconds(), 10.0,
+           "Streaming: event-time windows (file windows, dashboard insights) close this many "
+           "seconds after the watermark passes their end, so records released by the per-key "
+           "ordering just behind the watermark still land in them.", "30"),
+    Option("max_run_seconds", Seconds(above=True), None,
+           "Streaming: stop the job after this many seconds (windows not yet closed are not "
+           "written; for demos and tests).", "120", default_text="none (run until cancelled)"),
+    Option("alerts_topic", Matching(TOPIC_PATTERN.pattern, TOPIC_FORM), None,
+           "Pub/Sub topic the alerts are also published to, as JSON with attributes "
+           "alert_id, kind and severity (dedupe on alert_id: delivery is at least once).",
+           "projects/my-project/topics/alerts", default_text="none (alerts/ only)"),
+    Option("insights_topic", Matching(TOPIC_PATTERN.pattern, TOPIC_FORM), None,
+           "Pub/Sub topic the dashboard insights are also published to, as JSON with "
+           "attributes dashboard_id and window_start.", "projects/my-project/topics/insights"),
+    Option("llm_backend", Choice(LLM_BACKENDS), None,
+           "Which model answers: 'openai' (any OpenAI-compatible endpoint: OpenAI, Azure "
+           "OpenAI, vLLM, Ollama) or 'local' (deterministic rules of ours, not an LLM, "
+           "labelled as such in every row).", "openai",
+           default_text="'openai' when --llm_base_url or OPENAI_API_KEY is set, else 'local'"),
+    Option("llm_base_url", ENDPOINTS, None,
+           "Base URL of the OpenAI-compatible endpoint, or several separated by commas (each "
+           "request goes to the least-loaded healthy one; a failing one is taken out by its "
+           "own circuit breaker); the key comes from the OPENAI_API_KEY environment variable "
+           "(surrounding whitespace, such as a secret file's newline, is trimmed).",
+           "http://10.0.0.1:8000/v1,http://10.0.0.2:8000/v1", default_text="OpenAI's own"),
+    Option("fast_base_url", ENDPOINTS, None,
+           "The fast model's endpoint(s), in the form of --llm_base_url, instead of it.",
+           "https://eastus.example.com/openai/v1/", default_text="--llm_base_url"),
+    Option("deep_base_url", ENDPOINTS, None,
+           "The deep model's endpoint(s), in the form of --llm_base_url, instead of it.",
+           "https://westus.example.com/openai/v1/", default_text="--llm_base_url"),
+    Option("llm_auth", Choice(AUTH_METHODS), AUTH_KEY,
+           "How requests sign in: 'key' (the OPENAI_API_KEY environment variable) or 'azure' "
+           "(Microsoft Entra ID tokens from azure-identity's DefaultAzureCredential on each "
+           "worker: managed identity, workload identity, AZURE_* variables or az login; "
+           "refreshed before they expire).", "azure"),
+    Option("llm_auth_scope", Text(), AZURE_SCOPE,
+           "--llm_auth=azure: the token scope.", "https://ai.azure.com/.default"),
+    Option("fast_model", Text(), "gpt-4o-mini",
+           "Model that scores every transaction and explains metric anomalies.",
+           "llama3.1:8b"),
+    Option("deep_model", Text(), "gpt-4o",
+           "Model that analyses high-risk transactions with history and playbook context.",
+           "gpt-4.1"),
+    Option("llm_timeout_seconds", Seconds(above=True), 30.0,
+           "Per-request timeout in seconds.", "10"),
+    Option("llm_max_retries", Integer(0, 100), 4,
+           "Retries of a failed or invalid answer before the event is dead-lettered.", "2"),
+    Option("llm_concurrency", Integer(1, 10_000), 64,
+           "Model requests in flight per worker process.", "16"),
+    Option("fast_batch_size", Integer(1, 1000), 1,
+           "Transactions packed into one fast-model request (one shared instruction, one "
+           "validated result per transaction id; missing ones are asked alone). 1 = no "
+           "packing.", "10"),
+    Option("llm_batch_wait_ms", Number(0, 3_600_000), 50.0,
+           "Longest a request waits for others to pack with and, in streaming, to be "
+           "gathered into one bundle with, in ms.", "20"),
+    Option("llm_rpm", Number(0, 1e9, above=True), None,
+           "Client-side requests-per-minute budget per worker: requests are paced just under "
+           "it and slow down on 429s.", "500"),
+    Option("llm_tpm", Number(0, 1e12, above=True), None,
+           "Client-side tokens-per-minute budget per worker (prompt tokens estimated before "
+           "the call).", "200000"),
+    Option("latency_budget_ms", Number(0, MAX_SECONDS * 1000, above=True), None,
+           "Latency budget of a deep-model call, in ms: one that overruns is cut and answered "
+           "by the fast model (the row's model column says which answered).", "3000"),
+    Option("cache_ttl_seconds", Seconds(), 60.0,
+           "Identical model requests within this many seconds are paid for once (also what "
+           "keeps a retried bundle from paying twice).", "600"),
+    Option("cache_url", Url(("redis", "rediss"), "redis://HOST:PORT/DB"), None,
+           "Redis URL of a response cache shared by all workers (the in-worker cache is "
+           "always on).", "redis://10.0.0.5:6379/0"),
+    Option("memo", Text(), None,
+           "Where model answers are remembered by event (event id, task, model, prompt "
+           "version), with no expiry: a re-run of a range or a replayed stream asks the model "
+           "only for events it never answered. redis://HOST:PORT/N, or a folder (local or "
+           "gs://) holding one small file per answer. Used with a model endpoint (the local "
+           "rules model is free).", "gs://my-bucket/realtime-ai/memo",
+           check=lambda location, flag: memo.check_location(location)),
+    Option("on_model_failure", Choice(ON_MODEL_FAILURE), DEGRADE,
+           "What happens to an event the model cannot answer (retries spent, circuit open, "
+           "request refused): 'degrade' = the local rules answer it and its row's model "
+           "column says 'local-rules-v1 (degraded: REASON)' (counted as llm_degraded); "
+           "'dead_letter' = it goes to dead_letter/ with the reason.", "dead_letter"),
+    Option("risk_threshold", Number(0, 1), 0.8,
+           "Transactions with risk_score above this (0..1) get the deep analysis and raise an "
+           "alert.", "0.7"),
+    Option("history_size", Integer(1, 100_000), 50,
+           "Transactions kept per customer in state for features and deep analysis.", "20"),
+    Option("anomaly_window", Integer(2, 1_000_000), 100,
+           "Values per metric in the rolling statistics (z_score).", "200"),
+    Option("insight_window_seconds", Integer(1, MAX_SECONDS), 30,
+           "Event-time window, in seconds, of one dashboard insight per dashboard_id.", "60"),
+    Option("anomaly_detector", Choice(DETECTORS), None,
+           f"Which detector sets anomaly_score: one of {', '.join(DETECTORS)}. 'seasonal' "
+           "scores how unlikely a value's surprise is against its time of day and the "
+           "metric's own history; 'zscore' is the article's |z| > 3 rule over "
+           "--anomaly_window values.", "zscore", default_text=DetectorSettings.detector),
+    Option("anomaly_threshold", Number(0, 1), None,
+           "is_anomaly is anomaly_score >= this (0..1); only anomalies go to the model.",
+           "0.9", default_text=str(DetectorSettings.threshold)),
+    Option("anomaly_day_slots", Integer(1, 86_400), None,
+           "seasonal detector: time-of-day slots with their own expected value and spread.",
+           "24", default_text=f"{DetectorSettings.day_slots} (half hours)"),
+    Option("anomaly_warmup_values", Integer(0, 10**9), None,
+           "seasonal detector: values per metric scored 0 while it learns.", "100",
+           default_text=str(DetectorSettings.warmup_values)),
+    Option("anomaly_cooldown_values", Integer(0, 10**9), None,
+           "seasonal detector: values scored 0 after an alert, so one incident pages once.",
+           "30", default_text=str(DetectorSettings.cooldown_values)),
+    Option("context", Text(), None,
+           "JSON file of playbook entries ([{id, title, text, kind}, ...]; kind \"fraud\" "
+           "(default): context for the deep analysis; \"runbook\": for anomaly "
+           "explanations), re-read every --context_refresh_seconds while the job runs.",
+           "gs://bucket/playbook.json",
+           default_text="the playbook shipped in the package", check=_check_playbook),
+    Option("context_refresh_seconds", Seconds(above=True), 300.0,
+           "How often each worker re-reads --context (a failed re-read keeps the version in "
+           "use).", "60"),
+    Option("allowed_lateness_seconds", Seconds(), 3600.0,
+           "How far behind what was already processed for its customer or metric a record "
+           "may arrive and still be used (out of order); later ones go to dead_letter/ with "
+           "the reason.", "600"),
+    Option("state_ttl_seconds", Seconds(above=True), 30 * 86400.0,
+           "A customer's history or a metric's statistics are forgotten after this many "
+           "seconds of event time without records.", "604800",
+           default_text="2592000 (30 days)"),
+    Option("dedupe_horizon_seconds", Seconds(), 86400.0,
+           "A record whose id (transaction_id; a metric's timestamp and value) was already "
+           "seen for its customer or metric within this many seconds of event time is a "
+           "redelivery: it makes no second row and changes no feature. At least "
+           "--allowed_lateness_seconds, at most --state_ttl_seconds.", "3600",
+           default_text="86400 (one day)"),
+    Option("max_record_bytes", Integer(1, 1 << 30), 65536,
+           "Records larger than this many bytes are dead-lettered.", "16384"),
+)
 
 
 # Optional options -> the DetectorSettings field each overrides when given.
@@ -39,253 +318,16 @@ _DETECTOR_OPTIONS = {
 }
 
 
-class InvalidOptions(ValueError):
-    """Options a user must fix; the command prints the message, never a stack trace."""
-
-
 class RealtimeAiOptions(PipelineOptions):
-    """Options of realtime-ai; Beam's own options (runner, streaming, ...) come alongside."""
+    """Options of realtime-ai (OPTIONS); Beam's own options (runner, streaming, ...) come
+    alongside."""
 
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument(
-            "--transactions", default=None,
-            help="Transactions to read, by form: a file glob of JSON lines (.jsonl, .json, "
-                 ".gz) or Parquet (.parquet), or several separated by commas, read in batch; "
-                 "or a Pub/Sub subscription "
-                 "projects/PROJECT/subscriptions/NAME, or a Kafka topic "
-                 "kafka://HOST:PORT/TOPIC (on Flink), read in streaming (--streaming is then "
-                 "implied). Optional; default: none. "
-                 "Example: --transactions='samples/transactions*.jsonl'")
-        parser.add_argument(
-            "--metrics", default=None,
-            help="Metric records to read, in the same forms as --transactions. Optional; "
-                 "default: none. Example: --metrics=projects/my-project/subscriptions/metrics")
-        parser.add_argument(
-            "--kafka_expansion_service", default=None,
-            help="Kafka inputs: the expansion service for Beam's cross-language KafkaIO, as "
-                 "HOST:PORT of a running one or the path of a launcher .jar started on demand "
-                 "with its Java transforms embedded in the runner. Default: on FlinkRunner the "
-                 "one scripts/flink-cluster.sh assembles, elsewhere Beam's own. "
-                 "Example: --kafka_expansion_service=localhost:8097")
-        parser.add_argument(
-            "--kafka_config", action="append", default=None, metavar="KEY=VALUE",
-            help="Kafka inputs: a consumer property, repeatable: SASL/SSL settings, group.id, "
-                 "... (bootstrap.servers comes from the kafka:// input). Default: none. "
-                 "Example (Azure Event Hubs): --kafka_config=security.protocol=SASL_SSL "
-                 "--kafka_config=sasl.mechanism=PLAIN --kafka_config='sasl.jaas.config=...'")
-        parser.add_argument(
-            "--event_time_attribute", default=None,
-            help="Pub/Sub inputs: message attribute holding the event time (RFC 3339 or ms "
-                 "since the epoch) that the watermark follows; records still take their "
-                 "event time from the payload's timestamp. Default: none (the watermark "
-                 "follows publish time). Example: --event_time_attribute=event_time")
-        parser.add_argument(
-            "--output", default=None,
-            help="Folder (local or gs://) under which the Parquet datasets transactions/, "
-                 "metrics/, alerts/, insights/ and dead_letter/ are written. Required. "
-                 "Example: --output=out/run1")
-        parser.add_argument(
-            "--file_window_seconds", type=int, default=60,
-            help="Streaming: each output's rows are written as one Parquet file per event-time "
-                 "window of this many seconds, under date=YYYY-MM-DD/hour=HH/. Default: 60. "
-                 "Example: --file_window_seconds=300")
-        parser.add_argument(
-            "--window_grace_seconds", type=float, default=10.0,
-            help="Streaming: event-time windows (file windows, dashboard insights) close this "
-                 "many seconds after the watermark passes their end, so records released by "
-                 "the per-key ordering just behind the watermark still land in them. "
-                 "Default: 10. Example: --window_grace_seconds=30")
-        parser.add_argument(
-            "--max_run_seconds", type=float, default=None,
-            help="Streaming: stop the job after this many seconds (windows not yet closed "
-                 "are not written; for demos and tests). Default: none (run until "
-                 "cancelled). Example: --max_run_seconds=120")
-        parser.add_argument(
-            "--alerts_topic", default=None,
-            help="Pub/Sub topic the alerts are also published to, as JSON with attributes "
-                 "alert_id, kind and severity (dedupe on alert_id: delivery is at least "
-                 "once). Default: none (alerts/ only). "
-                 "Example: --alerts_topic=projects/my-project/topics/alerts")
-        parser.add_argument(
-            "--insights_topic", default=None,
-            help="Pub/Sub topic the dashboard insights are also published to, as JSON with "
-                 "attributes dashboard_id and window_start. Default: none. "
-                 "Example: --insights_topic=projects/my-project/topics/insights")
-        parser.add_argument(
-            "--llm_backend", default=None, choices=LLM_BACKENDS,
-            help="Which model answers: 'openai' (any OpenAI-compatible endpoint: OpenAI, "
-                 "Azure OpenAI, vLLM, Ollama) or 'local' (deterministic rules of ours, not an "
-                 "LLM, labelled as such in every row). Default: 'openai' when --llm_base_url "
-                 "or OPENAI_API_KEY is set, else 'local'. Example: --llm_backend=openai")
-        parser.add_argument(
-            "--llm_base_url", default=None,
-            help="Base URL of the OpenAI-compatible endpoint, or several separated by commas "
-                 "(each request goes to the least-loaded healthy one; a failing one is taken "
-                 "out by its own circuit breaker); the key comes from the OPENAI_API_KEY "
-                 "environment variable. Default: OpenAI's own. "
-                 "Example: --llm_base_url=http://10.0.0.1:8000/v1,http://10.0.0.2:8000/v1")
-        parser.add_argument(
-            "--fast_base_url", default=None,
-            help="The fast model's endpoint(s), in the form of --llm_base_url, instead of "
-                 "it. Default: --llm_base_url. "
-                 "Example: --fast_base_url=https://eastus.example.com/openai/v1/")
-        parser.add_argument(
-            "--deep_base_url", default=None,
-            help="The deep model's endpoint(s), in the form of --llm_base_url, instead of "
-                 "it. Default: --llm_base_url. "
-                 "Example: --deep_base_url=https://westus.example.com/openai/v1/")
-        parser.add_argument(
-            "--llm_auth", default=AUTH_KEY, choices=AUTH_METHODS,
-            help="How requests sign in: 'key' (the OPENAI_API_KEY environment variable) or "
-                 "'azure' (Microsoft Entra ID tokens from azure-identity's "
-                 "DefaultAzureCredential on each worker: managed identity, workload identity, "
-                 "AZURE_* variables or az login; refreshed before they expire). Default: key. "
-                 "Example: --llm_auth=azure")
-        parser.add_argument(
-            "--llm_auth_scope", default=AZURE_SCOPE,
-            help=f"--llm_auth=azure: the token scope. Default: {AZURE_SCOPE}. "
-                 "Example: --llm_auth_scope=https://ai.azure.com/.default")
-        parser.add_argument(
-            "--fast_model", default="gpt-4o-mini",
-            help="Model that scores every transaction and explains metric anomalies. "
-                 "Default: gpt-4o-mini. Example: --fast_model=llama3.1:8b")
-        parser.add_argument(
-            "--deep_model", default="gpt-4o",
-            help="Model that analyses high-risk transactions with history and playbook "
-                 "context. Default: gpt-4o. Example: --deep_model=gpt-4.1")
-        parser.add_argument(
-            "--llm_timeout_seconds", type=float, default=30.0,
-            help="Per-request timeout in seconds. Default: 30. Example: --llm_timeout_seconds=10")
-        parser.add_argument(
-            "--llm_max_retries", type=int, default=4,
-            help="Retries of a failed or invalid answer before the event is dead-lettered. "
-                 "Default: 4. Example: --llm_max_retries=2")
-        parser.add_argument(
-            "--llm_concurrency", type=int, default=64,
-            help="Model requests in flight per worker process. Default: 64. "
-                 "Example: --llm_concurrency=16")
-        parser.add_argument(
-            "--fast_batch_size", type=int, default=1,
-            help="Transactions packed into one fast-model request (one shared instruction, "
-                 "one validated result per transaction id; missing ones are asked alone). "
-                 "1 = no packing. Default: 1. Example: --fast_batch_size=10")
-        parser.add_argument(
-            "--llm_batch_wait_ms", type=float, default=50.0,
-            help="Longest a request waits for others to pack with and, in streaming, to be "
-                 "gathered into one bundle with, in ms. Default: 50. "
-                 "Example: --llm_batch_wait_ms=20")
-        parser.add_argument(
-            "--llm_rpm", type=float, default=None,
-            help="Client-side requests-per-minute budget per worker: requests are paced just "
-                 "under it and slow down on 429s. Default: none. Example: --llm_rpm=500")
-        parser.add_argument(
-            "--llm_tpm", type=float, default=None,
-            help="Client-side tokens-per-minute budget per worker (prompt tokens estimated "
-                 "before the call). Default: none. Example: --llm_tpm=200000")
-        parser.add_argument(
-            "--latency_budget_ms", type=float, default=None,
-            help="Latency budget of a deep-model call, in ms: one that overruns is cut and "
-                 "answered by the fast model (the row's model column says which answered). "
-                 "Default: none. Example: --latency_budget_ms=3000")
-        parser.add_argument(
-            "--cache_ttl_seconds", type=float, default=60.0,
-            help="Identical model requests within this many seconds are paid for once (also "
-                 "what keeps a retried bundle from paying twice). Default: 60. "
-                 "Example: --cache_ttl_seconds=600")
-        parser.add_argument(
-            "--cache_url", default=None,
-            help="Redis URL of a response cache shared by all workers (the in-worker cache "
-                 "is always on). Default: none. Example: --cache_url=redis://10.0.0.5:6379/0")
-        parser.add_argument(
-            "--memo", default=None,
-            help="Where model answers are remembered by event (event id, task, model, prompt "
-                 "version), with no expiry: a re-run of a range or a replayed stream asks the "
-                 "model only for events it never answered. redis://HOST:PORT/N, or a folder "
-                 "(local or gs://) holding one small file per answer. Used with a model "
-                 "endpoint (the local rules model is free). Default: none. "
-                 "Example: --memo=gs://my-bucket/realtime-ai/memo")
-        parser.add_argument(
-            "--on_model_failure", default=DEGRADE, choices=ON_MODEL_FAILURE,
-            help="What happens to an event the model cannot answer (retries spent, circuit "
-                 "open, request refused): 'degrade' = the local rules answer it and its row's "
-                 "model column says 'local-rules-v1 (degraded: REASON)' (counted as "
-                 "llm_degraded); 'dead_letter' = it goes to dead_letter/ with the reason. "
-                 "Default: degrade. Example: --on_model_failure=dead_letter")
-        parser.add_argument(
-            "--risk_threshold", type=float, default=0.8,
-            help="Transactions with risk_score above this (0..1) get the deep analysis and "
-                 "raise an alert. Default: 0.8. Example: --risk_threshold=0.7")
-        parser.add_argument(
-            "--history_size", type=int, default=50,
-            help="Transactions kept per customer in state for features and deep analysis. "
-                 "Default: 50. Example: --history_size=20")
-        parser.add_argument(
-            "--anomaly_window", type=int, default=100,
-            help="Values per metric in the rolling statistics (z_score). Default: 100. "
-                 "Example: --anomaly_window=200")
-        parser.add_argument(
-            "--insight_window_seconds", type=int, default=30,
-            help="Event-time window, in seconds, of one dashboard insight per dashboard_id. "
-                 "Default: 30. Example: --insight_window_seconds=60")
-        parser.add_argument(
-            "--anomaly_detector", default=None, choices=DETECTORS,
-            help=f"Which detector sets anomaly_score: one of {', '.join(DETECTORS)}. 'seasonal' "
-                 "scores how unlikely a value's surprise is against its time of day and the "
-                 "metric's own history; 'zscore' is the article's |z| > 3 rule over "
-                 f"--anomaly_window values. Default: {DetectorSettings.detector}. "
-                 "Example: --anomaly_detector=zscore")
-        parser.add_argument(
-            "--anomaly_threshold", type=float, default=None,
-            help="is_anomaly is anomaly_score >= this (0..1); only anomalies go to the model. "
-                 f"Default: {DetectorSettings.threshold}. Example: --anomaly_threshold=0.9")
-        parser.add_argument(
-            "--anomaly_day_slots", type=int, default=None,
-            help="seasonal detector: time-of-day slots with their own expected value and "
-                 f"spread. Default: {DetectorSettings.day_slots} (half hours). "
-                 "Example: --anomaly_day_slots=24")
-        parser.add_argument(
-            "--anomaly_warmup_values", type=int, default=None,
-            help="seasonal detector: values per metric scored 0 while it learns. Default: "
-                 f"{DetectorSettings.warmup_values}. Example: --anomaly_warmup_values=100")
-        parser.add_argument(
-            "--anomaly_cooldown_values", type=int, default=None,
-            help="seasonal detector: values scored 0 after an alert, so one incident pages "
-                 f"once. Default: {DetectorSettings.cooldown_values}. "
-                 "Example: --anomaly_cooldown_values=30")
-        parser.add_argument(
-            "--context", default=None,
-            help="JSON file of playbook entries ([{id, title, text, kind}, ...]; kind "
-                 "\"fraud\" (default): context for the deep analysis; \"runbook\": for "
-                 "anomaly explanations), re-read every --context_refresh_seconds while "
-                 "the job runs. Default: the playbook shipped in the package. "
-                 "Example: --context=gs://bucket/playbook.json")
-        parser.add_argument(
-            "--context_refresh_seconds", type=float, default=300.0,
-            help="How often each worker re-reads --context (a failed re-read keeps the "
-                 "version in use). Default: 300. Example: --context_refresh_seconds=60")
-        parser.add_argument(
-            "--allowed_lateness_seconds", type=float, default=3600.0,
-            help="How far behind what was already processed for its customer or metric a "
-                 "record may arrive and still be used (out of order); later ones go to "
-                 "dead_letter/ with the reason. Default: 3600. "
-                 "Example: --allowed_lateness_seconds=600")
-        parser.add_argument(
-            "--state_ttl_seconds", type=float, default=30 * 86400.0,
-            help="A customer's history or a metric's statistics are forgotten after this "
-                 "many seconds of event time without records. Default: 2592000 (30 days). "
-                 "Example: --state_ttl_seconds=604800")
-        parser.add_argument(
-            "--dedupe_horizon_seconds", type=float, default=86400.0,
-            help="A record whose id (transaction_id; a metric's timestamp and value) was "
-                 "already seen for its customer or metric within this many seconds of event "
-                 "time is a redelivery: it makes no second row and changes no feature. At "
-                 "least --allowed_lateness_seconds, at most --state_ttl_seconds. "
-                 "Default: 86400 (one day). Example: --dedupe_horizon_seconds=3600")
-        parser.add_argument(
-            "--max_record_bytes", type=int, default=65536,
-            help="Records larger than this many bytes are dead-lettered. Default: 65536. "
-                 "Example: --max_record_bytes=16384")
+        for option in OPTIONS:
+            parser.add_argument(option.flag, type=option.value, default=option.default,
+                                help=option.help_text(),
+                                action="append" if option.repeatable else "store")
 
     def llm_config(self) -> LlmConfig:
         return LlmConfig(
@@ -311,6 +353,16 @@ class RealtimeAiOptions(PipelineOptions):
             on_model_failure=self.on_model_failure,
         )
 
+    def any_base_url(self) -> str | None:
+        return self.llm_base_url or self.fast_base_url or self.deep_base_url
+
+    def base_urls(self) -> list[str]:
+        """Every endpoint named by --llm_base_url, --fast_base_url and --deep_base_url."""
+        specs = (self.llm_base_url, self.fast_base_url, self.deep_base_url)
+        return [url.strip() for spec in specs if spec for url in spec.split(",")]
+
+    def kafka_properties(self) -> dict[str, str]:
+        return kafka_consumer_properties(self.kafka_config)
 
     def ordering_settings(self) -> OrderingSettings:
         # Released a step at a time in streaming (see core/keyed.py), a step no longer than
@@ -318,12 +370,6 @@ class RealtimeAiOptions(PipelineOptions):
         return OrderingSettings.of_seconds(
             self.allowed_lateness_seconds, self.state_ttl_seconds, self.dedupe_horizon_seconds,
             release_step=min(RELEASE_STEP_SECONDS, self.window_grace_seconds))
-
-    def any_base_url(self) -> str | None:
-        return self.llm_base_url or self.fast_base_url or self.deep_base_url
-
-    def kafka_properties(self) -> dict[str, str]:
-        return kafka_consumer_properties(self.kafka_config)
 
     def detector_settings(self) -> DetectorSettings:
         overrides = {"window": self.anomaly_window}
@@ -339,7 +385,7 @@ def reads_stream(options: RealtimeAiOptions) -> bool:
 
 
 def options_parser(**parser_args) -> argparse.ArgumentParser:
-    """A plain parser of our options alone: for --help and the template metadata."""
+    """A plain parser of our options alone: for --help."""
     parser = argparse.ArgumentParser(**parser_args)
     RealtimeAiOptions._add_argparse_args(parser)
     return parser
@@ -352,104 +398,156 @@ def resolve_backend(backend: str | None, base_url: str | None) -> str:
     return "openai" if base_url or os.environ.get("OPENAI_API_KEY") else "local"
 
 
-def validate(options: RealtimeAiOptions, require_input: bool = True) -> None:
-    """Raise InvalidOptions with a message a user can act on; called before anything runs.
-    Without `require_input` (the redrive reads dead letters), no input option is needed."""
-    unknown = sorted(set(options.get_all_options(retain_unknown_options=True))
-                     - set(options.get_all_options()))
+class _CommandLineParser(_BeamArgumentParser):
+    # Beam's own parser class (some options classes declare ValueProvider arguments with
+    # it), raising instead of printing usage and exiting: the command prints one line.
+    def error(self, message):
+        raise InvalidOptions(re.sub(r"^argument (\S+): ", r"\1 ", message))
+
+
+def _command_line_parser() -> _CommandLineParser:
+    """Every option known in this process: ours and those of each Beam options class (the
+    runners' included), as Beam itself gathers them."""
+    parser = _CommandLineParser(allow_abbrev=False, add_help=False)
+    classes = {str(cls): cls for cls in PipelineOptions.__subclasses__()}
+    for cls in classes.values():
+        cls._add_argparse_args(parser)
+    return parser
+
+
+def _unknown_message(unknown: Sequence[str], parser: argparse.ArgumentParser) -> str:
+    known = sorted(parser._option_string_actions)
+    problems = []
+    for arg in unknown:
+        if not arg.startswith("--"):
+            if problems and problems[-1].startswith("--"):
+                continue  # the value of the unknown option just before
+            problems.append(f"{arg!r} (not an option: options are --name=value)")
+            continue
+        name = arg.split("=", 1)[0]
+        underscored = "--" + name[2:].replace("-", "_")
+        if underscored != name and underscored in known:
+            problems.append(f"{name} (did you mean {underscored}? options are spelled with "
+                            "underscores)")
+        else:
+            close = difflib.get_close_matches(underscored, known, n=1)
+            problems.append(name + (f" (did you mean {close[0]}?)" if close else ""))
+    return "unknown option(s): " + ", ".join(problems) + "; see --help"
+
+
+def _check_command_line(argv: Sequence[str]) -> None:
+    """InvalidOptions for an option no one declares (Beam would drop it with a warning) or a
+    value its declaration cannot read."""
+    for arg in argv:
+        flag, equals, value = arg.partition("=")
+        if flag.startswith("--") and equals and value == "--":
+            # argparse (Python 3.11) reads --name=-- as no value at all, silently.
+            raise InvalidOptions(f"{flag} cannot be '--'")
+    parser = _command_line_parser()
+    _, unknown = parser.parse_known_args(list(argv))
     if unknown:
-        raise InvalidOptions("unknown option(s): " + ", ".join(f"--{name}" for name in unknown)
-                             + " (see --help)")
-    if not options.output:
-        raise InvalidOptions("--output is required: the folder the Parquet outputs go to, "
-                         "e.g. --output=out/run1")
-    if require_input and not options.transactions and not options.metrics:
+        raise InvalidOptions(_unknown_message(unknown, parser))
+
+
+def _check_runner(options: PipelineOptions) -> None:
+    runner = options.view_as(StandardOptions).runner
+    if runner is None or not isinstance(runner, str):
+        return
+    known = {name.lower() for name in StandardOptions.KNOWN_RUNNER_NAMES}
+    if runner.lower() in known or runner.lower() + "runner" in known:
+        return
+    if re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+", runner):
+        module, _, name = runner.rpartition(".")
+        try:
+            runner_class = getattr(importlib.import_module(module), name, None)
+        except ImportError:
+            runner_class = None
+        if isinstance(runner_class, type) and issubclass(runner_class, PipelineRunner):
+            return
+    raise InvalidOptions(f"--runner={runner} is not a runner: one of "
+                         f"{', '.join(StandardOptions.KNOWN_RUNNER_NAMES)}, or the full "
+                         "module path of a PipelineRunner class")
+
+
+def _check_inputs_given(options: RealtimeAiOptions) -> None:
+    if not options.transactions and not options.metrics:
         raise InvalidOptions("nothing to read: give --transactions=GLOB, --metrics=GLOB or both")
-    if not 0.0 <= options.risk_threshold <= 1.0:
-        raise InvalidOptions(f"--risk_threshold must be in [0, 1], got {options.risk_threshold}")
-    for name in ("history_size", "insight_window_seconds", "max_record_bytes",
-                 "file_window_seconds",
-                 "llm_concurrency", "fast_batch_size"):
-        if getattr(options, name) < 1:
-            raise InvalidOptions(f"--{name} must be at least 1, got {getattr(options, name)}")
-    if options.anomaly_threshold is not None and not 0.0 <= options.anomaly_threshold <= 1.0:
-        raise InvalidOptions("--anomaly_threshold must be in [0, 1], "
-                             f"got {options.anomaly_threshold}")
-    for name in ("anomaly_day_slots", "anomaly_warmup_values", "anomaly_cooldown_values"):
-        if getattr(options, name) is not None and getattr(options, name) < (
-                1 if name == "anomaly_day_slots" else 0):
-            raise InvalidOptions(f"--{name} is out of range: {getattr(options, name)}")
-    if options.anomaly_window < 2:
-        raise InvalidOptions(f"--anomaly_window must be at least 2, got {options.anomaly_window}")
-    if options.llm_max_retries < 0:
-        raise InvalidOptions(f"--llm_max_retries must be >= 0, got {options.llm_max_retries}")
-    for name in ("llm_rpm", "llm_tpm", "latency_budget_ms", "state_ttl_seconds",
-                 "max_run_seconds", "context_refresh_seconds"):
-        if getattr(options, name) is not None and getattr(options, name) <= 0:
-            raise InvalidOptions(f"--{name} must be positive, got {getattr(options, name)}")
-    if options.window_grace_seconds < 0:
-        raise InvalidOptions("--window_grace_seconds must be >= 0, "
-                             f"got {options.window_grace_seconds}")
-    if options.allowed_lateness_seconds < 0:
-        raise InvalidOptions("--allowed_lateness_seconds must be >= 0, "
-                             f"got {options.allowed_lateness_seconds}")
+
+
+def _check_dedupe_horizon(options: RealtimeAiOptions) -> None:
     if not (options.allowed_lateness_seconds <= options.dedupe_horizon_seconds
             <= options.state_ttl_seconds):
         raise InvalidOptions(
             f"--dedupe_horizon_seconds must be at least --allowed_lateness_seconds "
             f"({options.allowed_lateness_seconds:g}) and at most --state_ttl_seconds "
             f"({options.state_ttl_seconds:g}), got {options.dedupe_horizon_seconds:g}")
-    if options.cache_ttl_seconds < 0:
-        raise InvalidOptions(f"--cache_ttl_seconds must be >= 0, got {options.cache_ttl_seconds}")
-    if options.cache_url and not options.cache_url.startswith(("redis://", "rediss://")):
-        raise InvalidOptions(f"--cache_url must be redis://HOST:PORT/DB, got {options.cache_url}")
-    if options.memo:
+
+
+def _check_model_access(options: RealtimeAiOptions) -> None:
+    if resolve_backend(options.llm_backend, options.any_base_url()) != "openai":
+        return
+    if options.llm_auth == AUTH_AZURE:
+        if not options.any_base_url():
+            raise InvalidOptions("--llm_auth=azure needs --llm_base_url, the Azure endpoint, "
+                                 "e.g. https://RESOURCE.openai.azure.com/openai/v1/")
+        return
+    try:
+        key = api_key("OPENAI_API_KEY")
+    except InvalidApiKey as error:
+        raise InvalidOptions(str(error)) from None
+    if not key and not options.any_base_url():
+        raise InvalidOptions("--llm_backend=openai needs OPENAI_API_KEY in the environment, "
+                             "or --llm_base_url for an endpoint that takes no key")
+
+
+def _check_endpoint_reachable(options: RealtimeAiOptions) -> None:
+    """On a local runner the workers are this machine: an endpoint it cannot connect to would
+    degrade or dead-letter every model call. (Remote workers may see other networks: not
+    checked.)"""
+    runner = options.view_as(StandardOptions).runner or StandardOptions.DEFAULT_RUNNER
+    local = {name.lower() for name in StandardOptions.LOCAL_RUNNERS}
+    if (not isinstance(runner, str) or runner.rsplit(".", 1)[-1].lower() not in local
+            or resolve_backend(options.llm_backend, options.any_base_url()) != "openai"):
+        return
+    for base_url in options.base_urls():
+        url = urllib.parse.urlsplit(base_url)
+        port = url.port or (443 if url.scheme == "https" else 80)
         try:
-            memo.check_location(options.memo)
-        except ValueError as error:
-            raise InvalidOptions(str(error)) from None
-    if options.llm_batch_wait_ms < 0:
-        raise InvalidOptions(f"--llm_batch_wait_ms must be >= 0, got {options.llm_batch_wait_ms}")
-    if options.llm_timeout_seconds <= 0:
-        raise InvalidOptions("--llm_timeout_seconds must be positive, "
-                         f"got {options.llm_timeout_seconds}")
-    for name in ("alerts_topic", "insights_topic"):
-        topic = getattr(options, name)
-        if topic and not TOPIC_PATTERN.match(topic):
-            raise InvalidOptions(f"--{name} must be projects/PROJECT_ID/topics/TOPIC with a "
-                                 f"Google project id (e.g. local-project), got {topic}")
-    for name in ("transactions", "metrics"):
-        spec = getattr(options, name)
-        if spec:
-            check = (check_subscription if is_subscription(spec)
-                     else check_kafka if is_kafka(spec) else check_pattern_matches)
+            socket.create_connection((url.hostname, port), ENDPOINT_CONNECT_SECONDS).close()
+        except OSError as error:
+            raise InvalidOptions(f"{base_url}: cannot connect to {url.hostname}:{port} "
+                                 f"({error.strerror or error})") from None
+
+
+# Checks of several options together, or of the environment, after each option's own.
+_COMMAND_CHECKS = (_check_runner, _check_dedupe_horizon, _check_model_access,
+                   _check_endpoint_reachable)
+
+
+def validate(options: RealtimeAiOptions, require_input: bool = True) -> None:
+    """Raise InvalidOptions with a message a user can act on; called before anything runs.
+    Without `require_input` (the redrive reads dead letters), no input option is needed."""
+    for option in OPTIONS:
+        value = getattr(options, option.name)
+        if value is None and option.required:
+            raise InvalidOptions(f"{option.flag} is required, e.g. {option.flag}={option.example}"
+                                 " (see --help)")
+        if value is not None and option.check:
             try:
-                check(spec, f"--{name}")
+                option.check(value, option.flag)
             except ValueError as error:
                 raise InvalidOptions(str(error)) from None
-    try:
-        options.kafka_properties()
-    except ValueError as error:
-        raise InvalidOptions(str(error)) from None
-    if options.context:
-        try:
-            with FileSystems.open(options.context) as handle:
-                load_playbook(handle.read().decode("utf-8"))
-        except (OSError, ValueError, TypeError, KeyError) as error:
-            raise InvalidOptions(f"--context={options.context} is not a readable playbook "
-                                 f"(JSON [{{id, title, text}}, ...]): {error}") from None
-    for name in ("llm_base_url", "fast_base_url", "deep_base_url"):
-        spec = getattr(options, name)
-        if spec is not None and (not spec.strip(", ") or not all(
-                url.strip().startswith(("http://", "https://"))
-                for url in spec.split(",") if url.strip())):
-            raise InvalidOptions(f"--{name} must be http(s) URLs separated by commas, e.g. "
-                                 f"http://127.0.0.1:8000/v1, got {spec!r}")
-    backend = resolve_backend(options.llm_backend, options.any_base_url())
-    if options.llm_auth == AUTH_AZURE and not (backend == "openai" and options.any_base_url()):
-        raise InvalidOptions("--llm_auth=azure needs --llm_base_url, the Azure endpoint, e.g. "
-                             "https://RESOURCE.openai.azure.com/openai/v1/")
-    if backend == "openai" and not options.any_base_url() and not os.environ.get(
-            "OPENAI_API_KEY"):
-        raise InvalidOptions("--llm_backend=openai needs OPENAI_API_KEY in the environment, or "
-                         "--llm_base_url for an endpoint that takes no key")
+    if require_input:
+        _check_inputs_given(options)
+    for check in _COMMAND_CHECKS:
+        check(options)
+
+
+def parse_options(argv: Sequence[str], require_input: bool = True) -> PipelineOptions:
+    """The command line's options, all checked before any work: InvalidOptions, with one
+    line to print, for an unknown or misspelled option, a value that cannot be read, a
+    combination that cannot run, or an input, key or endpoint that is not there."""
+    _check_command_line(argv)
+    options = PipelineOptions(list(argv))
+    validate(options.view_as(RealtimeAiOptions), require_input)
+    return options

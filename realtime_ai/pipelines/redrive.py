@@ -33,7 +33,7 @@ from realtime_ai.pipelines.options import (
     InvalidOptions,
     RealtimeAiOptions,
     options_parser,
-    validate,
+    parse_options,
 )
 
 DEAD_LETTER_COLUMNS = ("source", "payload", "error")
@@ -90,9 +90,8 @@ def answered_events(output: str) -> set[tuple]:
 
 def plan(dead_letter: str | None, argv: list[str]) -> replay.RedrivePlan:
     """What to send again; InvalidOptions for options or folders a user must fix."""
-    options = PipelineOptions(argv)
+    options = parse_options(argv, require_input=False)
     opts = options.view_as(RealtimeAiOptions)
-    validate(opts, require_input=False)
     if opts.transactions or opts.metrics:
         raise InvalidOptions("the redrive reads only --dead_letter: drop --transactions and "
                              "--metrics")

@@ -5,25 +5,15 @@ file; a test fails when it is stale.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import re
 
-from realtime_ai.pipelines.options import options_parser
+from realtime_ai.pipelines.options import OPTIONS, Option
 
 TEMPLATE_NAME = "realtime-ai"
 TEMPLATE_DESCRIPTION = (
     "Streaming AI inference for payment transactions and service metrics: per-customer "
     "history, model risk scoring with escalation, metric anomaly explanations and dashboard "
     "insights, written to Parquet.")
-# Options a job cannot run without; every other one has a default.
-REQUIRED = frozenset({"output"})
-
-_NUMBER_REGEX = {int: r"^[0-9]+$", float: r"^[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$"}
-
-
-def _option_actions() -> list[argparse.Action]:
-    return list(options_parser(add_help=False)._actions)
 
 
 def _label(name: str) -> str:
@@ -31,17 +21,15 @@ def _label(name: str) -> str:
                     for word in name.split("_"))
 
 
-def _parameter(action: argparse.Action) -> dict:
+def _parameter(option: Option) -> dict:
     parameter = {
-        "name": action.dest,
-        "label": _label(action.dest),
-        "helpText": re.sub(r"\s+", " ", action.help).strip(),
-        "isOptional": action.dest not in REQUIRED,
+        "name": option.name,
+        "label": _label(option.name),
+        "helpText": option.help_text(),
+        "isOptional": not option.required,
     }
-    if action.choices:
-        parameter["regexes"] = ["^(" + "|".join(map(re.escape, action.choices)) + ")$"]
-    elif action.type in _NUMBER_REGEX:
-        parameter["regexes"] = [_NUMBER_REGEX[action.type]]
+    if option.value.regex:
+        parameter["regexes"] = [option.value.regex]
     return parameter
 
 
@@ -49,7 +37,7 @@ def template_metadata() -> dict:
     return {
         "name": TEMPLATE_NAME,
         "description": TEMPLATE_DESCRIPTION,
-        "parameters": [_parameter(action) for action in _option_actions()],
+        "parameters": [_parameter(option) for option in OPTIONS],
     }
 
 
