@@ -28,7 +28,7 @@ class _CountingBackend:
         if self._fail:
             raise LlmPermanentError("endpoint down")
         return LlmResult(answer={"risk_score": 0.5, "reason": f"call {self.calls}"},
-                         model="fast-m", latency_ms=12.0, input_tokens=30, output_tokens=9,
+                         model="fast-m", latency_ms=12.0, spent=(Spend("fast-m", 12.0, 30, 9),),
                          prompt_version=self._prompt_version)
 
     async def aclose(self):
@@ -113,7 +113,8 @@ def test_event_ids_name_the_event_of_each_task():
 def test_a_bad_memo_location_is_a_one_line_error(tmp_path, location, problem):
     (tmp_path / "f").write_text("")
     location = location.replace("FILE", str(tmp_path / "f"))
-    options = RealtimeAiOptions([f"--memo={location}", "--output=out", "--transactions=x"])
+    options = RealtimeAiOptions([f"--memo={location}", "--output=out",
+                                 f"--transactions={tmp_path / 'f'}"])
     with pytest.raises(InvalidOptions, match=problem):
         validate(options)
 

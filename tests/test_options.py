@@ -92,7 +92,7 @@ def test_unknown_runner(base_argv, capsys):
     "localhost:8000/v1", "ht!tp://x/v1", "ftp://host/v1", "http://", "http://host:99999/v1",
     "http://host:port/v1", "http://[::1/v1", "http://ho st/v1", "http://host/v1\n"])
 def test_malformed_endpoint_urls(base_argv, capsys, url):
-    assert "--llm_base_url must be a URL http(s)://" in _error(
+    assert "--llm_base_url must be http(s)://HOST[:PORT][/PATH] URLs" in _error(
         [*base_argv, f"--llm_base_url={url}"], capsys)
 
 

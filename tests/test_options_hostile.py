@@ -55,7 +55,7 @@ def no_job_runs():
     with pytest.MonkeyPatch.context() as patch:
         # Stops before the graph is built (a second and a half each); the test below builds
         # it once with every option at its limit.
-        def refuse(pipeline, options):
+        def refuse(pipeline, options, *args, **kwargs):
             raise JobWouldRun(options)
         patch.setattr(main, "build_pipeline", refuse)
         patch.delenv("OPENAI_API_KEY", raising=False)

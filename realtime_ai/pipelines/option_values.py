@@ -148,7 +148,7 @@ class UrlList:
 
     def __call__(self, text: str) -> str:
         parts = [part.strip() for part in text.split(",")]
-        if not all(parts):
+        if not text.isprintable() or not all(parts):
             raise _invalid(f"{self.url.form} URLs separated by commas", text)
         for part in parts:
             try:
