@@ -60,13 +60,12 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict[str, beam
     dead_letters = []
 
     if opts.transactions:
-        parsed = (
-            p
-            | "ReadTransactions" >> ReadEvents(
-                opts.transactions, opts.event_time_attribute, opts.kafka_expansion_service,
-                native_pubsub)
-            | "ParseTransactions" >> ParseTransactions(opts.max_record_bytes)
-        )
+        read = p | "ReadTransactions" >> ReadEvents(
+            opts.transactions, "transactions", opts.event_time_attribute,
+            opts.kafka_expansion_service, native_pubsub)
+        parsed = read.payloads | "ParseTransactions" >> ParseTransactions(opts.max_record_bytes)
+        if read.dead_letter is not None:
+            dead_letters.append(read.dead_letter)
         featured, late = parsed.valid | "CustomerHistory" >> AddCustomerFeatures(
             opts.history_size, opts.ordering_settings())
         rows, alerts, failed = featured | "EnrichTransactions" >> EnrichTransactions(
@@ -76,13 +75,12 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict[str, beam
         dead_letters += [parsed.dead_letter, late, failed]
 
     if opts.metrics:
-        parsed = (
-            p
-            | "ReadMetrics" >> ReadEvents(
-                opts.metrics, opts.event_time_attribute, opts.kafka_expansion_service,
-                native_pubsub)
-            | "ParseMetrics" >> ParseMetrics(opts.max_record_bytes)
-        )
+        read = p | "ReadMetrics" >> ReadEvents(
+            opts.metrics, "metrics", opts.event_time_attribute, opts.kafka_expansion_service,
+            native_pubsub)
+        parsed = read.payloads | "ParseMetrics" >> ParseMetrics(opts.max_record_bytes)
+        if read.dead_letter is not None:
+            dead_letters.append(read.dead_letter)
         scored, late = parsed.valid | "MetricStatistics" >> ScoreMetrics(
             opts.detector_settings(), opts.ordering_settings())
         rows, alerts, failed = scored | "ExplainAnomalies" >> ExplainAnomalies(llm)
