@@ -182,7 +182,7 @@ class ReadEventPayloads(beam.PTransform):
         self._patterns = file_patterns(file_pattern)
         self._source = source
 
-    def expand(self, pbegin) -> EventPayloads:
+    def expand(self, pbegin):
         read = (
             pbegin
             | "Patterns" >> beam.Create(self._patterns)

@@ -144,7 +144,7 @@ class ReadEvents(beam.PTransform):
         self._kafka_expansion_service = kafka_expansion_service
         self._native_pubsub = native_pubsub
 
-    def expand(self, pbegin) -> EventPayloads:
+    def expand(self, pbegin):
         if not is_unbounded(self._spec):
             return pbegin | "ReadFiles" >> ReadEventPayloads(self._spec, self._source)
         return EventPayloads(self._stream(pbegin), None)

@@ -26,7 +26,8 @@ from apache_beam.runners.runner import PipelineState
 
 from realtime_ai.core.records import OUTPUT_SCHEMAS
 from realtime_ai.core.rows import dead_letter_row
-from realtime_ai.io.parquet import WriteDataset, clear_dataset, dataset_exists, read_dataset
+from realtime_ai.io.parquet import WriteDataset, dataset_exists, read_dataset
+from realtime_ai.io.publish import PublishDatasets, discard_staging, new_staging_folder
 from realtime_ai.io.pubsub import ALERT_ATTRIBUTES, INSIGHT_ATTRIBUTES, PublishMessages
 from realtime_ai.io.sources import ReadEvents, is_subscription
 from realtime_ai.llm import accounting
@@ -48,8 +49,11 @@ from realtime_ai.transforms.parse import ParseMetrics, ParseTransactions
 from realtime_ai.transforms.score_metrics import ScoreMetrics
 
 
-def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict[str, beam.PCollection]:
-    """Adds every step to `p`; returns the row PCollection of each output dataset by name."""
+def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
+                   staging: str | None = None) -> dict[str, beam.PCollection]:
+    """Adds every step to `p`; returns the row PCollection of each output dataset by name.
+    With a `staging` folder (a batch run), the datasets are written there and replace those
+    under --output only once all are written (io/publish.py); without, in place."""
     opts = options.view_as(RealtimeAiOptions)
     streaming = options.view_as(StandardOptions).streaming
     grace = opts.window_grace_seconds if streaming else 0.0
@@ -101,12 +105,14 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict[str, beam
             lambda row: beam.window.TimestampedValue(row, time.time()))
     parts["dead_letter"].append(dead_letter_rows)
 
-    results = {}
+    results, written = {}, {}
     for name, schema in OUTPUT_SCHEMAS.items():
         label = "".join(word.title() for word in name.split("_"))
         results[name] = tuple(parts[name]) | f"All{label}" >> beam.Flatten(pipeline=p)
-        results[name] | f"Write{label}" >> WriteDataset(
-            opts.output, name, schema, opts.file_window_seconds, grace, lateness)
+        written[name] = results[name] | f"Write{label}" >> WriteDataset(
+            staging or opts.output, name, schema, opts.file_window_seconds, grace, lateness)
+    if staging:
+        written | "PublishDatasets" >> PublishDatasets(staging, opts.output)
     if opts.alerts_topic:
         results["alerts"] | "PublishAlerts" >> PublishMessages(opts.alerts_topic,
                                                                ALERT_ATTRIBUTES)
@@ -118,7 +124,8 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions) -> dict[str, beam
 
 def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
     """Validates the options (InvalidOptions on bad ones) and runs the pipeline to the end,
-    or for --max_run_seconds when given. A Pub/Sub or Kafka input makes it a streaming job."""
+    or for --max_run_seconds when given. A Pub/Sub or Kafka input makes it a streaming job,
+    which writes its outputs in place; a batch run replaces them only when it succeeds."""
     options = PipelineOptions(argv)
     opts = options.view_as(RealtimeAiOptions)
     validate(opts)
@@ -127,17 +134,33 @@ def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
     _fill_in_runner_defaults(options)
     if reads_stream(opts):
         options.view_as(StandardOptions).streaming = True
-    if not options.view_as(StandardOptions).streaming:
-        for name in OUTPUT_SCHEMAS:
-            clear_dataset(opts.output, name)
+    staging = None if reads_stream(opts) else new_staging_folder(opts.output)
     pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, options)
-    result = pipeline.run()
-    if opts.max_run_seconds is None:
-        result.wait_until_finish()
-    elif _wait_then_cancel(result, opts.max_run_seconds) and _is_flink(options):
-        _cancel_on_flink(options.view_as(FlinkRunnerOptions).flink_master, result)
+    build_pipeline(pipeline, options, staging)
+    try:
+        result = pipeline.run()
+        if opts.max_run_seconds is None:
+            result.wait_until_finish()
+            cancelled = False
+        else:
+            cancelled = _wait_then_cancel(result, opts.max_run_seconds)
+    except BaseException:
+        _keep_previous_outputs(staging, opts.output, "the run failed")
+        raise
+    if cancelled:
+        _keep_previous_outputs(staging, opts.output, "--max_run_seconds stopped the run")
+        if _is_flink(options):
+            _cancel_on_flink(options.view_as(FlinkRunnerOptions).flink_master, result)
     return result
+
+
+def _keep_previous_outputs(staging: str | None, output: str, what: str) -> None:
+    """Say that a batch run that did not finish left the previous outputs as they were, and
+    remove what it wrote aside."""
+    if staging and discard_staging(staging):
+        logging.getLogger(__name__).error(
+            "%s before it had written all its outputs: the datasets under %s are those of "
+            "the previous run, unchanged", what, output)
 
 
 # Runners with a Pub/Sub reader of their own (Dataflow's acknowledges after a durable commit);

@@ -11,6 +11,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from realtime_ai.core.detectors import DETECTORS, DetectorSettings
 from realtime_ai.core.keyed import OrderingSettings
 from realtime_ai.io.files import check_pattern_matches
+from realtime_ai.io.parquet import check_output_folder
 from realtime_ai.io.pubsub import TOPIC_PATTERN
 from realtime_ai.io.sources import (
     check_kafka,
@@ -361,6 +362,10 @@ def validate(options: RealtimeAiOptions) -> None:
                 check(spec, f"--{name}")
             except ValueError as error:
                 raise InvalidOptions(str(error)) from None
+    try:
+        check_output_folder(options.output, "--output")
+    except ValueError as error:
+        raise InvalidOptions(str(error)) from None
     if options.context:
         try:
             with FileSystems.open(options.context) as handle:
