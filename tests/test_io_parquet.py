@@ -80,6 +80,10 @@ def test_a_staged_dataset_replaces_the_previous_one_whatever_its_layout(tmp_path
     publish_datasets(staging, str(out), {"metrics": [new]})  # a retried step changes nothing
     assert read_dataset(str(old)).to_pylist() == METRIC_ROWS[2:]
     assert not discard_staging(staging)
+    gone = f"{staging}/metrics/part-00001-of-00002.parquet"  # neither staged nor published
+    with pytest.raises(FileNotFoundError, match="written by this run, is gone"):
+        publish_datasets(staging, str(out), {"metrics": [new, gone]})
+    assert read_dataset(str(old)).to_pylist() == METRIC_ROWS[2:]
 
 
 def test_bounded_writes_leave_nothing_but_the_run_in_its_staging_folder(tmp_path):

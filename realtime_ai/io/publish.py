@@ -38,8 +38,12 @@ def replace_dataset(staged: str, final: str, written: list[str]) -> None:
     """Move the files `written` under the `staged` dataset folder into the `final` one, then
     delete every other file of `final`."""
     targets = [FileSystems.join(final, _relative(path, staged)) for path in written]
-    moves = [(path, target) for path, target in zip(written, targets, strict=True)
-             if FileSystems.exists(path)]  # a retried step has moved some already
+    moves = []
+    for path, target in zip(written, targets, strict=True):
+        if FileSystems.exists(path):
+            moves.append((path, target))
+        elif not FileSystems.exists(target):  # else a retried step has moved it already
+            raise FileNotFoundError(f"{path}, written by this run, is gone: not publishing")
     for folder in sorted({target.rsplit("/", 1)[0] for _, target in moves}):
         make_folder(folder)
     if moves:

@@ -144,7 +144,7 @@ def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
             cancelled = False
         else:
             cancelled = _wait_then_cancel(result, opts.max_run_seconds)
-    except BaseException:
+    except Exception:  # the job failed; not an interrupt, after which a remote job goes on
         _keep_previous_outputs(staging, opts.output, "the run failed")
         raise
     if cancelled:
