@@ -5,6 +5,7 @@ import gzip
 import json
 import logging
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -19,13 +20,15 @@ import pytest
 from realtime_ai.core.records import OUTPUT_SCHEMAS
 from realtime_ai.pipelines import main
 from tests.compare import comparable_rows
-from tests.test_pipeline_e2e import REPO, SAMPLES, _lines
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples"
 PREVIOUS_RUN_PREFIX = "previous-"
 
 
 def _transactions(count: int) -> list[str]:
-    return _lines(SAMPLES / "transactions.jsonl")[:count]
+    lines = (SAMPLES / "transactions.jsonl").read_text().splitlines()
+    return [line for line in lines if line.strip()][:count]
 
 
 def _readers_see(dataset) -> tuple[list[dict], list[dict]]:
