@@ -115,11 +115,11 @@ def _passthrough(transactions: str, metrics: str, output: str, runner_args: list
         for name, spec, parse in (("transactions", transactions, ParseTransactions),
                                   ("metrics", metrics, ParseMetrics)):
             label = name.title()
-            parsed = (pipeline | f"Read{label}" >> ReadEventPayloads(spec)
-                      | f"Parse{label}" >> parse(MAX_RECORD_BYTES))
+            read = pipeline | f"Read{label}" >> ReadEventPayloads(spec, name)
+            parsed = read.payloads | f"Parse{label}" >> parse(MAX_RECORD_BYTES)
             (parsed.valid | f"{label}Rows" >> beam.Map(dataclasses.asdict)
              | f"Write{label}" >> WriteDataset(output, name, schemas[name]))
-            dead.append(parsed.dead_letter)
+            dead += [read.dead_letter, parsed.dead_letter]
         (tuple(dead) | "AllDeadLetters" >> beam.Flatten()
          | "DeadLetterRows" >> beam.Map(dead_letter_row)
          | "WriteDeadLetter" >> WriteDataset(output, "dead_letter",

@@ -1,24 +1,29 @@
 """WriteDataset round trips on the DirectRunner: exact schema, same rows, and an empty input
-still leaves a readable dataset."""
+still leaves a readable dataset; nothing unfinished is ever written inside a dataset folder;
+a staged dataset replaces the previous one."""
 from datetime import datetime, timedelta, timezone
 
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
 from realtime_ai.core.records import DEAD_LETTER_SCHEMA, METRICS_SCHEMA
 from realtime_ai.io.parquet import (
     WriteDataset,
-    clear_dataset,
+    check_output_folder,
     dataset_exists,
     dataset_row_count,
     read_dataset,
     window_file_name,
 )
+from realtime_ai.io.publish import discard_staging, new_staging_folder, publish_datasets
 
 START = datetime(2026, 1, 5, 10, tzinfo=timezone.utc)
 METRIC_ROWS = [
@@ -50,24 +55,54 @@ def test_an_empty_input_still_leaves_a_readable_empty_dataset(tmp_path):
     assert table.schema.equals(DEAD_LETTER_SCHEMA)
 
 
-def test_clearing_a_dataset_removes_the_files_of_an_earlier_run(tmp_path):
-    rows = [{"source": "metrics", "payload": "{", "error": "invalid JSON", "context": None}]
+def _write_table(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=METRICS_SCHEMA), path)
+
+
+def test_a_staged_dataset_replaces_the_previous_one_whatever_its_layout(tmp_path):
+    out = tmp_path / "out"
+    old = out / "metrics"
+    _write_table(old / "part-00000-of-00002.parquet", METRIC_ROWS[:1])
+    _write_table(old / "part-00001-of-00002.parquet", METRIC_ROWS[1:2])
+    _write_table(old / window_file_name(START, START + timedelta(seconds=60), 0), METRIC_ROWS)
+    untouched = out / "alerts" / "part-00000-of-00001.parquet"
+    _write_table(untouched, METRIC_ROWS[:1])
+    staging = new_staging_folder(str(out))
+    new = f"{staging}/metrics/part-00000-of-00001.parquet"
+    _write_table(tmp_path / new, METRIC_ROWS[2:])
+    assert read_dataset(str(old)).num_rows == 7  # still the previous run's until published
+
+    publish_datasets(staging, str(out), {"metrics": [new]})
+    assert dataset_exists(str(old)) and [str(p.relative_to(old)) for p in old.rglob("*.parquet")
+                                         ] == ["part-00000-of-00001.parquet"]
+    assert read_dataset(str(old)).to_pylist() == METRIC_ROWS[2:]
+    assert untouched.exists() and not FileSystems.exists(staging)
+    publish_datasets(staging, str(out), {"metrics": [new]})  # a retried step changes nothing
+    assert read_dataset(str(old)).to_pylist() == METRIC_ROWS[2:]
+    assert not discard_staging(staging)
+    gone = f"{staging}/metrics/part-00001-of-00002.parquet"  # neither staged nor published
+    with pytest.raises(FileNotFoundError, match="written by this run, is gone"):
+        publish_datasets(staging, str(out), {"metrics": [new, gone]})
+    assert read_dataset(str(old)).to_pylist() == METRIC_ROWS[2:]
+
+
+def test_bounded_writes_leave_nothing_but_the_run_in_its_staging_folder(tmp_path):
+    staging = new_staging_folder(str(tmp_path))
     with TestPipeline(runner="DirectRunner") as p:
-        _ = p | beam.Create(rows) | WriteDataset(str(tmp_path), "dead_letter", DEAD_LETTER_SCHEMA)
-    assert read_dataset(str(tmp_path / "dead_letter")).to_pylist() == rows
-    clear_dataset(str(tmp_path), "dead_letter")
-    assert not list((tmp_path / "dead_letter").iterdir())
-    clear_dataset(str(tmp_path), "never_written")  # nothing to clear is fine
+        written = p | beam.Create(METRIC_ROWS) | WriteDataset(staging, "metrics", METRICS_SCHEMA)
+        assert_that(written, equal_to([f"{staging}/metrics/part-00000-of-00001.parquet"]))
+    assert staging.startswith(f"{tmp_path}/.in-progress/run-")
+    assert not (tmp_path / "metrics").exists()  # nothing where readers look until published
 
 
-def test_a_streaming_runs_dataset_is_found_and_cleared_in_its_date_and_hour_folders(tmp_path):
-    folder = tmp_path / "metrics"
-    window_file = folder / window_file_name(START, START + timedelta(seconds=60), 0)
-    window_file.parent.mkdir(parents=True)
-    pq.write_table(METRICS_SCHEMA.empty_table(), window_file)
-    assert dataset_exists(str(folder))
-    clear_dataset(str(tmp_path), "metrics")
-    assert not window_file.exists() and not dataset_exists(str(folder))
+def test_an_output_folder_that_is_a_file_is_reported_by_option_name(tmp_path):
+    check_output_folder(str(tmp_path / "new" / "run"), "--output")  # created: fine
+    assert not list((tmp_path / "new" / "run").rglob("write-check-*"))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="^--output=.*/file is not a folder the outputs can be "
+                                         "written to: Not a directory$"):
+        check_output_folder(str(tmp_path / "file"), "--output")
 
 
 def _row(second: float) -> dict:
@@ -121,6 +156,24 @@ def test_streaming_rows_land_in_their_own_windows_file_whatever_their_arrival_or
     assert not [path for path in folder.rglob(".*")]  # no staging file left behind
     table = read_dataset(str(folder))
     assert table.num_rows == 8 and {"date", "hour"} <= set(table.column_names)
+
+
+def test_streaming_files_are_written_outside_the_dataset_folder_then_moved_in(
+        tmp_path, monkeypatch):
+    # Before: written as .in-progress-NAME.parquet inside the dataset's hour folder, where a
+    # kill left a partial file that DuckDB's 'DIR/**/*.parquet' reads.
+    created = []
+    create = FileSystems.create
+    monkeypatch.setattr(FileSystems, "create", lambda path, *args, **kwargs: (
+        created.append(path), create(path, *args, **kwargs))[1])
+    events = (TestStream().advance_watermark_to(START.timestamp())
+              .add_elements(_stamped(1, 61))
+              .advance_watermark_to(START.timestamp() + 200))
+    with _streaming_pipeline() as p:
+        _ = p | events | WriteDataset(str(tmp_path), "metrics", METRICS_SCHEMA)
+    assert len(created) == 2 and len(_window_files(tmp_path / "metrics")) == 2
+    for path in created:
+        assert path.startswith(f"{tmp_path}/.in-progress/metrics/"), path
 
 
 def test_streaming_late_rows_get_a_later_pane_of_their_own_window(tmp_path):

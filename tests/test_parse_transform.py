@@ -95,8 +95,8 @@ def test_a_file_with_bytes_that_are_not_utf8_reconciles(tmp_path):
     (tmp_path / "mixed.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     expected = {**INVALID, garbled: "invalid encoding: the record is not valid UTF-8"}
     with TestPipeline(runner="DirectRunner") as p:
-        parsed = (p | ReadEventPayloads(str(tmp_path / "*.jsonl"))
-                  | ParseTransactions(MAX_BYTES))
+        read = p | ReadEventPayloads(str(tmp_path / "*.jsonl"), "transactions")
+        parsed = read.payloads | ParseTransactions(MAX_BYTES)
         assert_that(parsed.valid | "Ids" >> beam.Map(lambda r: r.transaction_id),
                     equal_to(["tx-1", "tx-2"]), label="Valid")
         assert_that(parsed.dead_letter | "Reasons" >> beam.Map(_explained(expected)),

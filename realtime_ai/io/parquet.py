@@ -1,14 +1,20 @@
 """Parquet datasets: one folder per output, readable with pyarrow.parquet.read_table(folder).
 
-Batch (bounded input): `part-SSSSS-of-NNNNN.parquet` files from Beam's WriteToParquet.
+Nothing unfinished is ever inside a dataset folder: files being written, and Beam's own
+temporary files, are under `<output>/.in-progress/`, which no reader of a dataset looks in.
+
+Batch (bounded input): `part-SSSSS-of-NNNNN.parquet` files from Beam's WriteToParquet, written
+into a staging folder of the run's own and published only once the run has written every
+dataset (see realtime_ai/io/publish.py); Beam's temporary folder sits beside them.
 
 Streaming (unbounded input): rows are grouped into event-time windows of `window_seconds`
 (closing `grace_seconds` after the watermark passes them: see realtime_ai/windowing.py)
 and each window's rows become one file, `date=YYYY-MM-DD/hour=HH/WINDOW_START-WINDOW_END-
 pane-N.parquet` (the window's start gives the partition; pyarrow reads `date` and `hour` back
 as columns). One group per window makes one file and whole row groups, not a file per bundle.
-A file is written under a name readers skip (leading '.') and then renamed, so no reader sees
-a partial file; a retried write rewrites the same name, so retries never duplicate rows.
+A file is written under `.in-progress/` and then renamed into the dataset, so no reader sees a
+partial file (not even a reader that globs hidden files, as DuckDB's `**/*.parquet` does); a
+retried write replaces the same name, so retries never duplicate rows.
 Rows later than the window's on-time file (within `allowed_lateness_seconds`) come out in
 later panes of the same window, each its own file.
 
@@ -17,6 +23,7 @@ buffers rows across windows and can stamp them with the wrong window.
 """
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timezone
 
 import apache_beam as beam
@@ -30,11 +37,26 @@ from realtime_ai.windowing import GraceWindows, window_bounds
 
 ROW_GROUP_BUFFER_BYTES = 64 * 1024 * 1024
 ROW_GROUP_ROWS = 1_000_000
-IN_PROGRESS_PREFIX = ".in-progress-"  # pyarrow skips names starting with '.' or '_'
+WORK_FOLDER = ".in-progress"  # under the output, beside the datasets; pyarrow skips it
 
 
 def dataset_path(output_dir: str, name: str) -> str:
     return FileSystems.join(output_dir, name)
+
+
+def work_path(output_dir: str, *parts: str) -> str:
+    """A path under the output's work folder: on the outputs' filesystem, outside every
+    dataset folder."""
+    return FileSystems.join(output_dir, WORK_FOLDER, *parts)
+
+
+def make_folder(path: str) -> None:
+    """Create a folder (a no-op on object stores) if it is missing."""
+    if not FileSystems.exists(path):
+        try:
+            FileSystems.mkdirs(path)
+        except OSError:  # created meanwhile by another worker; a real failure shows next
+            pass
 
 
 def window_file_name(window_start: datetime, window_end: datetime, pane_index: int) -> str:
@@ -47,8 +69,9 @@ def window_file_name(window_start: datetime, window_end: datetime, pane_index: i
 class _WriteWindowFileDoFn(beam.DoFn):
     """Writes one window pane's rows as one Parquet file, atomically; yields its path."""
 
-    def __init__(self, folder: str, schema: pa.Schema, grace_seconds: float):
+    def __init__(self, folder: str, work_folder: str, schema: pa.Schema, grace_seconds: float):
         self._folder = folder
+        self._work_folder = work_folder
         self._schema = schema
         self._grace_seconds = grace_seconds
         self._files = Metrics.counter("realtime_ai", "parquet_files_written")
@@ -60,11 +83,12 @@ class _WriteWindowFileDoFn(beam.DoFn):
             return
         relative = window_file_name(*window_bounds(window, self._grace_seconds), pane.index)
         final = FileSystems.join(self._folder, relative)
-        folder, name = final.rsplit("/", 1)
-        staging = f"{folder}/{IN_PROGRESS_PREFIX}{name}"
+        # A name of this attempt's own: two attempts at one bundle never write one file.
+        staging = FileSystems.join(self._work_folder, f"{uuid.uuid4().hex}.parquet.part")
         table = pa.Table.from_pylist(rows, schema=self._schema)
         with FileSystems.create(staging, compression_type=CompressionTypes.UNCOMPRESSED) as out:
             pq.write_table(table, out, row_group_size=ROW_GROUP_ROWS)
+        make_folder(final.rsplit("/", 1)[0])
         # Replaces the file of a retried bundle (same rows, same name) in one step.
         FileSystems.rename([staging], [final])
         self._files.inc()
@@ -73,10 +97,11 @@ class _WriteWindowFileDoFn(beam.DoFn):
 
 class WriteDataset(beam.PTransform):
     """PCollection[dict] -> Parquet files under `<output_dir>/<name>/`; returns the paths
-    written in streaming. Bounded input: `<file_prefix>-*.parquet` files (an empty input still
-    leaves one empty file with the schema, so the dataset is always readable; another prefix
-    adds files beside an earlier run's). Unbounded input: one file per event-time window of
-    `window_seconds` per pane, by date and hour (see module)."""
+    written. Bounded input: `<file_prefix>-*.parquet` files (an empty input still leaves one
+    empty file with the schema, so the dataset is always readable; another prefix adds files
+    beside an earlier run's), for a staging `output_dir` (see io/publish.py). Unbounded
+    input: one file per event-time window of `window_seconds` per pane, by date and hour (see
+    module)."""
 
     def __init__(self, output_dir: str, name: str, schema: pa.Schema, window_seconds: int = 60,
                  grace_seconds: float = 0.0, allowed_lateness_seconds: float = 0.0,
@@ -84,6 +109,7 @@ class WriteDataset(beam.PTransform):
         super().__init__()
         self._folder = dataset_path(output_dir, name)
         self._file_prefix = file_prefix
+        self._work_folder = work_path(output_dir, name)
         self._schema = schema
         self._windows = GraceWindows(window_seconds, grace_seconds, allowed_lateness_seconds)
         self._grace_seconds = grace_seconds
@@ -99,24 +125,19 @@ class WriteDataset(beam.PTransform):
             | "OneGroupPerWindow" >> beam.Map(lambda row: (None, row))
             | "GroupWindowRows" >> beam.GroupByKey()
             | "WriteWindowFiles" >> beam.ParDo(
-                _WriteWindowFileDoFn(self._folder, self._schema, self._grace_seconds))
+                _WriteWindowFileDoFn(self._folder, self._work_folder, self._schema,
+                                     self._grace_seconds))
         )
-
-
-def clear_dataset(output_dir: str, name: str) -> None:
-    """Remove a dataset's files from an earlier run, so a re-run replaces, never appends."""
-    stale = _dataset_files(dataset_path(output_dir, name))
-    if stale:
-        FileSystems.delete(stale)
 
 
 def dataset_exists(path: str) -> bool:
     """Whether the dataset folder holds any file yet (a streaming job may not have closed a
     window before it stopped)."""
-    return bool(_dataset_files(path))
+    return bool(dataset_files(path))
 
 
-def _dataset_files(path: str) -> list[str]:
+def dataset_files(path: str) -> list[str]:
+    """Every file under a dataset folder, in its date= and hour= folders too."""
     # "**" crosses folders: a streaming run files its windows under date=/hour= folders
     return [m.path for m in FileSystems.match([FileSystems.join(path, "**")])[0].metadata_list]
 
@@ -125,7 +146,7 @@ def dataset_row_count(path: str) -> int:
     """Rows in a dataset, from its files' Parquet footers: nothing else is read, so counting a
     month's backfill on gs:// costs one small read per file."""
     count = 0
-    for file in _dataset_files(path):
+    for file in dataset_files(path):
         if file.endswith(".parquet"):
             with FileSystems.open(file, compression_type=CompressionTypes.UNCOMPRESSED) as f:
                 count += pq.ParquetFile(f).metadata.num_rows
@@ -134,3 +155,17 @@ def dataset_row_count(path: str) -> int:
 
 def read_dataset(path: str) -> pa.Table:
     return pq.read_table(path)
+
+
+def check_output_folder(output_dir: str, option: str) -> None:
+    """Raise ValueError naming the option when no file can be written under `output_dir`
+    (a file, not a folder; read-only; an unknown filesystem), by writing and removing one."""
+    try:
+        probe = work_path(output_dir, f"write-check-{uuid.uuid4().hex}")
+        with FileSystems.create(probe, compression_type=CompressionTypes.UNCOMPRESSED):
+            pass
+        FileSystems.delete([probe])
+    except (OSError, ValueError) as error:  # ValueError: no filesystem for the path's scheme
+        reason = getattr(error, "strerror", None) or str(error)
+        raise ValueError(f"{option}={output_dir} is not a folder the outputs can be written "
+                         f"to: {reason}") from None

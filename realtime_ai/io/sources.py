@@ -23,7 +23,7 @@ from apache_beam.transforms.external import (
     NamedTupleBasedPayloadBuilder,
 )
 
-from realtime_ai.io.files import ReadEventPayloads
+from realtime_ai.io.files import EventPayloads, ReadEventPayloads
 from realtime_ai.io.pubsub_read import ReadPubSubPayloads
 
 SUBSCRIPTION_PATTERN = re.compile(
@@ -154,27 +154,32 @@ class ReadKafkaPayloads(beam.PTransform):
 
 
 class ReadEvents(beam.PTransform):
-    """PBegin -> PCollection[str]: the payloads of the files, subscription or Kafka topic
-    `spec` names. A subscription is read with Beam's own reader where `native_pubsub` (the
-    runner has one: Dataflow, the legacy DirectRunner), else with ReadPubSubPayloads, which
-    runs on portable runners (Prism)."""
+    """PBegin -> EventPayloads: the payloads of the files, subscription or Kafka topic `spec`
+    names, and (files only) a DeadLetter of `source` per unreadable file. A subscription is
+    read with Beam's own reader where `native_pubsub` (the runner has one: Dataflow, the
+    legacy DirectRunner), else with ReadPubSubPayloads, which runs on portable runners
+    (Prism)."""
 
-    def __init__(self, spec: str, event_time_attribute: str | None = None,
+    def __init__(self, spec: str, source: str, event_time_attribute: str | None = None,
                  kafka_expansion_service: str | None = None, native_pubsub: bool = True,
                  kafka_properties: typing.Mapping[str, str] | None = None):
         super().__init__()
         self._spec = spec
+        self._source = source
         self._event_time_attribute = event_time_attribute
         self._kafka_expansion_service = kafka_expansion_service
         self._native_pubsub = native_pubsub
         self._kafka_properties = dict(kafka_properties or {})
 
     def expand(self, pbegin):
+        if not is_unbounded(self._spec):
+            return pbegin | "ReadFiles" >> ReadEventPayloads(self._spec, self._source)
+        return EventPayloads(self._stream(pbegin), None)
+
+    def _stream(self, pbegin):
         if is_kafka(self._spec):
             return pbegin | "ReadKafka" >> ReadKafkaPayloads(
                 self._spec, self._kafka_expansion_service, self._kafka_properties)
-        if not is_subscription(self._spec):
-            return pbegin | "ReadFiles" >> ReadEventPayloads(self._spec)
         if not self._native_pubsub:
             return pbegin | "PullPubSub" >> ReadPubSubPayloads(self._spec,
                                                               self._event_time_attribute)

@@ -7,8 +7,9 @@
 Input layout: one folder per day under each root, named `YYYY-MM-DD` or `dt=YYYY-MM-DD`,
 holding JSON lines (optionally .gz) or Parquet files; days without a folder are skipped.
 Outputs go to `OUTPUT/FROM_TO/` (e.g. `backfill/2026-01-01_2026-01-31/alerts/`): a run over
-the same range replaces that folder's datasets, never adds to them. Alerts are written to
-files only; they are published when --alerts_topic is given, as in the main command.
+the same range that succeeds replaces that folder's datasets, never adds to them. Alerts are
+written to files only; they are published when --alerts_topic is given, as in the main
+command.
 """
 from __future__ import annotations
 
@@ -116,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     except InvalidOptions as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"writing {output}/ (replacing what an earlier run of this range wrote)", flush=True)
+    print(f"writing {output}/ (replacing what an earlier run of this range wrote, once this "
+          "run succeeds)", flush=True)
     return main_command.main(main_argv)
 
 

@@ -28,7 +28,8 @@ from apache_beam.runners.runner import PipelineState
 from realtime_ai.core.records import OUTPUT_SCHEMAS
 from realtime_ai.core.replay import RedriveInputs
 from realtime_ai.core.rows import dead_letter_row
-from realtime_ai.io.parquet import WriteDataset, clear_dataset, dataset_row_count
+from realtime_ai.io.parquet import WriteDataset, dataset_row_count
+from realtime_ai.io.publish import PublishDatasets, discard_staging, new_staging_folder
 from realtime_ai.io.pubsub import ALERT_ATTRIBUTES, INSIGHT_ATTRIBUTES, PublishMessages
 from realtime_ai.io.sources import ReadEvents, is_subscription
 from realtime_ai.llm import accounting
@@ -51,12 +52,15 @@ from realtime_ai.transforms.score_metrics import ScoreMetrics
 
 
 def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
-                   redriven: RedriveInputs | None = None,
-                   file_prefix: str = "part") -> dict[str, beam.PCollection]:
+                   redriven: RedriveInputs | None = None, file_prefix: str = "part",
+                   staging: str | None = None) -> dict[str, beam.PCollection]:
     """Adds every step to `p`; returns the row PCollection of each output dataset by name.
 
     `redriven`: dead letters of earlier runs, each sent in at the step it failed at (see
-    pipelines/redrive.py); `file_prefix` names the batch output files."""
+    pipelines/redrive.py); `file_prefix` names the batch output files. With a `staging`
+    folder (a batch run), the datasets are written there and reach --output only once all
+    are written (io/publish.py): replacing the previous run's, or beside them for a redrive;
+    without, in place."""
     opts = options.view_as(RealtimeAiOptions)
     streaming = options.view_as(StandardOptions).streaming
     grace = opts.window_grace_seconds if streaming else 0.0
@@ -67,15 +71,18 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
     parts: dict[str, list[beam.PCollection]] = {name: [] for name in OUTPUT_SCHEMAS}
     dead_letters = []
 
-    def payloads(label: str, spec: str | None, lines: tuple[str, ...]):
+    def payloads(label: str, source: str, spec: str | None, lines: tuple[str, ...]):
         if spec:
-            return p | f"Read{label}" >> ReadEvents(
-                spec, opts.event_time_attribute, opts.kafka_expansion_service, native_pubsub,
-                opts.kafka_properties())
+            read = p | f"Read{label}" >> ReadEvents(
+                spec, source, opts.event_time_attribute, opts.kafka_expansion_service,
+                native_pubsub, opts.kafka_properties())
+            if read.dead_letter is not None:
+                dead_letters.append(read.dead_letter)
+            return read.payloads
         return p | f"Redriven{label}" >> beam.Create(lines) if lines else None
 
     featured = []
-    if (transactions := payloads("Transactions", opts.transactions,
+    if (transactions := payloads("Transactions", "transactions", opts.transactions,
                                  redriven.transaction_lines)) is not None:
         parsed = transactions | "ParseTransactions" >> ParseTransactions(opts.max_record_bytes)
         history, late = parsed.valid | "CustomerHistory" >> AddCustomerFeatures(
@@ -94,7 +101,8 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
 
     scored_parts = []
     scored = None
-    if (metrics := payloads("Metrics", opts.metrics, redriven.metric_lines)) is not None:
+    if (metrics := payloads("Metrics", "metrics", opts.metrics,
+                            redriven.metric_lines)) is not None:
         parsed = metrics | "ParseMetrics" >> ParseMetrics(opts.max_record_bytes)
         scored, late = parsed.valid | "MetricStatistics" >> ScoreMetrics(
             opts.detector_settings(), opts.ordering_settings())
@@ -126,12 +134,16 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
             lambda row: beam.window.TimestampedValue(row, time.time()))
     parts["dead_letter"].append(dead_letter_rows)
 
-    results = {}
+    results, written = {}, {}
     for name, schema in OUTPUT_SCHEMAS.items():
         label = "".join(word.title() for word in name.split("_"))
         results[name] = tuple(parts[name]) | f"All{label}" >> beam.Flatten(pipeline=p)
-        results[name] | f"Write{label}" >> WriteDataset(
-            opts.output, name, schema, opts.file_window_seconds, grace, lateness, file_prefix)
+        written[name] = results[name] | f"Write{label}" >> WriteDataset(
+            staging or opts.output, name, schema, opts.file_window_seconds, grace, lateness,
+            file_prefix)
+    if staging:
+        written | "PublishDatasets" >> PublishDatasets(staging, opts.output,
+                                                       replace=redriven is None)
     if opts.alerts_topic:
         results["alerts"] | "PublishAlerts" >> PublishMessages(opts.alerts_topic,
                                                                ALERT_ATTRIBUTES)
@@ -152,9 +164,10 @@ def _joined(pcollections: list[beam.PCollection], label: str) -> beam.PCollectio
 def run(argv: list[str] | None = None, redriven: RedriveInputs | None = None,
         file_prefix: str = "part") -> beam.runners.runner.PipelineResult:
     """Validates the options (InvalidOptions on bad ones) and runs the pipeline to the end,
-    or for --max_run_seconds when given. A Pub/Sub or Kafka input makes it a streaming job.
-    A batch job replaces the outputs of an earlier run, unless it is a redrive (`redriven`),
-    which adds files named by `file_prefix` beside them."""
+    or for --max_run_seconds when given. A Pub/Sub or Kafka input makes it a streaming job,
+    which writes its outputs in place; a batch run replaces the outputs of an earlier run only
+    when it succeeds, unless it is a redrive (`redriven`), which adds files named by
+    `file_prefix` beside them."""
     options = parse_options(sys.argv[1:] if argv is None else argv,
                             require_input=redriven is None)
     opts = options.view_as(RealtimeAiOptions)
@@ -163,19 +176,35 @@ def run(argv: list[str] | None = None, redriven: RedriveInputs | None = None,
     _fill_in_runner_defaults(options)
     if reads_stream(opts):
         options.view_as(StandardOptions).streaming = True
-    if not options.view_as(StandardOptions).streaming and redriven is None:
-        for name in OUTPUT_SCHEMAS:
-            clear_dataset(opts.output, name)
+    staging = None if reads_stream(opts) else new_staging_folder(opts.output)
     pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, options, redriven, file_prefix)
-    result = pipeline.run()
-    if _on_dataflow(options):
-        return result  # submitted: it runs on Google's workers (see _on_dataflow)
-    if opts.max_run_seconds is None:
-        result.wait_until_finish()
-    elif _wait_then_cancel(result, opts.max_run_seconds) and _is_flink(options):
-        _cancel_on_flink(options.view_as(FlinkRunnerOptions).flink_master, result)
+    build_pipeline(pipeline, options, redriven, file_prefix, staging)
+    try:
+        result = pipeline.run()
+        if _on_dataflow(options):
+            return result  # submitted: it runs, and publishes, on Google's workers
+        if opts.max_run_seconds is None:
+            result.wait_until_finish()
+            cancelled = False
+        else:
+            cancelled = _wait_then_cancel(result, opts.max_run_seconds)
+    except Exception:  # the job failed; not an interrupt, after which a remote job goes on
+        _keep_previous_outputs(staging, opts.output, "the run failed")
+        raise
+    if cancelled:
+        _keep_previous_outputs(staging, opts.output, "--max_run_seconds stopped the run")
+        if _is_flink(options):
+            _cancel_on_flink(options.view_as(FlinkRunnerOptions).flink_master, result)
     return result
+
+
+def _keep_previous_outputs(staging: str | None, output: str, what: str) -> None:
+    """Say that a batch run that did not finish left the previous outputs as they were, and
+    remove what it wrote aside."""
+    if staging and discard_staging(staging):
+        logging.getLogger(__name__).error(
+            "%s before it had written all its outputs: the datasets under %s are those of "
+            "the previous run, unchanged", what, output)
 
 
 # Set by templates/Dockerfile to the image's own name.

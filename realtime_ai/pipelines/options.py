@@ -28,6 +28,7 @@ from apache_beam.runners.runner import PipelineRunner
 from realtime_ai.core.detectors import DETECTORS, DetectorSettings
 from realtime_ai.core.keyed import OrderingSettings
 from realtime_ai.io.files import check_pattern_matches
+from realtime_ai.io.parquet import check_output_folder
 from realtime_ai.io.pubsub import TOPIC_PATTERN
 from realtime_ai.io.sources import (
     check_kafka,
@@ -91,17 +92,19 @@ def _check_playbook(path: str, flag: str) -> None:
 
 
 def _check_output(path: str, flag: str) -> None:
-    """A local output folder must be, or be creatable in, a writable folder (remote ones are
-    checked by their filesystem when written)."""
+    """A local output folder: a folder, or one that can be made, that a file can be written
+    in (probed). A remote one: a filesystem Beam knows for its scheme (its permissions are
+    the workers', checked when they write)."""
     if urllib.parse.urlsplit(path).scheme:
+        try:
+            FileSystems.get_filesystem(path)
+        except ValueError as error:
+            raise ValueError(f"{flag}={path}: {error}") from None
         return
     folder = os.path.abspath(path)
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise ValueError(f"{flag}={path} is a file, not a folder")
-    while not os.path.exists(folder):
-        folder = os.path.dirname(folder)
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"{flag}={path} cannot be written: {folder} is not a writable folder")
+    check_output_folder(path, flag)
 
 
 @dataclasses.dataclass(frozen=True)
