@@ -116,8 +116,9 @@ def test_an_output_that_is_a_file_or_cannot_be_written_is_an_error_before_any_wo
         argv = [f"--transactions={SAMPLES}/transactions.jsonl", f"--output={output}"]
         assert main.main(argv) == 2
         error = capsys.readouterr().err
-        assert error.startswith(f"error: --output={output} is not a folder the outputs can be "
-                                "written to: "), error
+        assert error.startswith((f"error: --output={output} is a file, not a folder",
+                                 f"error: --output={output} is not a folder the outputs can be "
+                                 "written to: ")), error
         assert len(error.splitlines()) == 1
 
 
