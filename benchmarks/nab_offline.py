@@ -1,7 +1,7 @@
 """Score the metric detector on the NAB series without Beam: fast iteration on defaults, and
 the held-out score that cannot flatter them.
 
-    python benchmarks/nab_offline.py [../shared/nab] [--set key=value ...] [--held-out]
+    python benchmarks/nab_offline.py [../shared/nab] [--set key=value ...] [--held-out] [--json]
 
 Feeds every series in timestamp order through MetricScorer (exactly what the pipeline's
 per-metric state does) and scores the anomaly scores with the functions of NAB's score.py
@@ -168,6 +168,7 @@ def main() -> None:
                         help="override a DetectorSettings field, e.g. --set threshold=0.9")
     parser.add_argument("--held-out", action="store_true",
                         help="also the leave-one-family-out score (a run per candidate)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args()
     overrides = {}
     for item in args.set:
@@ -186,7 +187,23 @@ def main() -> None:
     }
     if args.held_out:
         result["held_out"] = held_out(nab, settings)
-    print(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2) if args.json else summary(result, len(nab.windows)))
+
+
+def summary(result: dict, series: int) -> str:
+    def profiles(scores: dict) -> str:
+        return "  ".join(f"{profile} {scores[profile]['score']:6.2f}" for profile in scores)
+
+    lines = [f"full score, {series} series:  {profiles(result['full'])}"]
+    if "held_out" in result:
+        lines.append(f"held-out score (leave one family out):  {profiles(result['held_out'])}")
+        for left_out, chosen in result["held_out"]["standard"][
+                "chosen_on_the_other_families"].items():
+            settings = " ".join(f"{key}={value}" for key, value in chosen.items())
+            lines.append(f"  standard, {left_out} scored with {settings}")
+    lines.append(f"alerts per 10,000 values: {result['alerts_per_10k']:.2f}   "
+                 f"cost: {result['microseconds_per_value']:.2f} us per value (this run)")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -113,6 +113,13 @@ def test_gaps_in_time_do_not_raise_alarms():
     assert not any(scorer.update(v, t).is_anomaly for v, t in zip(values, seconds, strict=True))
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_plain_noise_never_pages_not_even_right_after_the_warm_up(seed):
+    scorer = MetricScorer(DetectorSettings())
+    assert not any(scorer.update(v, i * 300.0).is_anomaly
+                   for i, v in enumerate(_noise(2500, seed=seed)))
+
+
 def test_unknown_detector_is_rejected():
     with pytest.raises(ValueError, match="unknown detector"):
         MetricScorer(DetectorSettings(detector="magic"))
