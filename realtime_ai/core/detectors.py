@@ -142,12 +142,12 @@ class RollingStats:
         variance = (self._sum_sq - self._sum * self._sum / n) / (n - 1)
         return math.sqrt(variance) if variance > 0.0 else 0.0
 
-    def z_score(self, value: float) -> float:
-        std = self.std()
-        # below float noise the window is constant: no meaningful z
-        if std <= 1e-9 * max(1.0, abs(self.mean())):
-            return 0.0
-        return _finite((value - self.mean()) / std)
+
+def _z_score(value: float, mean: float, std: float) -> float:
+    # below float noise the window is constant: no meaningful z
+    if std <= 1e-9 * max(1.0, abs(mean)):
+        return 0.0
+    return _finite((value - mean) / std)
 
 
 # The surprise of one value is capped so a single absurd value cannot dominate the averages.
@@ -282,7 +282,8 @@ class MetricScorer:
 
     def update(self, value: float, event_seconds: float) -> MetricScore:
         self._stats.push(value)
-        z = self._stats.z_score(value)
+        mean, std = self._stats.mean(), self._stats.std()
+        z = _z_score(value, mean, std)
         if self._seasonal is not None:
             score = self._seasonal.score(value, event_seconds)
         else:
@@ -290,7 +291,7 @@ class MetricScorer:
         is_anomaly = score >= self._settings.threshold
         return MetricScore(
             z_score=z, anomaly_score=score, is_anomaly=is_anomaly,
-            rolling_mean=self._stats.mean(), rolling_std=self._stats.std(),
+            rolling_mean=mean, rolling_std=std,
             rolling_count=self._stats.count,
             # only anomalies are explained: other values do not carry their history along
             recent_values=self._stats.latest(RECENT_VALUES) if is_anomaly else ())
