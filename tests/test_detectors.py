@@ -183,6 +183,30 @@ def test_a_version_1_metric_state_still_restores():
     assert scorer.state()[0] == SCORER_STATE_VERSION
 
 
+@pytest.mark.parametrize("changes", [{"day_slots": 96}, {"day_slots": 24},
+                                     {"recent_values": 5}, {"recent_values": 1}])
+def test_a_state_saved_with_other_settings_restores_under_the_new_ones(changes):
+    """A restart with another --anomaly_day_slots (or changed defaults) indexed the saved
+    slot lists out of range (IndexError) or averaged a ring of the wrong length."""
+    old = MetricScorer(DetectorSettings())
+    values = _noise(1500, seed=3)
+    for i, v in enumerate(values[:1000]):
+        old.update(v, i * 300.0)
+    settings = DetectorSettings(**changes)
+    scorer = MetricScorer(settings, json.loads(json.dumps(old.state())))
+    later = [scorer.update(v + (100 if i == 400 else 0), (1000 + i) * 300.0)
+             for i, v in enumerate(values[1000:])]
+    assert all(_all_finite(s) for s in later)
+    _, _, (slot_mean, _, _, recent, scalars) = scorer.state()
+    assert len(slot_mean) == settings.day_slots and len(recent) == settings.recent_values
+    assert math.fsum(recent) == pytest.approx(scalars[3])  # the ring and its running sum agree
+    if "day_slots" in changes:  # the detector starts afresh, as for a new metric
+        fresh = MetricScorer(settings)
+        assert [s.anomaly_score for s in later] == [
+            fresh.update(v + (100 if i == 400 else 0), (1000 + i) * 300.0).anomaly_score
+            for i, v in enumerate(values[1000:])]
+
+
 def test_an_unknown_metric_state_version_is_refused_with_the_reason():
     with pytest.raises(ValueError, match="metric state version 99 is not one this code reads"):
         MetricScorer(DetectorSettings(), [99, [], None])

@@ -55,10 +55,10 @@ class DetectorSettings:
     day_slots: int = 48  # time-of-day slots of the expected value (48: half hours)
     slot_rate: float = 0.1  # EWMA weight of a new value in its slot (about 10 days)
     level_rate: float = 0.01  # EWMA weight of a new value in the overall level
-    recent_values: int = 3  # values averaged into the recent surprise
+    recent_values: int = 2  # values averaged into the recent surprise
     surprise_rate: float = 0.002  # EWMA weight in the long-run surprise distribution
     warmup_values: int = 300  # values scored 0 while the model learns
-    cooldown_values: int = 100  # values scored 0 after an alert
+    cooldown_values: int = 200  # values scored 0 after an alert
 
 
 def absorbable(value: float) -> bool:
@@ -183,18 +183,26 @@ class SeasonalLikelihood:
 
     def __init__(self, settings: DetectorSettings, state: list | None = None):
         self._s = settings
+        slots = settings.day_slots
+        self._slot_mean, self._slot_var = [0.0] * slots, [0.0] * slots
+        self._slot_count = [0] * slots
+        self._recent = [0.0] * settings.recent_values
+        self._scalars = [0, 0.0, 0.0, 0.0, 0, 0.0, 1.0, settings.cooldown_values, 0]
         if state is None:
-            slots = settings.day_slots
-            self._slot_mean = [0.0] * slots
-            self._slot_var = [0.0] * slots
-            self._slot_count = [0] * slots
-            self._recent = [0.0] * settings.recent_values
-            self._scalars = [0, 0.0, 0.0, 0.0, 0, 0.0, 1.0, settings.cooldown_values, 0]
-        else:
-            (self._slot_mean, self._slot_var, self._slot_count, self._recent,
-             self._scalars) = (list(part) for part in state)
-            if len(self._scalars) == _V1_SCALAR_COUNT:
-                self._scalars.append(self._scalars[0])
+            return
+        slot_mean, slot_var, slot_count, recent, scalars = (list(part) for part in state)
+        if len(slot_mean) != settings.day_slots:
+            return  # saved with another --anomaly_day_slots: the profile does not map, start afresh
+        if len(scalars) == _V1_SCALAR_COUNT:
+            scalars.append(scalars[0])
+        self._slot_mean, self._slot_var, self._slot_count = slot_mean, slot_var, slot_count
+        self._scalars = scalars
+        if len(recent) == settings.recent_values:
+            self._recent = recent
+        else:  # saved under another recent_values (the default was 3): keep its average
+            average = scalars[3] / len(recent)
+            self._recent = [average] * settings.recent_values
+            scalars[3], scalars[4] = average * settings.recent_values, 0
 
     def state(self) -> list:
         return [list(self._slot_mean), list(self._slot_var), list(self._slot_count),
