@@ -46,6 +46,7 @@ nab: venv
 	$(PY) $(NAB)/score.py out/nab/metrics
 	$(PY) benchmarks/nab_summary.py out/nab/metrics
 	$(PY) benchmarks/detector_cost.py --values 100000 | grep -E "us_per_value|article_over"
+	$(PY) benchmarks/nab_offline.py $(NAB) --held-out
 
 bench: venv
 	$(PY) benchmarks/detector_cost.py

@@ -1,16 +1,23 @@
 """Pure tests of the rolling statistics and the detectors."""
+import json
 import math
+import pathlib
 import random
+from datetime import datetime, timezone
 
 import numpy as np
 import pytest
 
 from realtime_ai.core.detectors import (
     DETECTORS,
+    SCORER_STATE_VERSION,
     DetectorSettings,
     MetricScorer,
     RollingStats,
 )
+from realtime_ai.core.keyed import decode_state
+from realtime_ai.core.model_inputs import metric_anomaly_data
+from realtime_ai.core.records import MetricRecord, ScoredMetric
 
 
 def test_rolling_stats_match_numpy_over_the_window():
@@ -106,6 +113,111 @@ def test_gaps_in_time_do_not_raise_alarms():
     assert not any(scorer.update(v, t).is_anomaly for v, t in zip(values, seconds, strict=True))
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_plain_noise_never_pages_not_even_right_after_the_warm_up(seed):
+    scorer = MetricScorer(DetectorSettings())
+    assert not any(scorer.update(v, i * 300.0).is_anomaly
+                   for i, v in enumerate(_noise(2500, seed=seed)))
+
+
 def test_unknown_detector_is_rejected():
     with pytest.raises(ValueError, match="unknown detector"):
         MetricScorer(DetectorSettings(detector="magic"))
+
+
+EXTREMES = [1e308, -1e308, 5e-324, -5e-324] + [1.7e308 - i * 1e306 for i in range(30)]
+
+
+def _all_finite(score) -> bool:
+    return all(math.isfinite(x) for x in (score.z_score, score.anomaly_score,
+                                          score.rolling_mean, score.rolling_std))
+
+
+@pytest.mark.parametrize("detector", DETECTORS)
+def test_extreme_values_are_scored_without_blinding_the_statistics(detector):
+    """#13: one huge finite value made the running sums inf/NaN and hid every later spike."""
+    settings = DetectorSettings(detector=detector)
+    scorer = MetricScorer(settings)
+    values = _noise(2000, seed=5)
+    for i, v in enumerate(values[:1000]):
+        scorer.update(v, i * 300.0)
+    extremes = [scorer.update(v, (1000 + i) * 300.0) for i, v in enumerate(EXTREMES)]
+    assert all(_all_finite(s) for s in extremes)
+    assert extremes[0].z_score > 1e300 and extremes[1].z_score < -1e300
+    later = [scorer.update(v + (100 if i == 900 else 0), (1100 + i) * 300.0)
+             for i, v in enumerate(values[1000:])]
+    assert all(_all_finite(s) for s in later)
+    assert later[-1].rolling_mean == pytest.approx(50, abs=3)  # the extremes were not absorbed
+    assert later[900].is_anomaly  # a 20-sigma spike after them is still seen
+    restored = MetricScorer(settings, json.loads(json.dumps(scorer.state())))
+    assert _all_finite(restored.update(50.0, 3000 * 300.0))
+
+
+def test_a_saved_state_whose_sums_overflowed_is_repaired_on_restore():
+    scorer = MetricScorer(DetectorSettings(detector="zscore"))
+    for i, v in enumerate(_noise(200)):
+        scorer.update(v, i * 300.0)
+    _, (ring, position, _, _, since), detector = scorer.state()
+    broken = [2, [ring, position, math.inf, math.nan, since], detector]
+    score = MetricScorer(DetectorSettings(detector="zscore"), broken).update(50.0, 0.0)
+    assert _all_finite(score) and score.rolling_mean == pytest.approx(50, abs=2)
+
+
+GOLDEN = pathlib.Path(__file__).parent / "golden"
+
+
+def test_a_version_1_metric_state_still_restores():
+    """The key state the previous version saved (tests/golden/metric_state_v1.json, written
+    by it after 400 values) restores: its rolling statistics continue exactly."""
+    saved = decode_state((GOLDEN / "metric_state_v1.json").read_bytes()).saved
+    scorer = MetricScorer(DetectorSettings(), saved)
+    after = [114.839, 107.065, 99.79, 105.967, 116.546]
+    got = [scorer.update(v, 1_700_000_000 + (400 + i) * 300.0) for i, v in enumerate(after)]
+    assert [(s.z_score, s.rolling_mean, s.rolling_std) for s in got] == [
+        (1.3350989455258206, 100.66003000000002, 10.62016418147621),
+        (0.6119022167072279, 100.59974000000004, 10.565838500783437),
+        (-0.07929241744221287, 100.62733000000004, 10.560026128731295),
+        (0.49557411674871904, 100.73395000000004, 10.559570855580786),
+        (1.5068640292206987, 100.70538000000005, 10.512308803463982)]
+    assert all(0.0 <= s.anomaly_score <= 1.0 for s in got)
+    assert scorer.state()[0] == SCORER_STATE_VERSION
+
+
+@pytest.mark.parametrize("changes", [{"day_slots": 96}, {"day_slots": 24},
+                                     {"recent_values": 5}, {"recent_values": 1}])
+def test_a_state_saved_with_other_settings_restores_under_the_new_ones(changes):
+    """A restart with another --anomaly_day_slots (or changed defaults) indexed the saved
+    slot lists out of range (IndexError) or averaged a ring of the wrong length."""
+    old = MetricScorer(DetectorSettings())
+    values = _noise(1500, seed=3)
+    for i, v in enumerate(values[:1000]):
+        old.update(v, i * 300.0)
+    settings = DetectorSettings(**changes)
+    scorer = MetricScorer(settings, json.loads(json.dumps(old.state())))
+    later = [scorer.update(v + (100 if i == 400 else 0), (1000 + i) * 300.0)
+             for i, v in enumerate(values[1000:])]
+    assert all(_all_finite(s) for s in later)
+    _, _, (slot_mean, _, _, recent, scalars) = scorer.state()
+    assert len(slot_mean) == settings.day_slots and len(recent) == settings.recent_values
+    assert math.fsum(recent) == pytest.approx(scalars[3])  # the ring and its running sum agree
+    if "day_slots" in changes:  # the detector starts afresh, as for a new metric
+        fresh = MetricScorer(settings)
+        assert [s.anomaly_score for s in later] == [
+            fresh.update(v + (100 if i == 400 else 0), (1000 + i) * 300.0).anomaly_score
+            for i, v in enumerate(values[1000:])]
+
+
+def test_an_unknown_metric_state_version_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match="metric state version 99 is not one this code reads"):
+        MetricScorer(DetectorSettings(), [99, [], None])
+
+
+def test_anomalies_carry_the_last_20_values_and_others_none():
+    scorer = MetricScorer(DetectorSettings(detector="zscore"))
+    values = [10.0 + (i % 3) * 0.1 for i in range(50)] + [50.0]
+    scores = [scorer.update(v, i * 60.0) for i, v in enumerate(values)]
+    assert scores[-1].is_anomaly and scores[-1].recent_values == tuple(values[-20:])
+    assert all(s.recent_values == () for s in scores[:-1])
+    data = metric_anomaly_data(ScoredMetric(
+        MetricRecord("cpu", 50.0, datetime(2026, 1, 1, tzinfo=timezone.utc), "t"), scores[-1]))
+    assert data["recent_values"] == values[-20:]

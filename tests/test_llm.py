@@ -40,6 +40,17 @@ def test_every_local_answer_matches_its_schema():
     assert local_model.dashboard_insight(insight)["priority"] == "high"
 
 
+def test_local_model_tells_a_spike_from_a_level_shift_by_the_recent_values():
+    metric = {"metric": "api.latency_ms", "value": 900.0, "z_score": 9.0, "anomaly_score": 1.0,
+              "rolling_mean": 120.0, "rolling_std": 6.0, "rolling_count": 100}
+    calm = [118.0, 121.0, 119.0, 122.0, 120.0]
+    spike = local_model.metric_anomaly({**metric, "recent_values": calm * 3 + [900.0]})
+    shift = local_model.metric_anomaly(
+        {**metric, "recent_values": calm * 2 + [880.0, 910.0, 890.0, 905.0, 895.0, 900.0]})
+    assert "a spike" in spike["recommended_action"]
+    assert "a level shift" in shift["recommended_action"]
+
+
 def test_local_model_separates_fraud_patterns_from_normal_spending():
     assert risk()["risk_score"] < 0.1
     assert risk(velocity_1h=3, tx={"amount": 2.0, "channel": "online"})["risk_score"] > 0.8

@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import math
 import operator
+import sys
 
 from realtime_ai.core.keyed import KeyedSequence
 from realtime_ai.core.records import (
@@ -40,6 +41,9 @@ ZSCORE_WARMUP = 10
 ZSCORE_LIMIT = 3.0
 # Rolling sums drift with floating-point error; recompute them exactly this often.
 RESUM_EVERY = 10_000
+# Largest magnitude taken into statistics: squares (1e300) and sums of a million of them
+# stay below the float maximum (1.8e308).
+MAX_ABSORBED = 1e150
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,14 +55,28 @@ class DetectorSettings:
     day_slots: int = 48  # time-of-day slots of the expected value (48: half hours)
     slot_rate: float = 0.1  # EWMA weight of a new value in its slot (about 10 days)
     level_rate: float = 0.01  # EWMA weight of a new value in the overall level
-    recent_values: int = 3  # values averaged into the recent surprise
+    recent_values: int = 2  # values averaged into the recent surprise
     surprise_rate: float = 0.002  # EWMA weight in the long-run surprise distribution
     warmup_values: int = 300  # values scored 0 while the model learns
-    cooldown_values: int = 100  # values scored 0 after an alert
+    cooldown_values: int = 200  # values scored 0 after an alert
+
+
+def absorbable(value: float) -> bool:
+    """Whether statistics can take `value` in: its square, and sums of many such squares,
+    stay finite. A finite value beyond this (1e308, say) is still scored, but kept out of
+    the running statistics, so one such value cannot make them inf or NaN."""
+    return -MAX_ABSORBED <= value <= MAX_ABSORBED
+
+
+def _finite(value: float) -> float:
+    """A quotient that overflowed (a value near the float maximum over a small spread) as
+    the largest finite float of its sign, so outputs and model inputs stay valid JSON."""
+    return value if math.isfinite(value) else math.copysign(sys.float_info.max, value)
 
 
 class RollingStats:
-    """Mean and sample std of the last `size` values, updated in O(1) per value."""
+    """Mean and sample std of the last `size` values, updated in O(1) per value. Values that
+    are not `absorbable` stay in the window (see `latest`) but out of the mean and std."""
 
     def __init__(self, size: int, state: list | None = None):
         self._size = size
@@ -71,13 +89,23 @@ class RollingStats:
         else:
             self._ring, self._next, self._sum, self._sum_sq, self._since_resum = state
             self._ring = list(self._ring)
+            if not (math.isfinite(self._sum) and math.isfinite(self._sum_sq)):
+                self._resum()  # saved by a version that let a huge value overflow the sums
+        self._count = sum(1 for value in self._ring if absorbable(value))
 
     def state(self) -> list:
         return [list(self._ring), self._next, self._sum, self._sum_sq, self._since_resum]
 
     @property
     def count(self) -> int:
-        return len(self._ring)
+        """Values in the mean and std."""
+        return self._count
+
+    def latest(self, n: int) -> tuple[float, ...]:
+        """The last `n` values pushed (at most the window), oldest first."""
+        ring = self._ring
+        ordered = ring if len(ring) < self._size else ring[self._next:] + ring[:self._next]
+        return tuple(ordered[-n:])
 
     def push(self, value: float) -> None:
         if len(self._ring) < self._size:
@@ -86,32 +114,40 @@ class RollingStats:
             old = self._ring[self._next]
             self._ring[self._next] = value
             self._next = (self._next + 1) % self._size
-            self._sum -= old
-            self._sum_sq -= old * old
-        self._sum += value
-        self._sum_sq += value * value
+            if absorbable(old):
+                self._sum -= old
+                self._sum_sq -= old * old
+                self._count -= 1
+        if absorbable(value):
+            self._sum += value
+            self._sum_sq += value * value
+            self._count += 1
         self._since_resum += 1
         if self._since_resum >= RESUM_EVERY:
-            self._sum = math.fsum(self._ring)
-            self._sum_sq = math.fsum(v * v for v in self._ring)
-            self._since_resum = 0
+            self._resum()
+
+    def _resum(self) -> None:
+        kept = [value for value in self._ring if absorbable(value)]
+        self._sum = math.fsum(kept)
+        self._sum_sq = math.fsum(v * v for v in kept)
+        self._since_resum = 0
 
     def mean(self) -> float:
-        return self._sum / len(self._ring) if self._ring else 0.0
+        return self._sum / self._count if self._count else 0.0
 
     def std(self) -> float:
-        n = len(self._ring)
+        n = self._count
         if n < 2:
             return 0.0
         variance = (self._sum_sq - self._sum * self._sum / n) / (n - 1)
         return math.sqrt(variance) if variance > 0.0 else 0.0
 
-    def z_score(self, value: float) -> float:
-        std = self.std()
-        # below float noise the window is constant: no meaningful z
-        if std <= 1e-9 * max(1.0, abs(self.mean())):
-            return 0.0
-        return (value - self.mean()) / std
+
+def _z_score(value: float, mean: float, std: float) -> float:
+    # below float noise the window is constant: no meaningful z
+    if std <= 1e-9 * max(1.0, abs(mean)):
+        return 0.0
+    return _finite((value - mean) / std)
 
 
 # The surprise of one value is capped so a single absurd value cannot dominate the averages.
@@ -136,23 +172,37 @@ def _tiny(level: float) -> float:
     return 1e-9 * max(1.0, abs(level))
 
 
+# The detector's scalars: count, level mean, level variance, recent sum, recent index,
+# surprise mean, surprise variance, values since the last alert, values learned (version 1
+# of the state lacks the last: it learned every value it counted).
+_V1_SCALAR_COUNT = 8
+
+
 class SeasonalLikelihood:
     """The `seasonal` detector (see the module docstring); O(1) per value."""
 
     def __init__(self, settings: DetectorSettings, state: list | None = None):
         self._s = settings
+        slots = settings.day_slots
+        self._slot_mean, self._slot_var = [0.0] * slots, [0.0] * slots
+        self._slot_count = [0] * slots
+        self._recent = [0.0] * settings.recent_values
+        self._scalars = [0, 0.0, 0.0, 0.0, 0, 0.0, 1.0, settings.cooldown_values, 0]
         if state is None:
-            slots = settings.day_slots
-            self._slot_mean = [0.0] * slots
-            self._slot_var = [0.0] * slots
-            self._slot_count = [0] * slots
-            self._recent = [0.0] * settings.recent_values
-            # count, level mean, level variance, recent sum, recent index,
-            # surprise mean, surprise variance, values since the last alert
-            self._scalars = [0, 0.0, 0.0, 0.0, 0, 0.0, 1.0, settings.cooldown_values]
-        else:
-            (self._slot_mean, self._slot_var, self._slot_count, self._recent,
-             self._scalars) = (list(part) for part in state)
+            return
+        slot_mean, slot_var, slot_count, recent, scalars = (list(part) for part in state)
+        if len(slot_mean) != settings.day_slots:
+            return  # saved with another --anomaly_day_slots: the profile does not map, start afresh
+        if len(scalars) == _V1_SCALAR_COUNT:
+            scalars.append(scalars[0])
+        self._slot_mean, self._slot_var, self._slot_count = slot_mean, slot_var, slot_count
+        self._scalars = scalars
+        if len(recent) == settings.recent_values:
+            self._recent = recent
+        else:  # saved under another recent_values (the default was 3): keep its average
+            average = scalars[3] / len(recent)
+            self._recent = [average] * settings.recent_values
+            scalars[3], scalars[4] = average * settings.recent_values, 0
 
     def state(self) -> list:
         return [list(self._slot_mean), list(self._slot_var), list(self._slot_count),
@@ -169,33 +219,40 @@ class SeasonalLikelihood:
 
     def score(self, value: float, event_seconds: float) -> float:
         s = self._s
-        count, level, level_var, recent_sum, recent_index, mean_r, var_r, since_alert = (
-            self._scalars)
+        (count, level, level_var, recent_sum, recent_index, mean_r, var_r, since_alert,
+         learned) = self._scalars
         count += 1
-        if count == 1:
-            level = value
         slot = int((event_seconds % SECONDS_PER_DAY) / SECONDS_PER_DAY * s.day_slots)
-        surprise = min(self._surprise(value, slot, level, math.sqrt(level_var)), MAX_SURPRISE)
-        # learn: overall level, then this slot
-        delta = value - level
-        level += s.level_rate * delta
-        level_var = (1.0 - s.level_rate) * (level_var + s.level_rate * delta * delta)
-        if self._slot_count[slot] == 0:
-            self._slot_mean[slot] = value
-        delta = value - self._slot_mean[slot]
-        self._slot_mean[slot] += s.slot_rate * delta
-        self._slot_var[slot] = (1.0 - s.slot_rate) * (
-            self._slot_var[slot] + s.slot_rate * delta * delta)
-        self._slot_count[slot] += 1
+        absorbed = absorbable(value)
+        if not absorbed:
+            surprise = MAX_SURPRISE  # scored as the most surprising value, never learned
+        else:
+            if learned == 0:
+                level = value
+            learned += 1
+            surprise = min(self._surprise(value, slot, level, math.sqrt(level_var)),
+                           MAX_SURPRISE)
+            # learn: overall level, then this slot
+            delta = value - level
+            level += s.level_rate * delta
+            level_var = (1.0 - s.level_rate) * (level_var + s.level_rate * delta * delta)
+            if self._slot_count[slot] == 0:
+                self._slot_mean[slot] = value
+            delta = value - self._slot_mean[slot]
+            self._slot_mean[slot] += s.slot_rate * delta
+            self._slot_var[slot] = (1.0 - s.slot_rate) * (
+                self._slot_var[slot] + s.slot_rate * delta * delta)
+            self._slot_count[slot] += 1
         # recent surprise against its long-run distribution
         recent_sum += surprise - self._recent[recent_index]
         self._recent[recent_index] = surprise
         recent_index = (recent_index + 1) % s.recent_values
         recent_mean = recent_sum / min(count, s.recent_values)
         z = (recent_mean - mean_r) / max(math.sqrt(var_r), MIN_SURPRISE_SPREAD)
-        delta = surprise - mean_r
-        mean_r += s.surprise_rate * delta
-        var_r = (1.0 - s.surprise_rate) * (var_r + s.surprise_rate * delta * delta)
+        if absorbed:  # a burst of extremes must not teach that extremes are usual
+            delta = surprise - mean_r
+            mean_r += s.surprise_rate * delta
+            var_r = (1.0 - s.surprise_rate) * (var_r + s.surprise_rate * delta * delta)
         tail = max(_tail_probability(z), LOG_FLOOR)
         anomaly = math.log(tail) / math.log(LOG_FLOOR)
         since_alert += 1
@@ -204,8 +261,15 @@ class SeasonalLikelihood:
         elif anomaly >= s.threshold:
             since_alert = 0
         self._scalars = [count, level, level_var, recent_sum, recent_index, mean_r, var_r,
-                         since_alert]
+                         since_alert, learned]
         return min(1.0, max(0.0, anomaly))
+
+
+# Version of MetricScorer's saved state: [2, rolling statistics, detector]. Version 1 (saved
+# before 2026-12) was [rolling statistics, detector] and still restores.
+SCORER_STATE_VERSION = 2
+# Values before and including an anomaly that go with it to the model (as in the article).
+RECENT_VALUES = 20
 
 
 class MetricScorer:
@@ -214,25 +278,43 @@ class MetricScorer:
     def __init__(self, settings: DetectorSettings, state: list | None = None):
         if settings.detector not in DETECTORS:
             raise ValueError(f"unknown detector {settings.detector!r}; one of {DETECTORS}")
+        stats_state, detector_state = _scorer_parts(state)
         self._settings = settings
-        self._stats = RollingStats(settings.window, state[0] if state else None)
-        self._seasonal = (SeasonalLikelihood(settings, state[1] if state else None)
+        self._stats = RollingStats(settings.window, stats_state)
+        self._seasonal = (SeasonalLikelihood(settings, detector_state)
                           if settings.detector == SEASONAL else None)
 
     def state(self) -> list:
-        return [self._stats.state(), self._seasonal.state() if self._seasonal else None]
+        return [SCORER_STATE_VERSION, self._stats.state(),
+                self._seasonal.state() if self._seasonal else None]
 
     def update(self, value: float, event_seconds: float) -> MetricScore:
         self._stats.push(value)
-        z = self._stats.z_score(value)
+        mean, std = self._stats.mean(), self._stats.std()
+        z = _z_score(value, mean, std)
         if self._seasonal is not None:
             score = self._seasonal.score(value, event_seconds)
         else:
             score = 1.0 if self._stats.count >= ZSCORE_WARMUP and abs(z) > ZSCORE_LIMIT else 0.0
+        is_anomaly = score >= self._settings.threshold
         return MetricScore(
-            z_score=z, anomaly_score=score, is_anomaly=score >= self._settings.threshold,
-            rolling_mean=self._stats.mean(), rolling_std=self._stats.std(),
-            rolling_count=self._stats.count)
+            z_score=z, anomaly_score=score, is_anomaly=is_anomaly,
+            rolling_mean=mean, rolling_std=std,
+            rolling_count=self._stats.count,
+            # only anomalies are explained: other values do not carry their history along
+            recent_values=self._stats.latest(RECENT_VALUES) if is_anomaly else ())
+
+
+def _scorer_parts(state: list | None) -> tuple[list | None, list | None]:
+    """(rolling statistics, detector) of a saved state of any version this code reads."""
+    if state is None:
+        return None, None
+    if state[0] == SCORER_STATE_VERSION:
+        return state[1], state[2]
+    if len(state) == 2 and isinstance(state[0], list):  # version 1
+        return state[0], state[1]
+    raise ValueError(f"metric state version {state[0]!r} is not one this code reads "
+                     f"(1 or {SCORER_STATE_VERSION}): restore with the version that wrote it")
 
 
 def _score(scorer: MetricScorer, record: MetricRecord) -> ScoredMetric:

@@ -50,6 +50,7 @@ def metric_anomaly_data(scored: ScoredMetric, runbooks: list[dict]) -> dict:
         "rolling_mean": scored.score.rolling_mean,
         "rolling_std": scored.score.rolling_std,
         "rolling_count": scored.score.rolling_count,
+        "recent_values": list(scored.score.recent_values),
         "metadata": dict(record.metadata),
         "runbooks": runbooks,
     }

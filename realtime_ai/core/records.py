@@ -133,6 +133,9 @@ class MetricScore:
     rolling_mean: float
     rolling_std: float
     rolling_count: int
+    # the metric's last values, oldest first, ending with this one (up to 20, within the
+    # rolling window): set only for anomalies, which go to the model with them
+    recent_values: tuple[float, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -101,6 +101,22 @@ _CAUSES = (
 )
 
 
+# Values just before a flagged one that decide spike or level shift: a shift when most of
+# them are already at least half as far from the rolling mean, on the same side.
+_SHAPE_VALUES = 5
+
+
+def _shape(data: Mapping[str, Any]) -> str:
+    value, mean = float(data["value"]), float(data["rolling_mean"])
+    before = [float(v) for v in data.get("recent_values", [])[-_SHAPE_VALUES - 1:-1]]
+    if not before:
+        return "an outlier"
+    distance = value - mean
+    shifted = sum(1 for v in before
+                  if (v - mean) * distance > 0 and abs(v - mean) >= abs(distance) / 2)
+    return "a level shift" if 2 * shifted > len(before) else "a spike"
+
+
 def metric_anomaly(data: Mapping[str, Any]) -> dict:
     z = abs(float(data["z_score"]))
     score = float(data["anomaly_score"])
@@ -120,8 +136,8 @@ def metric_anomaly(data: Mapping[str, Any]) -> dict:
         "is_real_anomaly": z >= 3 or score >= 0.9,
         "possible_causes": list(causes),
         "recommended_action": (f"Check {data['metric']}: {data['value']:.4g} is {direction} its "
-                               f"recent mean {data['rolling_mean']:.4g}; correlate with deploys "
-                               "and dependent services."),
+                               f"recent mean {data['rolling_mean']:.4g}, {_shape(data)}; "
+                               "correlate with deploys and dependent services."),
         "severity": severity,
     }
 

@@ -93,8 +93,10 @@ INSTRUCTIONS: dict[str, str] = {
         "pattern, its severity and the action to take, citing playbook ids used. " + _DATA_RULE),
     base.METRIC_ANOMALY: (
         "You are an SRE. A metric value was flagged by a streaming detector (z-score and "
-        "anomaly score against its recent history). Judge if it is a real anomaly, list likely "
-        "causes, the action to take and its severity. " + _DATA_RULE),
+        "anomaly score against its recent history); recent_values are its last values, oldest "
+        "first, ending with the flagged one, so a lone spike and a lasting level shift differ. "
+        "Judge if it is a real anomaly, list likely causes, the action to take and its "
+        "severity. " + _DATA_RULE),
     base.DASHBOARD_INSIGHT: (
         "You write one actionable insight for an operations dashboard from one time window's "
         "per-metric aggregates: name the metric that matters most, with numbers, and what to "
