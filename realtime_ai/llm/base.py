@@ -8,6 +8,7 @@ raises `LlmPermanentError`, which the pipeline turns into a dead-letter row.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -48,6 +49,13 @@ class LlmConfig:
     cache_size: int = 100_000  # answers kept per worker
     cache_url: str | None = None  # redis://host:port/db: a cache shared by all workers
     latency_budget_ms: float | None = None  # a deep call overrunning it goes to the fast tier
+
+
+def resolve_backend(backend: str | None, base_url: str | None) -> str:
+    """The explicit backend, else openai when an endpoint or key is configured, else local."""
+    if backend:
+        return backend
+    return "openai" if base_url or os.environ.get("OPENAI_API_KEY") else "local"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,7 +19,7 @@ from realtime_ai.io.sources import (
     is_subscription,
     is_unbounded,
 )
-from realtime_ai.llm.base import LlmConfig
+from realtime_ai.llm.base import LlmConfig, resolve_backend
 from realtime_ai.llm.retrieval import load_playbook
 
 LLM_BACKENDS = ("local", "openai")
@@ -283,13 +283,6 @@ def options_parser(**parser_args) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(**parser_args)
     RealtimeAiOptions._add_argparse_args(parser)
     return parser
-
-
-def resolve_backend(backend: str | None, base_url: str | None) -> str:
-    """The explicit backend, else openai when an endpoint or key is configured, else local."""
-    if backend:
-        return backend
-    return "openai" if base_url or os.environ.get("OPENAI_API_KEY") else "local"
 
 
 def validate(options: RealtimeAiOptions) -> None:
