@@ -112,3 +112,20 @@ def test_fallback_is_visible_in_the_model_column():
     row = rows.transaction_row(_featured(), RISK, 0.8, fallback)
     assert row["model"] == "fast-m+fast-m (deep over budget)"
     assert row["llm_latency_ms"] == 403.0
+
+
+def test_insight_keeps_priority_and_a_quiet_window_needs_no_model():
+    quiet = model_inputs.DashboardWindow("d1", T0, T0 + timedelta(seconds=30),
+                                         model_inputs.summarise_window([_scored()]))
+    unusual = model_inputs.DashboardWindow(
+        "d1", T0, T0 + timedelta(seconds=30),
+        model_inputs.summarise_window([_scored(), _scored(minutes=0.1, anomaly=True)]))
+    assert not model_inputs.is_unusual(quiet) and model_inputs.is_unusual(unusual)
+    insight = LlmResult(answer={"insight": "latency spiked", "priority": "high"},
+                        model="fast-m", latency_ms=1.0, input_tokens=120, output_tokens=30)
+    asked, plain = rows.insight_row(unusual, insight), rows.insight_row(quiet, None)
+    table = pa.Table.from_pylist([asked, plain], schema=INSIGHTS_SCHEMA)
+    assert table.column("priority").to_pylist() == ["high", "low"]
+    assert table.column("model").to_pylist() == ["fast-m", None]
+    assert table.column("input_tokens").to_pylist() == [120, 0]
+    assert "no anomaly" in plain["insight"]
