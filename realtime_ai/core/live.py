@@ -194,9 +194,10 @@ def _transaction(row: Mapping[str, Any]) -> LiveEvent:
 
 
 _BUILDERS = {ALERT: _alert, INSIGHT: _insight, METRIC: _metric, TRANSACTION: _transaction}
-# Output dataset name (a folder under --output) -> the kind of event its rows are.
-DATASET_KINDS = {"alerts": ALERT, "insights": INSIGHT, "metrics": METRIC,
-                 "transactions": TRANSACTION}
+# Output dataset name (a folder under --output) -> the kind of event its rows are; in the
+# order a replay sends events of the same moment: a record before what was derived from it.
+DATASET_KINDS = {"transactions": TRANSACTION, "metrics": METRIC, "insights": INSIGHT,
+                 "alerts": ALERT}
 
 
 def event_from_row(kind: str, row: Mapping[str, Any]) -> LiveEvent:

@@ -221,19 +221,35 @@ async def _serve(websocket: WebSocket, hub: Hub, backlog: Callable[[], list[Live
             await websocket.send_json(event.message())
         if with_stats:
             await websocket.send_json(hub.stats())
-        while hub.is_listening(queue):
-            try:
-                message = await asyncio.wait_for(queue.get(), STATS_SECONDS)
-            except asyncio.TimeoutError:
-                if with_stats:
+        # A client that goes away is noticed at once, even by a stream that sends nothing.
+        closed = asyncio.create_task(_until_closed(websocket))
+        clock = asyncio.get_running_loop().time
+        stats_due = clock() + STATS_SECONDS
+        while hub.is_listening(queue) and not closed.done():
+            message = asyncio.ensure_future(queue.get())
+            await asyncio.wait({message, closed}, timeout=max(0.0, stats_due - clock()),
+                               return_when=asyncio.FIRST_COMPLETED)
+            if message.done():
+                await websocket.send_json(message.result())
+            else:
+                message.cancel()
+            if clock() >= stats_due and not closed.done():
+                stats_due = clock() + STATS_SECONDS
+                if with_stats:  # every second, however busy the stream is
                     await websocket.send_json(hub.stats())
-                continue
-            await websocket.send_json(message)
-        await websocket.close(code=1013)  # fell too far behind: "try again later"
+        if not closed.done():
+            await websocket.close(code=1013)  # fell too far behind: "try again later"
+        closed.cancel()
     except WebSocketDisconnect:
         pass
     finally:
         hub.stop_listening(queue)
+
+
+async def _until_closed(websocket: WebSocket) -> None:
+    """Returns when the client disconnects; what it sends is ignored."""
+    while (await websocket.receive())["type"] != "websocket.disconnect":
+        pass
 
 
 def _log_failure(task: asyncio.Task) -> None:
