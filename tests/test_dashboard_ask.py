@@ -1,5 +1,6 @@
 """/ask against our OpenAI-compatible test server: streamed tokens of the deep model, answered
 from the latest window and the playbook, cached for --cache_ttl_seconds."""
+import asyncio
 import json
 import urllib.error
 import urllib.parse
@@ -26,7 +27,8 @@ def _ask(dashboard, question):
     url = f"{dashboard.url}/ask?q={urllib.parse.quote(question)}"
     with urllib.request.urlopen(url, timeout=30) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
-        return [json.loads(line[len(b"data: "):]) for line in response if line.startswith(b"data: ")]
+        return [json.loads(line.removeprefix(b"data: ")) for line in response
+                if line.startswith(b"data: ")]
 
 
 def test_test_server_streams_any_chat_request(llm_server):
@@ -41,7 +43,6 @@ def test_test_server_streams_any_chat_request(llm_server):
         finally:
             await client.close()
 
-    import asyncio
     chunks = asyncio.run(ask())
     assert len(chunks) > 3 and "".join(chunks).startswith('On "Is anything on fire?"')
     assert llm_server.stats["streamed"] == 1
