@@ -1,5 +1,6 @@
 """The live dashboard: its board (pure), websockets, /metrics and the command line; served by
 a real uvicorn, fed by the test through the same path as Pub/Sub messages."""
+import asyncio
 import json
 import subprocess
 import sys
@@ -12,7 +13,12 @@ import pytest
 from websockets.sync.client import connect
 
 from realtime_ai.core import live
-from realtime_ai.core.records import ALERTS_SCHEMA, INSIGHTS_SCHEMA, METRICS_SCHEMA
+from realtime_ai.core.records import (
+    ALERTS_SCHEMA,
+    INSIGHTS_SCHEMA,
+    METRICS_SCHEMA,
+    TRANSACTIONS_SCHEMA,
+)
 from realtime_ai.dashboard import __main__ as cli
 from realtime_ai.dashboard.feeds import ReplayFeed, load_outputs
 from realtime_ai.llm.accounting import load_prices
@@ -155,9 +161,22 @@ def _write(folder, rows, schema):
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), folder / "part-0.parquet")
 
 
+def _transaction_row(transaction_id, when):
+    analysis = {"summary": "s", "fraud_pattern": "card_testing", "severity": "critical",
+                "recommended_action": "Block the card.", "playbook_ids": []}
+    return {"transaction_id": transaction_id, "customer_id": "c", "event_time": when,
+            "amount": 2.0, "currency": "EUR", "merchant": "m", "merchant_category": "x",
+            "country": "DE", "channel": "online", "amount_zscore": 0.0, "velocity_1h": 3,
+            "new_country": False, "new_merchant_category": False, "risk_score": 0.97,
+            "reason": "r", "escalated": True, "analysis": json.dumps(analysis),
+            "model": "fast+deep", "llm_latency_ms": 300.0}
+
+
 def test_replay_of_a_batch_run_is_in_event_time_order(tmp_path):
     t = lambda second: datetime(2026, 1, 5, 1, 0, second, tzinfo=timezone.utc)  # noqa: E731
-    _write(tmp_path / "alerts", [{**alert(1), "event_time": t(30)}], ALERTS_SCHEMA)
+    _write(tmp_path / "alerts", [{**alert(1, kind="transaction", subject="tx-1"),
+                                  "event_time": t(30)}], ALERTS_SCHEMA)
+    _write(tmp_path / "transactions", [_transaction_row("tx-1", t(30))], TRANSACTIONS_SCHEMA)
     _write(tmp_path / "metrics", [
         {"metric": "api.latency_ms", "event_time": t(s), "timestamp": "x", "value": 1.0,
          "z_score": 0.0,
@@ -171,9 +190,11 @@ def test_replay_of_a_batch_run_is_in_event_time_order(tmp_path):
                                     "window_end": t(20)}], INSIGHTS_SCHEMA)
     events, dead, unreadable = load_outputs(str(tmp_path))
     assert [(e.kind, e.event_time.second) for e in events] == [
-        ("metric", 0), ("insight", 20), ("metric", 30), ("alert", 30), ("metric", 40)]
+        ("metric", 0), ("insight", 20), ("transaction", 30), ("metric", 30), ("alert", 30),
+        ("metric", 40)]
     assert dead == [] and unreadable == 0
-    # the alert carries the model's explanation of the row it was raised for
+    # the alert carries the deep model's analysis of the transaction it was raised for
+    assert events[4].data["explanation"] == "pattern: card testing. Block the card."
     assert events[3].data["explanation"] == "possible causes: deploy. roll back"
 
     published, waits = [], []
@@ -187,12 +208,11 @@ def test_replay_of_a_batch_run_is_in_event_time_order(tmp_path):
     async def sleep(seconds):
         waits.append(seconds)
 
-    import asyncio
     asyncio.run(ReplayFeed(str(tmp_path), speed=10.0, sleep=sleep).run(Hub()))
     assert [e.kind for e in published] == [e.kind for e in events]
-    # due 2, 3, 3 and 4 s after the start: 40 s of event time at 10x (the fake sleep
+    # due 2, 3, 3, 3 and 4 s after the start: 40 s of event time at 10x (the fake sleep
     # takes no time)
-    assert waits == pytest.approx([2.0, 3.0, 3.0, 4.0], abs=0.2)
+    assert waits == pytest.approx([2.0, 3.0, 3.0, 3.0, 4.0], abs=0.2)
 
 
 def test_the_command_without_a_source_says_what_to_give():

@@ -82,15 +82,10 @@ def _read_dataset(output_dir: str, name: str) -> list[dict]:
 
 
 def _analysis_by_alert(datasets: dict[str, list[dict]]) -> dict[tuple[str, str, str], str]:
-    """The model's analysis behind each alert: the row the alert was raised for."""
-    found = {}
-    for row in datasets.get("transactions", []):
-        if row.get("analysis"):
-            found["transaction", row["transaction_id"], iso(row["event_time"])] = row["analysis"]
-    for row in datasets.get("metrics", []):
-        if row.get("analysis"):
-            found["metric", row["metric"], iso(row["event_time"])] = row["analysis"]
-    return found
+    """The deep model's analysis behind each transaction alert, from the transaction's row
+    (a metric alert's summary already holds its explanation)."""
+    return {("transaction", row["transaction_id"], iso(row["event_time"])): row["analysis"]
+            for row in datasets.get("transactions", []) if row.get("analysis")}
 
 
 def load_outputs(output_dir: str) -> tuple[list[LiveEvent], list[dict], int]:
