@@ -1,4 +1,5 @@
-# realtime-ai: `make run` runs the main job on the samples; `make test` passes every test.
+# realtime-ai: `make run` runs the main job on the samples; `make dashboard` shows its outputs
+# live in a browser; `make test` passes every test.
 # Both set everything up on a fresh machine (venv, packages, local services for tests).
 PYTHON_BOOT ?= python3
 VENV := .venv

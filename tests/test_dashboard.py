@@ -223,6 +223,14 @@ def test_the_command_without_a_source_says_what_to_give():
     assert "Traceback" not in done.stderr
 
 
+def test_the_dashboard_is_an_app_not_beam():
+    imports = ("import sys, realtime_ai.dashboard.__main__, realtime_ai.dashboard.app, "
+               "realtime_ai.dashboard.feeds; print('apache_beam' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", imports], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.strip() == "False", done.stderr
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--alerts_subscription=my-sub"], "not a subscription path"),
     (["--output=/no/such/dir"], "no such folder"),
