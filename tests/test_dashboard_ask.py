@@ -13,8 +13,6 @@ from realtime_ai.llm import server, tasks
 from realtime_ai.llm.base import LlmConfig
 from tests.dashboard_helpers import QueueFeed, RunningDashboard, alert, insight
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture()
 def llm_server():
@@ -31,6 +29,7 @@ def _ask(dashboard, question):
                 if line.startswith(b"data: ")]
 
 
+@pytest.mark.integration
 def test_test_server_streams_any_chat_request(llm_server):
     async def ask():
         client = openai.AsyncOpenAI(api_key="k", base_url=llm_server.base_url)
@@ -48,6 +47,7 @@ def test_test_server_streams_any_chat_request(llm_server):
     assert llm_server.stats["streamed"] == 1
 
 
+@pytest.mark.integration
 def test_ask_streams_the_deep_models_answer_and_caches_it(llm_server):
     feed = QueueFeed()
     config = LlmConfig(backend="openai", base_url=llm_server.base_url, deep_model="deep-test",
@@ -73,6 +73,7 @@ def test_ask_streams_the_deep_models_answer_and_caches_it(llm_server):
         dashboard.stop()
 
 
+@pytest.mark.integration
 def test_ask_reports_a_failing_model_and_caches_nothing(llm_server):
     llm_server.settings.error_rate = 1.0
     llm_server.settings.faults = ("server_error",)
