@@ -2,6 +2,7 @@
 a real uvicorn, fed by the test through the same path as Pub/Sub messages."""
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -91,6 +92,16 @@ def test_figures_from_what_was_received():
     assert stats["cost_per_minute_usd"] == pytest.approx(4 * 210e-6)
     assert stats["events_per_second"] == pytest.approx(4 / live.RATE_SECONDS)
     assert board.stats(now=200.0)["cost_per_minute_usd"] == 0.0  # a minute later: none
+
+
+def test_figures_stay_bounded_when_nobody_reads_them():
+    board = live.LiveBoard(load_prices())
+    for second in range(1000):
+        row = {**insight("checkout", 0), "window_start": f"2026-01-05T00:00:{second % 60:02d}Z",
+               "dashboard_id": f"d{second}"}
+        board.add(live.event_from_message("insights", json.dumps(row).encode()), now=second)
+    assert len(board._arrivals) <= live.RATE_SECONDS + 1
+    assert len(board._spent) <= live.COST_SECONDS + 1
 
 
 def test_dashboard_websocket_pushes_its_own_events_and_unknown_ids_get_nothing(dashboard):
@@ -243,3 +254,14 @@ def test_bad_arguments_get_one_line_and_exit_2(argv, message, tmp_path, capsys):
     assert cli.main([arg.format(outputs=tmp_path) for arg in argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_a_port_in_use_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "alerts").mkdir()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert cli.main([f"--output={tmp_path}", f"--port={port}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot serve on 127.0.0.1:{port}") and "--port" in err

@@ -261,6 +261,7 @@ class LiveBoard:
         if len(self._seen) > SEEN_IDS_KEPT:
             self._seen.popitem(last=False)
         self.counts[event.kind] += 1
+        self._forget_before(now)  # bounded even when nobody asks for the figures
         self._arrivals.append(now)
         for call in event.calls:
             self._latencies.append(call.latency_ms)
@@ -310,11 +311,14 @@ class LiveBoard:
         points = [point for series in self.series.values() for point in series]
         return sorted([*self.alerts, *self.insights, *points], key=lambda e: e.event_time)
 
-    def stats(self, now: float) -> dict:
+    def _forget_before(self, now: float) -> None:
         while self._arrivals and self._arrivals[0] < now - RATE_SECONDS:
             self._arrivals.popleft()
         while self._spent and self._spent[0][0] < now - COST_SECONDS:
             self._spent.popleft()
+
+    def stats(self, now: float) -> dict:
+        self._forget_before(now)
         latencies = list(self._latencies)
         return {
             "type": "stats",

@@ -5,6 +5,7 @@ import argparse
 import logging
 import os
 import re
+import socket
 import sys
 
 from realtime_ai.core.live import DATASET_KINDS, LiveBoard
@@ -81,6 +82,12 @@ def validate(args: argparse.Namespace) -> None:
         raise InvalidArguments(f"--port must be 1-65535, got {args.port}")
     if args.cache_ttl_seconds < 0 or args.llm_timeout_seconds <= 0:
         raise InvalidArguments("--cache_ttl_seconds must be >= 0, --llm_timeout_seconds > 0")
+    with socket.socket() as probe:
+        try:
+            probe.bind((args.host, args.port))
+        except OSError as error:
+            raise InvalidArguments(f"cannot serve on {args.host}:{args.port}: "
+                                   f"{error.strerror} (choose another --port)") from None
 
 
 def feeds(args: argparse.Namespace) -> list:

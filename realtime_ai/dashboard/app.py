@@ -215,6 +215,7 @@ async def _serve(websocket: WebSocket, hub: Hub, backlog: Callable[[], list[Live
     # Listening and taking the backlog with no await between: nothing falls in between.
     queue = hub.listen(wants)
     recent = backlog()
+    closed = None
     try:
         await websocket.accept()
         for event in recent:
@@ -239,11 +240,12 @@ async def _serve(websocket: WebSocket, hub: Hub, backlog: Callable[[], list[Live
                     await websocket.send_json(hub.stats())
         if not closed.done():
             await websocket.close(code=1013)  # fell too far behind: "try again later"
-        closed.cancel()
     except WebSocketDisconnect:
         pass
     finally:
         hub.stop_listening(queue)
+        if closed is not None:
+            closed.cancel()
 
 
 async def _until_closed(websocket: WebSocket) -> None:
