@@ -83,6 +83,8 @@ def validate(args: argparse.Namespace) -> None:
     if args.cache_ttl_seconds < 0 or args.llm_timeout_seconds <= 0:
         raise InvalidArguments("--cache_ttl_seconds must be >= 0, --llm_timeout_seconds > 0")
     with socket.socket() as probe:
+        # as uvicorn binds: a port left in TIME_WAIT by a restarted server is free
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((args.host, args.port))
         except OSError as error:
