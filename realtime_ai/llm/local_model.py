@@ -143,6 +143,9 @@ def dashboard_insight(data: Mapping[str, Any]) -> dict:
     return {"insight": text, "priority": priority}
 
 
+SEVERITY_RANK = {name: rank for rank, name in enumerate(tasks.SEVERITIES, start=1)}
+
+
 def answer_question(question: str, data: Mapping[str, Any]) -> str:
     """A free-text answer from the live data (tasks.question_messages), by rules: what the
     latest window and the most recent alerts say, and the playbook entries retrieved."""
@@ -166,8 +169,6 @@ def answer_question(question: str, data: Mapping[str, Any]) -> str:
                                                   for e in context) + ".")
     return " ".join(parts)
 
-
-SEVERITY_RANK = {name: rank for rank, name in enumerate(tasks.SEVERITIES, start=1)}
 
 
 def transaction_risk_packed(data: Mapping[str, Any]) -> dict:
