@@ -5,6 +5,7 @@ A feed's `run(hub)` delivers events to the hub until cancelled. Nothing here imp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -25,6 +26,7 @@ from realtime_ai.core.rows import iso
 
 LOG = logging.getLogger(__name__)
 RESUBSCRIBE_SECONDS = 2.0  # after the stream broke (emulator or network restart)
+SHUTDOWN_SECONDS = 10.0  # for the stream to end when the dashboard stops
 DEAD_LETTER_DATASET = "dead_letter"
 
 
@@ -62,7 +64,10 @@ class PubSubFeed:
             try:
                 await asyncio.wrap_future(future)
             except asyncio.CancelledError:
+                # the documented clean stop: cancel, then wait for the stream to end
                 future.cancel()
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(future.result, SHUTDOWN_SECONDS)
                 subscriber.close()
                 raise
             except Exception as error:  # noqa: BLE001 - any broken stream: subscribe again
