@@ -1,4 +1,5 @@
-# realtime-ai: `make run` runs the main job on the samples; `make test` passes every test.
+# realtime-ai: `make run` runs the main job on the samples; `make dashboard` shows its outputs
+# live in a browser; `make test` passes every test.
 # Both set everything up on a fresh machine (venv, packages, local services for tests).
 PYTHON_BOOT ?= python3
 VENV := .venv
@@ -9,7 +10,7 @@ OUT ?= out/run
 RUNNER ?= DirectRunner
 NAB ?= ../shared/nab
 
-.PHONY: venv run test test-flink lint unit nab bench template clean
+.PHONY: venv run dashboard test test-flink lint unit nab bench template clean
 
 venv: $(VENV)/.installed
 
@@ -25,6 +26,16 @@ run: venv
 	  --transactions='samples/transactions.jsonl' \
 	  --metrics='samples/metrics.jsonl' \
 	  --output=$(OUT) --runner=$(RUNNER)
+
+# The live dashboard on http://127.0.0.1:$(DASHBOARD_PORT)/, replaying the samples' outputs
+# (the main job runs first when they are missing or older than the samples).
+DASHBOARD_PORT ?= 8080
+DASHBOARD_SPEED ?= 120
+dashboard: venv
+	@[ -d $(OUT)/insights ] && [ -z "$$(find samples -name '*.jsonl' -newer $(OUT)/insights)" ] \
+	  || { echo "running the main job on the samples first (about 20 s)"; $(MAKE) --no-print-directory run; }
+	$(PY) -m realtime_ai.dashboard --output=$(OUT) --speed=$(DASHBOARD_SPEED) \
+	  --port=$(DASHBOARD_PORT)
 
 lint: venv
 	$(VENV)/bin/ruff check .

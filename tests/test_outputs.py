@@ -20,7 +20,7 @@ from realtime_ai.core.records import (
     ScoredMetric,
     Transaction,
 )
-from realtime_ai.llm.base import LlmResult
+from realtime_ai.llm.base import LlmResult, Spend
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
 RISK = LlmResult(answer={"risk_score": 0.93, "reason": "burst of small online payments"},
@@ -145,3 +145,20 @@ def test_rows_say_which_prompt_version_answered():
                             model="fast-m", latency_ms=1.0, prompt_version="cccc3333")
     assert rows.metric_row(_scored(anomaly=True), explanation)["prompt_version"] == "cccc3333"
     assert rows.metric_row(_scored(), None)["prompt_version"] is None
+
+
+def test_insight_keeps_priority_and_a_quiet_window_needs_no_model():
+    quiet = model_inputs.DashboardWindow("d1", T0, T0 + timedelta(seconds=30),
+                                         model_inputs.summarise_window([_scored()]))
+    unusual = model_inputs.DashboardWindow(
+        "d1", T0, T0 + timedelta(seconds=30),
+        model_inputs.summarise_window([_scored(), _scored(minutes=0.1, anomaly=True)]))
+    assert not model_inputs.is_unusual(quiet) and model_inputs.is_unusual(unusual)
+    insight = LlmResult(answer={"insight": "latency spiked", "priority": "high"},
+                        model="fast-m", latency_ms=1.0, spent=(Spend("fast-m", 1.0, 120, 30),))
+    asked, plain = rows.insight_row(unusual, insight), rows.insight_row(quiet, None)
+    table = pa.Table.from_pylist([asked, plain], schema=INSIGHTS_SCHEMA)
+    assert table.column("priority").to_pylist() == ["high", "low"]
+    assert table.column("model").to_pylist() == ["fast-m", None]
+    assert table.column("input_tokens").to_pylist() == [120, 0]
+    assert "no anomaly" in plain["insight"]

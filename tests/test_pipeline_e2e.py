@@ -171,6 +171,11 @@ def test_metric_anomalies_are_explained_and_insights_written(sample_run):
     insights = tables["insights"].to_pylist()
     assert insights and all(i["insight"] for i in insights)
     assert len({(i["dashboard_id"], i["window_start"]) for i in insights}) == len(insights)
+    # the model is asked only about windows with an anomaly; its priority is kept
+    asked = [i for i in insights if i["model"]]
+    assert 0 < len(asked) < len(insights) / 10
+    assert {i["priority"] for i in asked} <= {"medium", "high"}
+    assert {i["priority"] for i in insights if not i["model"]} == {"low"}
 
 
 def test_results_identical_when_input_files_are_shuffled(sample_run, tmp_path):

@@ -50,3 +50,21 @@ def test_publish_command_refuses_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit) as stopped:
         samples_cli.main(argv)
     assert stopped.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_publishing_with_a_line_not_a_traceback(monkeypatch, capsys):
+    from realtime_ai.samples import __main__ as samples_cli
+
+    class Interrupted:
+        sent = 0
+
+        def send(self, data, event_time, attribute):
+            self.sent += 1
+            if self.sent == 3:
+                raise KeyboardInterrupt
+            return lambda: None
+
+    monkeypatch.setattr(samples_cli, "_destination", lambda topic: Interrupted())
+    assert samples_cli.main(["publish", "--metrics", "samples/metrics.jsonl",
+                             "--metrics-topic", "projects/p/topics/t", "--speed", "1e9"]) == 130
+    assert "stopped (Ctrl-C) after 2 of 6480 events" in capsys.readouterr().out

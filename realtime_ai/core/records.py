@@ -204,10 +204,13 @@ INSIGHTS_SCHEMA = pa.schema([
     ("window_start", _TIME),
     ("window_end", _TIME),
     ("insight", pa.string()),
+    ("priority", pa.string()),  # low, medium or high
     ("metric_count", pa.int64()),
-    ("model", pa.string()),
+    ("model", pa.string()),  # null: nothing unusual in the window, no model was asked
     ("llm_latency_ms", pa.float64()),
     ("prompt_version", pa.string()),
+    ("input_tokens", pa.int64()),  # of the model call (0 without one): its cost
+    ("output_tokens", pa.int64()),
 ])
 
 DEAD_LETTER_SCHEMA = pa.schema([

@@ -89,17 +89,35 @@ def metric_row(scored: ScoredMetric, explanation: LlmResult | None) -> dict:
     }
 
 
-def insight_row(window: DashboardWindow, insight: LlmResult) -> dict:
-    return {
+def insight_row(window: DashboardWindow, insight: LlmResult | None) -> dict:
+    """The model's insight on a window, or (None) a window with nothing unusual: a plain
+    statement, no model call made (see model_inputs.is_unusual)."""
+    row = {
         "dashboard_id": window.dashboard_id,
         "window_start": window.window_start,
         "window_end": window.window_end,
-        "insight": insight.answer["insight"],
+        "insight": insight.answer["insight"] if insight else quiet_window_insight(window),
+        "priority": insight.answer["priority"] if insight else "low",
         "metric_count": len(window.summaries),
-        "model": insight.model,
-        "llm_latency_ms": insight.latency_ms,
-        "prompt_version": prompt_versions([insight]),
+        "model": None,
+        "llm_latency_ms": None,
+        "prompt_version": None,
+        "input_tokens": 0,
+        "output_tokens": 0,
     }
+    if insight is not None:
+        row.update(model=insight.model, llm_latency_ms=insight.latency_ms,
+                   prompt_version=prompt_versions([insight]),
+                   input_tokens=insight.input_tokens, output_tokens=insight.output_tokens)
+    return row
+
+
+def quiet_window_insight(window: DashboardWindow) -> str:
+    busiest = max(window.summaries, key=lambda s: (s.count, s.metric), default=None)
+    if busiest is None:
+        return "No metrics arrived in this window."
+    return (f"All {len(window.summaries)} metrics normal: no anomaly in this window "
+            f"({busiest.metric} averaged {busiest.mean:.4g}, max {busiest.max:.4g}).")
 
 
 def dead_letter_row(dead: DeadLetter) -> dict:

@@ -8,6 +8,7 @@ raises `LlmPermanentError`, which the pipeline turns into a dead-letter row.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -70,6 +71,13 @@ class LlmConfig:
         urls = tuple(url.strip() for url in (spec or "").split(",") if url.strip())
         return urls or (None,)
     on_model_failure: str = DEGRADE  # one of ON_MODEL_FAILURE
+
+
+def resolve_backend(backend: str | None, base_url: str | None) -> str:
+    """The explicit backend, else openai when an endpoint or key is configured, else local."""
+    if backend:
+        return backend
+    return "openai" if base_url or os.environ.get("OPENAI_API_KEY") else "local"
 
 
 @dataclasses.dataclass(frozen=True)

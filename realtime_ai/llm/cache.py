@@ -18,13 +18,14 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from realtime_ai.llm import base, tasks
 from realtime_ai.llm.base import LlmBackend, LlmConfig, LlmPermanentError, LlmResult
 
 LOG = logging.getLogger(__name__)
 REDIS_KEY_PREFIX = "realtime-ai:llm:"
+Answer = TypeVar("Answer")  # what a cache keeps: a task's LlmResult, a question's text
 
 
 def request_key(task: str, model: str, data: Mapping[str, Any]) -> str:
@@ -34,16 +35,16 @@ def request_key(task: str, model: str, data: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-class LruTtlCache:
+class LruTtlCache(Generic[Answer]):
     """At most `max_entries` answers, each for `ttl_seconds`; the least recently used goes."""
 
     def __init__(self, max_entries: int, ttl_seconds: float):
-        self._entries: collections.OrderedDict[str, tuple[float, LlmResult]] = (
+        self._entries: collections.OrderedDict[str, tuple[float, Answer]] = (
             collections.OrderedDict())
         self._max = max_entries
         self._ttl = ttl_seconds
 
-    def get(self, key: str) -> LlmResult | None:
+    def get(self, key: str) -> Answer | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -54,7 +55,7 @@ class LruTtlCache:
         self._entries.move_to_end(key)
         return result
 
-    def put(self, key: str, result: LlmResult) -> None:
+    def put(self, key: str, result: Answer) -> None:
         self._entries[key] = (time.monotonic() + self._ttl, result)
         self._entries.move_to_end(key)
         while len(self._entries) > self._max:
@@ -95,7 +96,8 @@ class CachingBackend:
     def __init__(self, inner: LlmBackend, config: LlmConfig):
         self._inner = inner
         self._models = {base.FAST: config.fast_model, base.DEEP: config.deep_model}
-        self._local = LruTtlCache(config.cache_size, config.cache_ttl_seconds)
+        self._local: LruTtlCache[LlmResult] = LruTtlCache(config.cache_size,
+                                                          config.cache_ttl_seconds)
         self._shared = (RedisCache(config.cache_url, config.cache_ttl_seconds)
                         if config.cache_url else None)
         self._in_flight: dict[str, asyncio.Task] = {}

@@ -159,6 +159,34 @@ def dashboard_insight(data: Mapping[str, Any]) -> dict:
     return {"insight": text, "priority": priority}
 
 
+SEVERITY_RANK = {name: rank for rank, name in enumerate(tasks.SEVERITIES, start=1)}
+
+
+def answer_question(question: str, data: Mapping[str, Any]) -> str:
+    """A free-text answer from the live data (tasks.question_messages), by rules: what the
+    latest window and the most recent alerts say, and the playbook entries retrieved."""
+    parts = [f"On \"{question[:120]}\":"]
+    insights = data.get("insights") or []
+    if insights:
+        ranked = sorted(insights, key=lambda i: (i.get("priority") != "high",
+                                                  i.get("priority") != "medium"))
+        parts.append(f"in the window ending {data.get('window_end')}, {len(insights)} "
+                     f"dashboard insight(s); first: {ranked[0].get('insight')}")
+    else:
+        parts.append("no dashboard insight has arrived yet.")
+    alerts = data.get("recent_alerts") or []
+    if alerts:
+        worst = max(alerts, key=lambda a: SEVERITY_RANK.get(a.get("severity"), 0))
+        parts.append(f"{len(alerts)} recent alert(s), the most severe ({worst.get('severity')}):"
+                     f" {worst.get('summary')}")
+    context = data.get("context") or []
+    if context:
+        parts.append("See playbook: " + "; ".join(f"{e.get('id')} {e.get('title')}"
+                                                  for e in context) + ".")
+    return " ".join(parts)
+
+
+
 def transaction_risk_packed(data: Mapping[str, Any]) -> dict:
     return {"results": [{"transaction_id": item["transaction"]["transaction_id"],
                          **transaction_risk(item)} for item in data["transactions"]]}

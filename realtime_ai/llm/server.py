@@ -1,13 +1,14 @@
 """An OpenAI-compatible chat completions server answering with the local model's logic.
 
-For tests and benchmarks: it can be slowed down (fixed or lognormal latency), rate limited
-like a provider (429 with an accurate Retry-After), and broken on purpose, at random
-(--error_rate, --faults) or in a fixed order (--fault_script): 429, 500, hangs past the
-client's timeout, malformed JSON, an answer dripped a byte at a time, `usage` or `content` of
-the wrong type, NaN for every number of the answer. Like OpenAI and Azure OpenAI, it answers
-400 to a strict answer schema outside their subset (llm/strict_schema.py) and to a
-`max_tokens` above the model's limit, and cuts an answer longer than `max_tokens`
-(finish_reason "length").
+For tests and benchmarks. It answers the pipeline's tasks (strict JSON) and any other chat
+request (free text from the same rules), streamed when asked (`stream=True`). It can be
+slowed down (fixed or lognormal latency), rate limited like a provider (429 with an accurate
+Retry-After), and broken on purpose, at random (--error_rate, --faults) or in a fixed order
+(--fault_script): 429, 500, hangs past the client's timeout, malformed JSON, an answer dripped
+a byte at a time, `usage` or `content` of the wrong type, NaN for every number of the answer.
+Like OpenAI and Azure OpenAI, it answers 400 to a strict answer schema outside their subset
+(llm/strict_schema.py) and to a `max_tokens` above the model's limit, and cuts an answer
+longer than `max_tokens` (finish_reason "length").
 
     python -m realtime_ai.llm.server --port 8000 --latency_ms 200 --error_rate 0.1
 """
@@ -20,6 +21,7 @@ import dataclasses
 import json
 import math
 import random
+import re
 import threading
 import time
 import uuid
@@ -55,6 +57,7 @@ class ServerSettings:
     # faults for the next requests, one each, in order ("" = answer well), before any random
     fault_script: list[str] = dataclasses.field(default_factory=list)
     drip_seconds: float = 1.0  # the "drip" fault sends one byte of the answer this often
+    stream_token_ms: float = 0.0  # pause between streamed chunks (stream=True)
 
 
 def _provider_refusal(body: dict) -> str | None:
@@ -166,10 +169,16 @@ class _Server:
                                "expired.", "invalid_request_error")
         try:
             body = await request.json()
-            task, data = tasks.request_task_and_data(body["messages"],
-                                                     body.get("response_format"))
+            if _asks_for_json(body):  # one of the pipeline's tasks
+                task, data = tasks.request_task_and_data(body["messages"],
+                                                         body.get("response_format"))
+                answer_text = lambda: json.dumps(local_model.answer(task, data))  # noqa: E731
+            else:  # any other chat request: a free-text answer
+                question, data = tasks.question_and_data(body["messages"])
+                answer_text = lambda: local_model.answer_question(question, data)  # noqa: E731
             model = body["model"]
-        except (json.JSONDecodeError, KeyError, TypeError, tasks.InvalidAnswer) as error:
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError,
+                tasks.InvalidAnswer) as error:
             self.stats["status_400"] += 1
             return self._error(400, f"bad request: {error}", "invalid_request_error")
         refusal = _provider_refusal(body)
@@ -192,11 +201,10 @@ class _Server:
         if fault == "hang":
             self.stats["hangs"] += 1
             await asyncio.sleep(HANG_SECONDS)
-        answer = local_model.answer(task, data)
-        if fault == "nan":
+        content = answer_text()
+        if fault == "nan" and _asks_for_json(body):
             self.stats["nan"] += 1
-            answer = _nan_numbers(answer)
-        content = json.dumps(answer)
+            content = json.dumps(_nan_numbers(json.loads(content)))
         if fault == "malformed":
             self.stats["malformed"] += 1
             content = content[: len(content) // 2]
@@ -209,6 +217,8 @@ class _Server:
         self.stats["status_200"] += 1
         self.stats["prompt_tokens"] += prompt_tokens
         self.stats["completion_tokens"] += completion_tokens
+        if body.get("stream"):
+            return await self._stream(request, model, content, prompt_tokens, completion_tokens)
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                  "total_tokens": prompt_tokens + completion_tokens}
         reply = {
@@ -228,6 +238,34 @@ class _Server:
         if fault == "drip":
             return await self._drip(request, reply)
         return web.json_response(reply)
+
+    async def _stream(self, request: web.Request, model: str, content: str,
+                      prompt_tokens: int, completion_tokens: int) -> web.StreamResponse:
+        """The answer as OpenAI's server-sent chunks: a word a chunk, then usage, then [DONE]."""
+        self.stats["streamed"] += 1
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                               "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        chunk_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+
+        def chunk(delta: dict, finish_reason: str | None = None, usage=None) -> bytes:
+            body = {"id": chunk_id, "object": "chat.completion.chunk",
+                    "created": int(time.time()), "model": model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+            if usage is not None:
+                body["usage"] = usage
+            return f"data: {json.dumps(body)}\n\n".encode()
+
+        await response.write(chunk({"role": "assistant", "content": ""}))
+        for word in re.findall(r"\S+\s*", content):
+            await response.write(chunk({"content": word}))
+            await asyncio.sleep(self.settings.stream_token_ms / 1000.0)
+        await response.write(chunk({}, "stop", {
+            "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}))
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
 
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [
@@ -268,6 +306,11 @@ def _nan_numbers(value):
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return math.nan
     return value
+
+
+def _asks_for_json(body: dict) -> bool:
+    """The pipeline's tasks ask for a JSON schema; anything else gets free text."""
+    return (body.get("response_format") or {}).get("type") == "json_schema"
 
 
 async def _start(server: _Server, host: str, port: int) -> tuple[web.AppRunner, int]:

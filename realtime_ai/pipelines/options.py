@@ -40,7 +40,7 @@ from realtime_ai.io.sources import (
 )
 from realtime_ai.llm import memo
 from realtime_ai.llm.auth import AUTH_AZURE, AUTH_KEY, AUTH_METHODS, AZURE_SCOPE
-from realtime_ai.llm.base import DEGRADE, ON_MODEL_FAILURE, LlmConfig
+from realtime_ai.llm.base import DEGRADE, ON_MODEL_FAILURE, LlmConfig, resolve_backend
 from realtime_ai.llm.credentials import InvalidApiKey, api_key
 from realtime_ai.llm.retrieval import load_playbook
 from realtime_ai.pipelines.option_values import (
@@ -392,13 +392,6 @@ def options_parser(**parser_args) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(**parser_args)
     RealtimeAiOptions._add_argparse_args(parser)
     return parser
-
-
-def resolve_backend(backend: str | None, base_url: str | None) -> str:
-    """The explicit backend, else openai when an endpoint or key is configured, else local."""
-    if backend:
-        return backend
-    return "openai" if base_url or os.environ.get("OPENAI_API_KEY") else "local"
 
 
 class _CommandLineParser(_BeamArgumentParser):

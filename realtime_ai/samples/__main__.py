@@ -113,7 +113,7 @@ def _destination(topic: str):
     return _KafkaTopic(topic) if topic.startswith("kafka://") else _PubSubTopic(topic)
 
 
-def publish_command(args: argparse.Namespace) -> None:
+def publish_command(args: argparse.Namespace) -> int:
     streams = [(path, topic) for path, topic in (
         (args.transactions, args.transactions_topic), (args.metrics, args.metrics_topic))
         if path]
@@ -129,20 +129,26 @@ def publish_command(args: argparse.Namespace) -> None:
     if args.dump:
         _dump(replay, streams, pathlib.Path(args.dump))
     began = time.monotonic()
-    pending, next_report = [], began + 5
-    for sent, message in enumerate(replay, 1):
-        delay = message.offset_seconds - (time.monotonic() - began)
-        if delay > 0:
-            _settle(pending)  # whatever was due earlier is out before this one
-            time.sleep(delay)
-        pending.append(destinations[message.stream].send(
-            message.payload.encode("utf-8"), message.event_time, args.event_time_attribute))
-        if time.monotonic() >= next_report:
-            print(f"published {sent}/{len(replay)}", flush=True)
-            next_report += 5
-    _settle(pending)
+    pending, next_report, sent = [], began + 5, 0
+    try:
+        for message in replay:
+            delay = message.offset_seconds - (time.monotonic() - began)
+            if delay > 0:
+                _settle(pending)  # whatever was due earlier is out before this one
+                time.sleep(delay)
+            pending.append(destinations[message.stream].send(
+                message.payload.encode("utf-8"), message.event_time, args.event_time_attribute))
+            sent += 1
+            if time.monotonic() >= next_report:
+                print(f"published {sent}/{len(replay)}", flush=True)
+                next_report += 5
+        _settle(pending)
+    except KeyboardInterrupt:
+        print(f"stopped (Ctrl-C) after {sent} of {len(replay)} events", flush=True)
+        return 130  # the shell's status for an interrupted command
     print(f"published {len(replay)} events in {time.monotonic() - began:.1f} s "
           f"(event times from {iso_millis(start)})")
+    return 0
 
 
 def _settle(pending: list) -> None:
@@ -216,8 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("transactions", "metrics"):
         if getattr(args, name, None) and not getattr(args, f"{name}_topic"):
             parser.error(f"--{name} needs --{name}-topic")
-    args.run(args)
-    return 0
+    return args.run(args) or 0
 
 
 if __name__ == "__main__":

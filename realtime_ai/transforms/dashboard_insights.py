@@ -27,6 +27,8 @@ class _SummariseWindow(beam.DoFn):
 class DashboardInsights(beam.PTransform):
     """PCollection[ScoredMetric] -> (insight rows, dead_letter), for records with a dashboard_id.
 
+    Only a window with an anomaly is worth a model call; any other gets a row that says so.
+
     A window closes `grace_seconds` after the watermark passes its end (see windowing.py);
     records later than that are still scored and written to metrics/ but miss the insight.
     Rows come out in the global window, ready for any sink. `redriven_windows`, windows
@@ -62,7 +64,13 @@ class DashboardInsights(beam.PTransform):
         if self._redriven_windows:
             windows = (windows, scored.pipeline | "RedrivenWindows" >> beam.Create(
                 self._redriven_windows)) | "WithRedrivenWindows" >> beam.Flatten()
-        answered, failed = windows | "AskInsight" >> AskModel(
+        unusual, quiet = windows | "SplitUnusual" >> beam.Partition(
+            lambda window, _: 0 if model_inputs.is_unusual(window) else 1, 2)
+        answered, failed = unusual | "AskInsight" >> AskModel(
             self._config, base.DASHBOARD_INSIGHT, base.FAST, model_inputs.dashboard_insight_data,
             replay.dashboard_window)
-        return answered | "InsightRows" >> beam.MapTuple(rows.insight_row), failed
+        insight_rows = (
+            answered | "InsightRows" >> beam.MapTuple(rows.insight_row),
+            quiet | "QuietInsightRows" >> beam.Map(rows.insight_row, None),
+        ) | "AllInsightRows" >> beam.Flatten()
+        return insight_rows, failed
