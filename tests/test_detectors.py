@@ -219,5 +219,5 @@ def test_anomalies_carry_the_last_20_values_and_others_none():
     assert scores[-1].is_anomaly and scores[-1].recent_values == tuple(values[-20:])
     assert all(s.recent_values == () for s in scores[:-1])
     data = metric_anomaly_data(ScoredMetric(
-        MetricRecord("cpu", 50.0, datetime(2026, 1, 1, tzinfo=timezone.utc), "t"), scores[-1]))
+        MetricRecord("cpu", 50.0, datetime(2026, 1, 1, tzinfo=timezone.utc), "t"), scores[-1]), [])
     assert data["recent_values"] == values[-20:]

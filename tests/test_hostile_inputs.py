@@ -165,7 +165,8 @@ def _metrics(payloads, detector, out) -> int:
         for _, scored in processed.outputs:
             explanation = None
             if scored.is_anomaly:
-                explanation = _ask(base.METRIC_ANOMALY, model_inputs.metric_anomaly_data(scored))
+                explanation = _ask(base.METRIC_ANOMALY,
+                                   model_inputs.metric_anomaly_data(scored, []))
                 alert = rows.metric_alert(scored, explanation)
                 out["alerts"] += [alert] if alert else []
             out["metrics"].append(rows.metric_row(scored, explanation))

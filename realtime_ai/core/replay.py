@@ -154,8 +154,9 @@ def _redrive_item(row: Mapping[str, Any]) -> tuple[str, tuple, Any] | None:
         elif source == METRIC_FAILURE and context:
             record = _metric(payload)
             if record is not None:
-                return "scored", metric_event(record), ScoredMetric(
-                    record, MetricScore(**json.loads(context)))
+                score = json.loads(context)
+                score["recent_values"] = tuple(score.get("recent_values", ()))
+                return "scored", metric_event(record), ScoredMetric(record, MetricScore(**score))
         elif source == INSIGHT_FAILURE:
             window = _window(payload)
             return "windows", window_event(window), window
