@@ -350,7 +350,7 @@ def run_batch(folder: pathlib.Path) -> str | None:
 
 
 def compare_outputs(folder: pathlib.Path) -> dict:
-    from realtime_ai.records import OUTPUT_SCHEMAS
+    from realtime_ai.core.records import OUTPUT_SCHEMAS
 
     comparable_rows = _repo_module("tests/compare.py").comparable_rows
     datasets = {}
