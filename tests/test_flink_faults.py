@@ -1,0 +1,66 @@
+"""The figures of benchmarks/flink_faults.py (`make test-faults`), on made-up job outputs and
+REST samples: what it calls lost, duplicated and recovered must be what happened."""
+import importlib.util
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tests.conftest import REPO
+
+_spec = importlib.util.spec_from_file_location("flink_faults",
+                                               REPO / "benchmarks" / "flink_faults.py")
+flink_faults = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(flink_faults)
+
+
+def _dataset(folder, rows):
+    folder.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), folder / "part-0.parquet")
+
+
+def test_lost_duplicated_and_alerts_after_dedupe_are_counted(tmp_path):
+    (tmp_path / "published").mkdir()
+    (tmp_path / "published" / "transactions.jsonl").write_text(
+        "".join(json.dumps({"transaction_id": f"tx-{n}"}) + "\n" for n in (1, 2, 3)))
+    _dataset(tmp_path / "stream" / "transactions",
+             [{"transaction_id": "tx-1"}, {"transaction_id": "tx-1"}])
+    _dataset(tmp_path / "stream" / "dead_letter",
+             [{"source": "transactions", "payload": json.dumps({"transaction_id": "tx-3"}),
+               "error": "model: endpoint unreachable", "context": None}])
+    _dataset(tmp_path / "stream" / "alerts", [{"alert_id": "a1"}, {"alert_id": "a1"}])
+    _dataset(tmp_path / "batch" / "alerts", [{"alert_id": "a1"}, {"alert_id": "a2"}])
+    _dataset(tmp_path / "batch" / "transactions",
+             [{"transaction_id": "tx-1"}, {"transaction_id": "tx-2"}])
+
+    figures = flink_faults.record_figures(
+        tmp_path, [{"alert_id": "a1"}, {"alert_id": "a1"}, {"alert_id": "a3"}])
+
+    assert (figures["transactions_lost"], figures["transactions_duplicated"],
+            figures["transactions_dead_lettered"]) == (1, 1, 1)  # tx-2; tx-1 twice; tx-3
+    assert figures["dead_letter_reasons"] == {"model": 1}
+    assert (figures["alerts_parquet_missing"], figures["alerts_parquet_extra"],
+            figures["alerts_parquet_duplicated"]) == (1, 0, 1)
+    assert (figures["alerts_pubsub_messages"], figures["alerts_pubsub_missing_after_dedupe"],
+            figures["alerts_pubsub_extra_after_dedupe"]) == (3, 1, 1)
+    assert figures["datasets_equal_batch"]["transactions"] is False
+    assert figures["datasets_equal_batch"]["alerts"] is False
+    assert not flink_faults.passed({"records": figures})
+
+
+def _sample(t, state, source_records, watermarks):
+    return {"t": t, "state": state, "vertices": {
+        "source": {"records_out": source_records, "input_watermark_ms": []},
+        "keyed": {"records_out": None, "input_watermark_ms": watermarks}}}
+
+
+def test_recovery_waits_for_reading_and_for_the_watermark_to_pass_the_fault():
+    samples = [_sample(8, "RUNNING", 90, [900]),
+               _sample(10, "RUNNING", 100, [1000]),  # the fault comes at 11, over at 15
+               _sample(12, "RESTARTING", 100, [1000]),
+               _sample(16, "RUNNING", 0, []),  # restored: counters start again
+               _sample(18, "RUNNING", 50, [950]),  # reading the replay, watermark behind
+               _sample(20, "RUNNING", 80, [1001])]
+
+    assert flink_faults.recovery(samples, ["source"], fault_start=11, fault_end=15) == {
+        "reading_again_s": 7, "watermark_passed_s": 9}
