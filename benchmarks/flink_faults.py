@@ -302,8 +302,16 @@ def _start_watching(flink: str, job_name: str, started: float, context: dict):
     return watcher
 
 
-def _sources(watcher) -> list[str]:
-    return [vid for vid, info in watcher.names().items() if not info["inputs"]]
+def vertices_by_step(plan: dict, samples: list[dict]) -> tuple[list[dict], list[str]]:
+    """A job's samples with each vertex under its plan description instead of its id (a job
+    restored from a savepoint has other vertex ids for the same steps), and the descriptions
+    of its sources (vertices without inputs)."""
+    steps = {node["id"]: node["description"] for node in plan["plan"]["nodes"]}
+    renamed = [{**sample, "vertices": {steps.get(vid, vid): vertex
+                                       for vid, vertex in sample["vertices"].items()}}
+               for sample in samples]
+    return renamed, [steps[node["id"]] for node in plan["plan"]["nodes"]
+                     if not node.get("inputs")]
 
 
 def run_fault(fault: str, args: argparse.Namespace) -> dict:
@@ -393,8 +401,11 @@ def run_fault(fault: str, args: argparse.Namespace) -> dict:
         pulled = latency.pull_alerts(alerts_sub)
         latency.delete_alerts_channel(alerts_topic, alerts_sub)
         latency.delete_kafka_topics(args.kafka, list(topics.values()))
-    samples = [sample for watcher in watchers for sample in watcher.samples]
-    result["recovery"] = recovery(samples, _sources(watchers[0]), fault_start, fault_end)
+    samples, sources = [], []
+    for watcher in watchers:
+        renamed, sources = vertices_by_step(watcher.plan, watcher.samples)
+        samples += renamed
+    result["recovery"] = recovery(samples, sources, fault_start, fault_end)
     result["timeline"] = samples
     (work / "alerts_pulled.json").write_text(json.dumps(pulled))
     log = (work / "job.log").read_text()

@@ -64,3 +64,31 @@ def test_recovery_waits_for_reading_and_for_the_watermark_to_pass_the_fault():
 
     assert flink_faults.recovery(samples, ["source"], fault_start=11, fault_end=15) == {
         "reading_again_s": 7, "watermark_passed_s": 9}
+
+
+def _plan(ids):
+    source, keyed = ids
+    return {"plan": {"nodes": [{"id": source, "description": "ReadFromKafka", "inputs": []},
+                               {"id": keyed, "description": "KeyedInOrder",
+                                "inputs": [{"id": source}]}]}}
+
+
+def _renamed(sample, ids):
+    return {**sample, "vertices": dict(zip(ids, sample["vertices"].values(), strict=True))}
+
+
+def test_recovery_follows_the_steps_into_the_job_restored_from_a_savepoint():
+    first, restored = ("a1", "b1"), ("a2", "b2")  # the same steps, other vertex ids
+    stopped = [_renamed(_sample(8, "RUNNING", 90, [900]), first),
+               _renamed(_sample(10, "RUNNING", 100, [1000]), first)]
+    resumed = [_renamed(_sample(40, "RUNNING", 0, []), restored),
+               _renamed(_sample(42, "RUNNING", 30, [990]), restored),
+               _renamed(_sample(44, "RUNNING", 60, [1005]), restored)]
+    samples, sources = [], []
+    for plan, part in ((_plan(first), stopped), (_plan(restored), resumed)):
+        renamed, sources = flink_faults.vertices_by_step(plan, part)
+        samples += renamed
+
+    assert sources == ["ReadFromKafka"]
+    assert flink_faults.recovery(samples, sources, fault_start=11, fault_end=30) == {
+        "reading_again_s": 31, "watermark_passed_s": 33}
