@@ -40,6 +40,7 @@ import itertools
 import json
 import os
 import pathlib
+import re
 import signal
 import socket
 import subprocess
@@ -302,16 +303,25 @@ def _start_watching(flink: str, job_name: str, started: float, context: dict):
     return watcher
 
 
+def _step(description: str) -> str:
+    """A vertex's description with the steps fused into it sorted (Beam lists them in another
+    order in each job)."""
+    return re.sub(r"\{([^}]*)\}",
+                  lambda fused: "{" + ", ".join(sorted(fused[1].split(", "))) + "}", description)
+
+
 def vertices_by_step(plan: dict, samples: list[dict]) -> tuple[list[dict], list[str]]:
-    """A job's samples with each vertex under its plan description instead of its id (a job
-    restored from a savepoint has other vertex ids for the same steps), and the descriptions
+    """A job's samples with each vertex under its steps and those of its inputs instead of its
+    id (a job restored from a savepoint has other vertex ids for the same steps), and the keys
     of its sources (vertices without inputs)."""
-    steps = {node["id"]: node["description"] for node in plan["plan"]["nodes"]}
-    renamed = [{**sample, "vertices": {steps.get(vid, vid): vertex
+    nodes = plan["plan"]["nodes"]
+    steps = {node["id"]: _step(node["description"]) for node in nodes}
+    keys = {node["id"]: " <- ".join([steps[node["id"]], *sorted(
+        steps[edge["id"]] for edge in node.get("inputs", []))]) for node in nodes}
+    renamed = [{**sample, "vertices": {keys.get(vid, vid): vertex
                                        for vid, vertex in sample["vertices"].items()}}
                for sample in samples]
-    return renamed, [steps[node["id"]] for node in plan["plan"]["nodes"]
-                     if not node.get("inputs")]
+    return renamed, [keys[node["id"]] for node in nodes if not node.get("inputs")]
 
 
 def run_fault(fault: str, args: argparse.Namespace) -> dict:
@@ -406,6 +416,7 @@ def run_fault(fault: str, args: argparse.Namespace) -> dict:
         renamed, sources = vertices_by_step(watcher.plan, watcher.samples)
         samples += renamed
     result["recovery"] = recovery(samples, sources, fault_start, fault_end)
+    result["fault_start_epoch"], result["fault_end_epoch"] = fault_start, fault_end
     result["timeline"] = samples
     (work / "alerts_pulled.json").write_text(json.dumps(pulled))
     log = (work / "job.log").read_text()

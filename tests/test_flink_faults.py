@@ -66,10 +66,10 @@ def test_recovery_waits_for_reading_and_for_the_watermark_to_pass_the_fault():
         "reading_again_s": 7, "watermark_passed_s": 9}
 
 
-def _plan(ids):
+def _plan(ids, fused):
     source, keyed = ids
     return {"plan": {"nodes": [{"id": source, "description": "ReadFromKafka", "inputs": []},
-                               {"id": keyed, "description": "KeyedInOrder",
+                               {"id": keyed, "description": fused,
                                 "inputs": [{"id": source}]}]}}
 
 
@@ -78,14 +78,16 @@ def _renamed(sample, ids):
 
 
 def test_recovery_follows_the_steps_into_the_job_restored_from_a_savepoint():
-    first, restored = ("a1", "b1"), ("a2", "b2")  # the same steps, other vertex ids
+    # the same steps, other vertex ids, fused steps listed in another order
+    first, restored = ("a1", "b1"), ("a2", "b2")
     stopped = [_renamed(_sample(8, "RUNNING", 90, [900]), first),
                _renamed(_sample(10, "RUNNING", 100, [1000]), first)]
     resumed = [_renamed(_sample(40, "RUNNING", 0, []), restored),
                _renamed(_sample(42, "RUNNING", 30, [990]), restored),
                _renamed(_sample(44, "RUNNING", 60, [1005]), restored)]
     samples, sources = [], []
-    for plan, part in ((_plan(first), stopped), (_plan(restored), resumed)):
+    for plan, part in ((_plan(first, "[26]{CustomerHistory, Enrich}"), stopped),
+                       (_plan(restored, "[26]{Enrich, CustomerHistory}"), resumed)):
         renamed, sources = flink_faults.vertices_by_step(plan, part)
         samples += renamed
 
