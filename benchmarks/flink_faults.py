@@ -242,9 +242,13 @@ def record_figures(work: pathlib.Path, alerts_pulled: list[dict]) -> dict:
     dead_ids, dead_reasons = collections.Counter(), collections.Counter()
     for source, payload, error in zip(_ids(dead, "source"), _ids(dead, "payload"),
                                       _ids(dead, "error"), strict=True):
-        if source == "transactions":
-            dead_ids[json.loads(payload).get("transaction_id")] += 1
-            dead_reasons[error.split(":")[0][:60]] += 1
+        try:  # a transaction's dead letter keeps the record (source: parse or the model task)
+            transaction_id = json.loads(payload).get("transaction_id")
+        except (ValueError, AttributeError):
+            continue
+        if transaction_id:
+            dead_ids[transaction_id] += 1
+            dead_reasons[f"{source}: {error.split('): ')[-1].split(':')[0]}"] += 1
     alerts_parquet = collections.Counter(_ids(latency._table(stream / "alerts"), "alert_id"))
     batch_alerts = set(_ids(latency._table(work / "batch" / "alerts"), "alert_id"))
     pubsub_ids = collections.Counter(message["alert_id"] for message in alerts_pulled)

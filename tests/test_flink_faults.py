@@ -26,8 +26,11 @@ def test_lost_duplicated_and_alerts_after_dedupe_are_counted(tmp_path):
     _dataset(tmp_path / "stream" / "transactions",
              [{"transaction_id": "tx-1"}, {"transaction_id": "tx-1"}])
     _dataset(tmp_path / "stream" / "dead_letter",
-             [{"source": "transactions", "payload": json.dumps({"transaction_id": "tx-3"}),
-               "error": "model: endpoint unreachable", "context": None}])
+             [{"source": "llm:transaction_risk",
+               "payload": json.dumps({"transaction_id": "tx-3"}),
+               "error": "transaction_risk via m failed after 5 attempt(s): circuit open: x",
+               "context": None},
+              {"source": "metrics", "payload": "not json", "error": "parse: bad", "context": None}])
     _dataset(tmp_path / "stream" / "alerts", [{"alert_id": "a1"}, {"alert_id": "a1"}])
     _dataset(tmp_path / "batch" / "alerts", [{"alert_id": "a1"}, {"alert_id": "a2"}])
     _dataset(tmp_path / "batch" / "transactions",
@@ -38,7 +41,7 @@ def test_lost_duplicated_and_alerts_after_dedupe_are_counted(tmp_path):
 
     assert (figures["transactions_lost"], figures["transactions_duplicated"],
             figures["transactions_dead_lettered"]) == (1, 1, 1)  # tx-2; tx-1 twice; tx-3
-    assert figures["dead_letter_reasons"] == {"model": 1}
+    assert figures["dead_letter_reasons"] == {"llm:transaction_risk: circuit open": 1}
     assert (figures["alerts_parquet_missing"], figures["alerts_parquet_extra"],
             figures["alerts_parquet_duplicated"]) == (1, 0, 1)
     assert (figures["alerts_pubsub_messages"], figures["alerts_pubsub_missing_after_dedupe"],
