@@ -32,7 +32,9 @@ def test_lost_duplicated_and_alerts_after_dedupe_are_counted(tmp_path):
                "context": None},
               {"source": "metrics", "payload": "not json", "error": "parse: bad", "context": None}])
     _dataset(tmp_path / "stream" / "alerts", [{"alert_id": "a1"}, {"alert_id": "a1"}])
-    _dataset(tmp_path / "batch" / "alerts", [{"alert_id": "a1"}, {"alert_id": "a2"}])
+    _dataset(tmp_path / "batch" / "alerts", [{"alert_id": "a1", "subject": "tx-1"},
+                                             {"alert_id": "a2", "subject": "tx-2"},
+                                             {"alert_id": "a4", "subject": "tx-3"}])
     _dataset(tmp_path / "batch" / "transactions",
              [{"transaction_id": "tx-1"}, {"transaction_id": "tx-2"}])
 
@@ -42,6 +44,7 @@ def test_lost_duplicated_and_alerts_after_dedupe_are_counted(tmp_path):
     assert (figures["transactions_lost"], figures["transactions_duplicated"],
             figures["transactions_dead_lettered"]) == (1, 1, 1)  # tx-2; tx-1 twice; tx-3
     assert figures["dead_letter_reasons"] == {"llm:transaction_risk: circuit open": 1}
+    assert figures["alerts_batch_of_dead_lettered_transactions"] == 1  # a4: tx-3's
     assert (figures["alerts_parquet_missing"], figures["alerts_parquet_extra"],
             figures["alerts_parquet_duplicated"]) == (1, 0, 1)
     assert (figures["alerts_pubsub_messages"], figures["alerts_pubsub_missing_after_dedupe"],
