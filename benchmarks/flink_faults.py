@@ -231,6 +231,10 @@ def _ids(table, column: str) -> list[str]:
     return table.column(column).to_pylist() if table is not None else []
 
 
+def _iso_millis(moment) -> str:
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
+
+
 def record_figures(work: pathlib.Path, alerts_pulled: list[dict]) -> dict:
     """Lost and duplicated transactions, alerts against the batch run, and which datasets
     equal the batch run's."""
@@ -240,21 +244,28 @@ def record_figures(work: pathlib.Path, alerts_pulled: list[dict]) -> dict:
     rows = collections.Counter(_ids(latency._table(stream / "transactions"), "transaction_id"))
     dead = latency._table(stream / "dead_letter")
     dead_ids, dead_reasons = collections.Counter(), collections.Counter()
+    dead_metric_values = set()  # (metric, timestamp) of metric values dead-lettered
     for source, payload, error in zip(_ids(dead, "source"), _ids(dead, "payload"),
                                       _ids(dead, "error"), strict=True):
-        try:  # a transaction's dead letter keeps the record (source: parse or the model task)
-            transaction_id = json.loads(payload).get("transaction_id")
+        try:  # a dead letter keeps the record (source: parse or the model task)
+            record = json.loads(payload)
+            transaction_id, metric = record.get("transaction_id"), record.get("metric")
         except (ValueError, AttributeError):
             continue
         if transaction_id:
             dead_ids[transaction_id] += 1
             dead_reasons[f"{source}: {error.split('): ')[-1].split(':')[0]}"] += 1
+        elif metric:
+            dead_metric_values.add((metric, record.get("timestamp")))
     alerts_parquet = collections.Counter(_ids(latency._table(stream / "alerts"), "alert_id"))
     batch_table = latency._table(work / "batch" / "alerts")
-    # A dead-lettered transaction has no alert: not missing, its record awaits a redrive.
-    of_dead_lettered = {alert_id for alert_id, subject in zip(
-        _ids(batch_table, "alert_id"), _ids(batch_table, "subject"), strict=True)
-        if dead_ids[subject]}
+    # The alert of a dead-lettered transaction or metric value is not missing: its record
+    # awaits a redrive.
+    of_dead_lettered = {
+        alert_id for alert_id, subject, moment in zip(
+            _ids(batch_table, "alert_id"), _ids(batch_table, "subject"),
+            _ids(batch_table, "event_time"), strict=True)
+        if dead_ids[subject] or (subject, _iso_millis(moment)) in dead_metric_values}
     batch_alerts = set(_ids(batch_table, "alert_id")) - of_dead_lettered
     pubsub_ids = collections.Counter(message["alert_id"] for message in alerts_pulled)
     compare = latency.compare_outputs(work)
@@ -266,7 +277,7 @@ def record_figures(work: pathlib.Path, alerts_pulled: list[dict]) -> dict:
         "transactions_dead_lettered": sum(dead_ids.values()),
         "dead_letter_reasons": dict(dead_reasons),
         "alerts_batch": len(batch_alerts),
-        "alerts_batch_of_dead_lettered_transactions": len(of_dead_lettered),
+        "alerts_batch_of_dead_letters": len(of_dead_lettered),
         "alerts_parquet_missing": len(batch_alerts - set(alerts_parquet)),
         "alerts_parquet_extra": len(set(alerts_parquet) - batch_alerts),
         "alerts_parquet_duplicated": sum(c - 1 for c in alerts_parquet.values() if c > 1),

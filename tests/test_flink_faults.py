@@ -2,6 +2,7 @@
 REST samples: what it calls lost, duplicated and recovered must be what happened."""
 import importlib.util
 import json
+from datetime import datetime, timezone
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -30,11 +31,17 @@ def test_lost_duplicated_and_alerts_after_dedupe_are_counted(tmp_path):
                "payload": json.dumps({"transaction_id": "tx-3"}),
                "error": "transaction_risk via m failed after 5 attempt(s): circuit open: x",
                "context": None},
+              {"source": "llm:metric_anomaly", "error": "metric_anomaly via m failed",
+               "payload": json.dumps({"metric": "db.cpu_pct",
+                                      "timestamp": "2026-12-01T20:02:54.884Z"}),
+               "context": None},
               {"source": "metrics", "payload": "not json", "error": "parse: bad", "context": None}])
     _dataset(tmp_path / "stream" / "alerts", [{"alert_id": "a1"}, {"alert_id": "a1"}])
-    _dataset(tmp_path / "batch" / "alerts", [{"alert_id": "a1", "subject": "tx-1"},
-                                             {"alert_id": "a2", "subject": "tx-2"},
-                                             {"alert_id": "a4", "subject": "tx-3"}])
+    moment = datetime(2026, 12, 1, 20, 2, 54, 884000, tzinfo=timezone.utc)
+    _dataset(tmp_path / "batch" / "alerts", [
+        {"alert_id": alert_id, "subject": subject, "event_time": moment}
+        for alert_id, subject in (("a1", "tx-1"), ("a2", "tx-2"), ("a4", "tx-3"),
+                                  ("m1", "db.cpu_pct"))])
     _dataset(tmp_path / "batch" / "transactions",
              [{"transaction_id": "tx-1"}, {"transaction_id": "tx-2"}])
 
@@ -44,7 +51,7 @@ def test_lost_duplicated_and_alerts_after_dedupe_are_counted(tmp_path):
     assert (figures["transactions_lost"], figures["transactions_duplicated"],
             figures["transactions_dead_lettered"]) == (1, 1, 1)  # tx-2; tx-1 twice; tx-3
     assert figures["dead_letter_reasons"] == {"llm:transaction_risk: circuit open": 1}
-    assert figures["alerts_batch_of_dead_lettered_transactions"] == 1  # a4: tx-3's
+    assert figures["alerts_batch_of_dead_letters"] == 2  # a4: tx-3's; m1: the metric value's
     assert (figures["alerts_parquet_missing"], figures["alerts_parquet_extra"],
             figures["alerts_parquet_duplicated"]) == (1, 0, 1)
     assert (figures["alerts_pubsub_messages"], figures["alerts_pubsub_missing_after_dedupe"],
