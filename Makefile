@@ -62,10 +62,12 @@ bench-stream: venv
 
 # Kafka into the local Flink cluster, alerts out through the Pub/Sub emulator, at 330 events/s
 # (the services are started here and left running; scripts/*.sh stop ends them).
+FLINK_KAFKA_PUBSUB := scripts/flink-cluster.sh start && scripts/kafka.sh start && \
+	eval "$$(scripts/pubsub-emulator.sh start)" && export PUBSUB_EMULATOR_HOST
+
 .PHONY: bench-flink
 bench-flink: venv
-	scripts/flink-cluster.sh start && scripts/kafka.sh start && \
-	eval "$$(scripts/pubsub-emulator.sh start)" && export PUBSUB_EMULATOR_HOST && \
+	$(FLINK_KAFKA_PUBSUB) && \
 	$(PY) benchmarks/flink_latency.py --results benchmarks/results/flink_latency.json \
 	  $(FLINK_BENCH_ARGS)
 
@@ -76,8 +78,7 @@ bench-flink: venv
 # `make test`: too long for CI. Options: FLINK_FAULTS_ARGS=--faults kafka,model.
 .PHONY: test-faults
 test-faults: venv
-	scripts/flink-cluster.sh start && scripts/kafka.sh start && \
-	eval "$$(scripts/pubsub-emulator.sh start)" && export PUBSUB_EMULATOR_HOST && \
+	$(FLINK_KAFKA_PUBSUB) && \
 	$(PY) benchmarks/flink_faults.py --results benchmarks/results/flink_faults.json \
 	  $(FLINK_FAULTS_ARGS)
 

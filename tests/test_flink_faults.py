@@ -2,6 +2,7 @@
 REST samples: what it calls lost, duplicated and recovered must be what happened."""
 import importlib.util
 import json
+import sys
 from datetime import datetime, timezone
 
 import pyarrow as pa
@@ -9,6 +10,7 @@ import pyarrow.parquet as pq
 
 from tests.conftest import REPO
 
+sys.path.insert(0, str(REPO / "benchmarks"))  # where the script finds flink_latency
 _spec = importlib.util.spec_from_file_location("flink_faults",
                                                REPO / "benchmarks" / "flink_faults.py")
 flink_faults = importlib.util.module_from_spec(_spec)
