@@ -497,8 +497,15 @@ def main() -> int:
     if not set(faults) <= set(FAULTS):
         parser.error(f"--faults: choose from {', '.join(FAULTS)}")
     if not os.environ.get("PUBSUB_EMULATOR_HOST"):
-        raise SystemExit("error: set PUBSUB_EMULATOR_HOST: "
-                         "eval \"$(scripts/pubsub-emulator.sh start)\"")
+        print("error: set PUBSUB_EMULATOR_HOST: eval \"$(scripts/pubsub-emulator.sh start)\"",
+              file=sys.stderr)
+        return 2
+    try:
+        latency.rest(args.flink, "/overview")
+    except OSError:
+        print(f"error: no Flink cluster at {args.flink}: scripts/flink-cluster.sh start",
+              file=sys.stderr)
+        return 2
     args.work = args.work or tempfile.mkdtemp(prefix="flink-faults-")
     results = []
     for fault in faults:
