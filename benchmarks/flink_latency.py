@@ -337,12 +337,12 @@ def _table(path: pathlib.Path):
     return pq.read_table(path) if path.exists() and any(path.rglob("*.parquet")) else None
 
 
-def run_batch(folder: pathlib.Path) -> str | None:
+def run_batch(folder: pathlib.Path, options: list[str] = SHARED_OPTIONS) -> str | None:
     """The batch run over the events as published; its log tail if it failed."""
     command = [sys.executable, "-m", "realtime_ai.pipelines.main", "--runner=DirectRunner",
                f"--transactions={folder}/published/transactions.jsonl",
                f"--metrics={folder}/published/metrics.jsonl", f"--output={folder}/batch",
-               *SHARED_OPTIONS]
+               *options]
     with open(folder / "batch.log", "w") as log:
         done = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                               timeout=BATCH_TIMEOUT_SECONDS)
@@ -350,7 +350,7 @@ def run_batch(folder: pathlib.Path) -> str | None:
 
 
 def compare_outputs(folder: pathlib.Path) -> dict:
-    from realtime_ai.records import OUTPUT_SCHEMAS
+    from realtime_ai.core.records import OUTPUT_SCHEMAS
 
     comparable_rows = _repo_module("tests/compare.py").comparable_rows
     datasets = {}

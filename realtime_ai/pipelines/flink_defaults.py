@@ -70,6 +70,10 @@ class FlinkJavaRunnerOptions(PipelineOptions):
             "--checkpointing_interval", type=int, default=None,
             help="Flink: checkpoint every this many ms (Beam's default: never).")
         parser.add_argument(
+            "--savepoint_path", default=None,
+            help="Flink: start the job from this savepoint (or retained checkpoint), e.g. one "
+                 "written by Flink's REST /jobs/ID/stop; the pipeline's steps must be the same.")
+        parser.add_argument(
             "--shutdown_sources_after_idle_ms", type=int, default=None,
             help="Flink streaming: stop a source this long after it reached the end, in ms.")
 
