@@ -96,12 +96,15 @@ def test_malformed_endpoint_urls(base_argv, capsys, url):
         [*base_argv, f"--llm_base_url={url}"], capsys)
 
 
-def test_unreachable_endpoint_on_a_local_runner(base_argv, capsys):
-    # It ran, dead-lettered every model call and exited 0.
+def test_unreachable_endpoint_on_a_local_runner_when_failures_are_dead_lettered(base_argv,
+                                                                                capsys):
+    # It ran, dead-lettered every model call and exited 0. (With --on_model_failure=degrade,
+    # the default, the local rules answer instead: tests/test_degraded_mode.py.)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # closed: nothing listens there
-    line = _error([*base_argv, f"--llm_base_url=http://127.0.0.1:{port}/v1"], capsys)
+    line = _error([*base_argv, f"--llm_base_url=http://127.0.0.1:{port}/v1",
+                   "--on_model_failure=dead_letter"], capsys)
     assert f"cannot connect to 127.0.0.1:{port}" in line
 
 

@@ -55,7 +55,8 @@ class QuestionAnswerer:
             yield {"token": cached}
             yield {"done": True, "cached": True, "model": self.model}
             return
-        data = {**live_data, "context": self._playbook.top_k(question, CONTEXT_ENTRIES)}
+        data = {**live_data, "context": self._playbook.relevant(
+            question, kind=None, k=CONTEXT_ENTRIES)}
         parts = []
         try:
             async for token in self._tokens(question, data):

@@ -57,16 +57,16 @@ class Playbook:
             self._index.index([words(e["title"] + " " + e["text"]) for e in self.entries],
                               show_progress=False)
 
-    def relevant(self, query: str, kind: str = FRAUD, k: int = 3) -> list[dict]:
-        """Up to `k` entries of `kind` scoring at least MIN_RELEVANCE for `query`, best
-        first; none when nothing is relevant."""
+    def relevant(self, query: str, kind: str | None = FRAUD, k: int = 3) -> list[dict]:
+        """Up to `k` entries of `kind` (None: of any kind) scoring at least MIN_RELEVANCE for
+        `query`, best first; none when nothing is relevant."""
         query_words = words(query)
         if not query_words or not self.entries:
             return []
         scores = self._index.get_scores(query_words)
         ranked = sorted(
             (i for i, entry in enumerate(self.entries)
-             if entry["kind"] == kind and scores[i] >= MIN_RELEVANCE),
+             if kind in (None, entry["kind"]) and scores[i] >= MIN_RELEVANCE),
             key=lambda i: (-scores[i], self.entries[i]["id"]))
         return [{name: self.entries[i][name] for name in ("id", "title", "text")}
                 for i in ranked[:k]]

@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import difflib
 import importlib
+import logging
 import os
 import re
 import shlex
@@ -498,7 +499,9 @@ def _check_model_access(options: RealtimeAiOptions) -> None:
 
 def _check_endpoint_reachable(options: RealtimeAiOptions) -> None:
     """On a local runner the workers are this machine: an endpoint it cannot connect to would
-    degrade or dead-letter every model call. (Remote workers may see other networks: not
+    dead-letter every model call, so with --on_model_failure=dead_letter it is an error. With
+    degrade (the default) the run goes on, answered by the local rules and labelled so, while
+    the endpoint may come up: a warning. (Remote workers may see other networks: not
     checked.)"""
     runner = options.view_as(StandardOptions).runner or StandardOptions.DEFAULT_RUNNER
     local = {name.lower() for name in StandardOptions.LOCAL_RUNNERS}
@@ -511,8 +514,12 @@ def _check_endpoint_reachable(options: RealtimeAiOptions) -> None:
         try:
             socket.create_connection((url.hostname, port), ENDPOINT_CONNECT_SECONDS).close()
         except OSError as error:
-            raise InvalidOptions(f"{base_url}: cannot connect to {url.hostname}:{port} "
-                                 f"({error.strerror or error})") from None
+            problem = (f"{base_url}: cannot connect to {url.hostname}:{port} "
+                       f"({error.strerror or error})")
+            if options.on_model_failure != DEGRADE:
+                raise InvalidOptions(problem) from None
+            logging.getLogger(__name__).warning(
+                "%s: until it answers, the local rules answer (rows labelled degraded)", problem)
 
 
 # Checks of several options together, or of the environment, after each option's own.
