@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from realtime_ai.llm import base, client, runner, server, tasks
+from realtime_ai.llm import base, endpoints, runner, server, tasks
 from realtime_ai.llm.base import LlmConfig, LlmPermanentError
 from realtime_ai.llm.client import OpenAiBackend, make_backend
 from realtime_ai.llm.limits import CircuitBreaker
@@ -96,7 +96,7 @@ def test_a_nan_risk_score_is_rejected(llm_server):
 
 
 def test_a_probe_answered_with_429_closes_the_circuit(llm_server, monkeypatch):
-    monkeypatch.setattr(client, "CircuitBreaker", functools.partial(
+    monkeypatch.setattr(endpoints, "CircuitBreaker", functools.partial(
         CircuitBreaker, failure_limit=2, cooldown_seconds=0.1))
     llm_server.settings.fault_script = ["server_error", "server_error", "rate_limited"]
     backend = _backend(llm_server, max_retries=0)

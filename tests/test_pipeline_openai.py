@@ -116,7 +116,8 @@ def test_a_re_run_with_a_memo_asks_the_model_for_nothing(inputs, monkeypatch, ca
     risk, analysis = (tasks.PROMPT_VERSIONS[t] for t in (base.TRANSACTION_RISK,
                                                           base.TRANSACTION_ANALYSIS))
     assert risk in versions and versions <= {risk, f"{risk}+{analysis}"}
-    assert {r["prompt_version"] for r in first["insights"]} == {
+    # quiet windows ask no model (and have no prompt version)
+    assert {r["prompt_version"] for r in first["insights"] if r["model"]} <= {
         tasks.PROMPT_VERSIONS[base.DASHBOARD_INSIGHT]}
     assert re.search(r"\d+ of those from cache remembered from earlier runs",
                      capsys.readouterr().out)

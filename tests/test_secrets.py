@@ -35,7 +35,8 @@ def test_a_planted_key_never_leaks_when_every_request_is_rejected(tmp_path, monk
     # a server that rejects every key but its own, echoing the one it was given
     handle = server.start_in_thread(port=0, required_api_key="sk-the-only-right-key")
     model_options = [f"--llm_base_url={handle.base_url}", "--llm_max_retries=1",
-                     f"--memo={tmp_path}/memo", "--runner=DirectRunner"]
+                     f"--memo={tmp_path}/memo", "--runner=DirectRunner",
+                     "--on_model_failure=dead_letter"]
     try:
         result = main.run([f"--transactions={tmp_path}/tx.jsonl",
                            f"--metrics={tmp_path}/metrics.jsonl", "--anomaly_detector=zscore",
