@@ -53,9 +53,7 @@ import uuid
 from datetime import datetime
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SAMPLES = REPO / "samples"
 STREAMS = ("transactions", "metrics")
-SAMPLE_CUSTOMERS, SAMPLE_METRICS_HOURS = 200, 3  # what samples/ was generated with
 # As tests/test_flink_streaming.py (its SHARED_OPTIONS less the runner, STREAMING_OPTIONS).
 SHARED_OPTIONS = ["--anomaly_detector=zscore", "--insight_window_seconds=10",
                   "--llm_backend=local"]
@@ -88,38 +86,10 @@ def percentile(values: list[float], p: float) -> float | None:
 
 # --- data -------------------------------------------------------------------------------------
 
-def _lines(path: pathlib.Path) -> list[str]:
-    return [line for line in path.read_text().splitlines() if line.strip()]
-
-
-def source_files(events: int, work: pathlib.Path) -> tuple[dict[str, pathlib.Path], str]:
-    """Files holding at least `events` events in the samples' proportions: samples/ when it
-    does, else a larger set from the project's generator (same seed, scaled up)."""
-    samples = {name: SAMPLES / f"{name}.jsonl" for name in STREAMS}
-    held = sum(len(_lines(path)) for path in samples.values())
-    if events <= held:
-        return samples, "samples/"
-    scale = math.ceil(events / held * 1.05)  # spare for the random number of fraud events
-    folder = work / "generated"
-    command = [sys.executable, "-m", "realtime_ai.samples", "generate", "--out", str(folder),
-               "--customers", str(SAMPLE_CUSTOMERS * scale),
-               "--metrics-hours", str(SAMPLE_METRICS_HOURS * scale)]
-    subprocess.run(command, cwd=REPO, check=True, capture_output=True)
-    return ({name: folder / f"{name}.jsonl" for name in STREAMS},
-            f"generated ({' '.join(command[3:])}): samples/ holds {held} events")
-
-
-def slice_inputs(sources: dict[str, pathlib.Path], events: int,
-                 folder: pathlib.Path) -> dict[str, int]:
-    """The first events of each file, `events` in all, in the files' proportions."""
-    lines = {name: _lines(path) for name, path in sources.items()}
-    total = sum(len(v) for v in lines.values())
-    counts = {"transactions": round(events * len(lines["transactions"]) / total)}
-    counts["metrics"] = events - counts["transactions"]
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, count in counts.items():
-        (folder / f"{name}.jsonl").write_text("\n".join(lines[name][:count]) + "\n")
-    return counts
+# The same events as the Pub/Sub benchmark's: its samples (or generated set) and slicing.
+_STREAM_BENCH = _repo_module("benchmarks/stream_bench.py")
+source_files = _STREAM_BENCH.source_files
+slice_inputs = _STREAM_BENCH.slice_inputs
 
 
 # --- services ---------------------------------------------------------------------------------

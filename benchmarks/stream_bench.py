@@ -298,7 +298,7 @@ def slice_inputs(sources: dict[str, pathlib.Path], events: int,
     total = sum(len(v) for v in lines.values())
     counts = {"transactions": round(events * len(lines["transactions"]) / total)}
     counts["metrics"] = events - counts["transactions"]
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     for name, count in counts.items():
         if count > len(lines[name]):
             raise SystemExit(f"error: {sources[name]} has {len(lines[name])} events, "

@@ -63,3 +63,13 @@ def flink():
 @pytest.fixture(scope="session")
 def kafka():
     yield from _service("scripts/kafka.sh")
+
+
+def redis_on_own_port(port: str):
+    """A Redis of the calling test module's own on `port` (never one someone else started):
+    yields its redis:// URL, stops it after. Use it as a module fixture's body."""
+    script = ["bash", "scripts/redis.sh"]
+    started = subprocess.run([*script, "start", "--port", port], capture_output=True,
+                             text=True, check=True, cwd=REPO)
+    yield started.stdout.strip().split("=", 1)[1]
+    subprocess.run([*script, "stop", "--port", port], check=True, cwd=REPO)

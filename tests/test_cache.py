@@ -1,6 +1,5 @@
 """Paying once per identical request: the LRU, in-flight sharing, Redis, retried bundles."""
 import asyncio
-import subprocess
 import time
 
 import pytest
@@ -11,6 +10,7 @@ from realtime_ai.llm.base import LlmConfig, LlmResult
 from realtime_ai.llm.cache import LruTtlCache, request_key
 from realtime_ai.llm.client import make_backend
 from realtime_ai.transforms.ask_model import _AskModelDoFn
+from tests.conftest import redis_on_own_port
 
 INSIGHT = {"dashboard_id": "d", "window_start": "a", "window_end": "b", "metrics": []}
 RESULT = LlmResult(answer={"x": 1}, model="m", latency_ms=1.0)
@@ -103,16 +103,9 @@ def test_a_retried_bundle_does_not_pay_twice(llm_server):
     assert llm_server.stats["requests"] / len(events) <= 1.01
 
 
-REDIS_PORT = "6396"  # our own port: never stops a Redis someone else started
-
-
 @pytest.fixture(scope="module")
 def redis_url():
-    script = ["bash", "scripts/redis.sh"]
-    started = subprocess.run([*script, "start", "--port", REDIS_PORT], capture_output=True,
-                             text=True, check=True)
-    yield started.stdout.strip().split("=", 1)[1]
-    subprocess.run([*script, "stop", "--port", REDIS_PORT], check=True)
+    yield from redis_on_own_port("6396")
 
 
 @pytest.mark.integration

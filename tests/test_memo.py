@@ -2,13 +2,13 @@
 import asyncio
 import dataclasses
 import json
-import subprocess
 
 import pytest
 
 from realtime_ai.llm import base, memo, tasks
 from realtime_ai.llm.base import LlmConfig, LlmPermanentError, LlmResult, Spend
 from realtime_ai.pipelines.options import InvalidOptions, RealtimeAiOptions, validate
+from tests.conftest import redis_on_own_port
 
 RISK_DATA = {"transaction": {"transaction_id": "tx-1", "timestamp": "2026-01-05T12:00:00Z",
                              "amount": 12.5},
@@ -126,16 +126,9 @@ def test_result_round_trips_through_the_memo_encoding():
     assert memo._decode(memo._encode(result)) == dataclasses.replace(result, spent=())
 
 
-REDIS_PORT = "6397"  # our own port: never stops a Redis someone else started
-
-
 @pytest.fixture(scope="module")
 def redis_url():
-    script = ["bash", "scripts/redis.sh"]
-    started = subprocess.run([*script, "start", "--port", REDIS_PORT], capture_output=True,
-                             text=True, check=True)
-    yield started.stdout.strip().split("=", 1)[1]
-    subprocess.run([*script, "stop", "--port", REDIS_PORT], check=True)
+    yield from redis_on_own_port("6397")
 
 
 @pytest.mark.integration
