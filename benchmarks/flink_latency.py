@@ -50,7 +50,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from datetime import datetime
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STREAMS = ("transactions", "metrics")
@@ -90,13 +89,22 @@ def percentile(values: list[float], p: float) -> float | None:
 _STREAM_BENCH = _repo_module("benchmarks/stream_bench.py")
 source_files = _STREAM_BENCH.source_files
 slice_inputs = _STREAM_BENCH.slice_inputs
+alert_figures = _STREAM_BENCH.alert_figures  # published alert ids against batch; latency in ms
 
 
 # --- services ---------------------------------------------------------------------------------
 
-def rest(flink: str, path: str, timeout: float = 5.0):
-    with urllib.request.urlopen(f"http://{flink}{path}", timeout=timeout) as answer:
-        return json.load(answer)
+def rest(flink: str, path: str, timeout: float = 10.0, attempts: int = 3):
+    """GET a Flink REST path. A busy JobManager (a loaded machine, a job being deployed) can
+    take more than the timeout to answer: a timed-out call is tried again; a refused one is
+    not (no cluster)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with urllib.request.urlopen(f"http://{flink}{path}", timeout=timeout) as answer:
+                return json.load(answer)
+        except TimeoutError:
+            if attempt == attempts:
+                raise
 
 
 def create_kafka_topics(bootstrap: str, names: list[str], partitions: int) -> None:
@@ -352,31 +360,6 @@ def file_times(stream: pathlib.Path, publish_end: float) -> dict:
     return out
 
 
-def alert_figures(messages: list[dict], folder: pathlib.Path) -> dict:
-    first: dict[str, dict] = {}
-    for message in messages:
-        known = first.get(message["alert_id"])
-        if known is None or message["publish_time"] < known["publish_time"]:
-            first[message["alert_id"]] = message
-    batch = _table(folder / "batch" / "alerts")
-    batch_ids = set(batch.column("alert_id").to_pylist()) if batch is not None else set()
-    figures = {"messages": len(messages), "published_ids": len(first),
-               "batch_ids": len(batch_ids), "ids_equal_batch": set(first) == batch_ids,
-               "missing_ids": len(batch_ids - set(first)),
-               "extra_ids": len(set(first) - batch_ids)}
-    latencies = collections.defaultdict(list)
-    for message in first.values():
-        event_time = datetime.fromisoformat(message["event_time"].replace("Z", "+00:00"))
-        seconds = message["publish_time"] - event_time.timestamp()
-        latencies["all"].append(seconds)
-        latencies[message["kind"]].append(seconds)
-    for kind, values in sorted(latencies.items()):
-        figures[f"latency_s_{kind}"] = {
-            "count": len(values), **{f"p{p}": percentile(values, p) for p in (50, 95, 99)},
-            "max": round(max(values), 1)}
-    return figures
-
-
 # --- one run ----------------------------------------------------------------------------------
 
 def _publisher(name: str, path: pathlib.Path, topic: str, rate: float,
@@ -493,7 +476,7 @@ def run(args: argparse.Namespace, pipeline_options: list[str]) -> dict:
         return result
     result["compare"] = compare_outputs(work)
     result["files"] = file_times(work / "stream", result["publish_end_epoch"])
-    result["alerts"] = alert_figures(pulled, work)
+    result["alerts"] = alert_figures(pulled, work, percentile)
     result["alert_messages"] = pulled
     return result
 
@@ -552,8 +535,9 @@ def summary(result: dict) -> str:
                  f", equal {alerts['ids_equal_batch']} (missing {alerts['missing_ids']}, "
                  f"extra {alerts['extra_ids']})")
     for key, value in alerts.items():
-        if key.startswith("latency_s_"):
-            lines.append(f"  latency {key.removeprefix('latency_s_'):<12} {value}")
+        if key.startswith("latency_ms_"):
+            in_seconds = {k: v if k == "count" else round(v / 1000, 1) for k, v in value.items()}
+            lines.append(f"  latency s {key.removeprefix('latency_ms_'):<12} {in_seconds}")
     lines += ["  " + line for line in watermark_table(
         result, [5, result["seconds"] / 2, result["seconds"],
                  result["seconds"] + 30, result["seconds"] + 60])]

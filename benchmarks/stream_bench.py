@@ -66,6 +66,9 @@ SAMPLES = REPO / "samples"
 STREAMS = ("transactions", "metrics")
 DEFAULT_RATES = "50,100,300,1000"
 QUICK_RATES, QUICK_SECONDS = "37,300", 30
+# The memory soak: 300 events/s for 10 minutes; memory after the first WARM_UP_SECONDS of
+# publishing (caches, the state of every key seen, Prism's buffers) must not keep growing.
+SOAK_RATE, SOAK_SECONDS, WARM_UP_SECONDS = "300", 600, 120
 # As tests/test_streaming_pubsub.py: alerts of both kinds within a minute of samples (the
 # seasonal detector is silent for its first 300 values per metric), and windows short enough
 # to close within the settle time.
@@ -150,6 +153,7 @@ class ProcessSampler:
         self._cpu: dict[int, tuple[str, str, float]] = {}  # pid -> (label, name, seconds)
         self._hwm_kb: dict[int, tuple[str, str, int]] = {}
         self.peak_rss_kb: collections.Counter = collections.Counter()  # label -> summed RSS
+        self.rss_timeline: list[tuple[float, dict[str, int]]] = []  # (time, label -> kB)
 
     def sample(self) -> None:
         stats = {}
@@ -170,6 +174,7 @@ class ProcessSampler:
             rss[label] += current
         for label, kb in rss.items():
             self.peak_rss_kb[label] = max(self.peak_rss_kb[label], kb)
+        self.rss_timeline.append((time.time(), dict(rss)))
 
     def _label(self, pid: int, stats: dict) -> str | None:
         while pid not in self.roots:
@@ -478,9 +483,52 @@ def run_stream(rate: float, seconds: float, inputs: pathlib.Path, counts: dict[s
     result["job_cpu_s_by_process"], result["job_peak_rss_mb_by_process"] = sampler.by_name(
         "job")
     result["job_peak_rss_mb"] = round(sampler.peak_rss_kb["job"] / 1024, 1)
+    result["job_memory"] = memory_growth(sampler.rss_timeline, marks["publish_start"][0],
+                                         marks.get("publish_end", (ended,))[0])
     result["alert_messages"] = pulled
     result["publish_end_epoch"] = publish_end
     return result
+
+
+def memory_growth(timeline: list[tuple[float, dict[str, int]]], publish_start: float,
+                  publish_end: float) -> dict:
+    """The job's memory (its processes' summed RSS) while events were published: the peak in
+    the warm-up (the first WARM_UP_SECONDS of publishing), the peak after it, and the
+    least-squares slope after it. A job whose state or buffers leak grows steadily; one that
+    holds steady only wobbles around its warm-up peak."""
+    samples = [(t - publish_start, rss.get("job", 0) / 1024) for t, rss in timeline
+               if publish_start <= t <= publish_end]
+    warm = [mb for t, mb in samples if t <= WARM_UP_SECONDS]
+    after = [(t, mb) for t, mb in samples if t > WARM_UP_SECONDS]
+    figures: dict = {"warm_up_s": WARM_UP_SECONDS,
+                     "warm_up_peak_mb": round(max(warm), 1) if warm else None,
+                     "rss_mb_every_30s": [round(mb, 1) for mb in _every(samples, 30)]}
+    if len(after) >= 2:
+        mean_t = sum(t for t, _ in after) / len(after)
+        mean_mb = sum(mb for _, mb in after) / len(after)
+        spread = sum((t - mean_t) ** 2 for t, _ in after)
+        slope = sum((t - mean_t) * (mb - mean_mb) for t, mb in after) / spread
+        figures.update({
+            "after_warm_up_peak_mb": round(max(mb for _, mb in after), 1),
+            "after_warm_up_slope_mb_per_min": round(slope * 60, 2),
+            "after_warm_up_first_minute_mean_mb": round(
+                _mean([mb for t, mb in after if t <= WARM_UP_SECONDS + 60]), 1),
+            "after_warm_up_last_minute_mean_mb": round(
+                _mean([mb for t, mb in after if t >= after[-1][0] - 60]), 1),
+        })
+    return figures
+
+
+def _every(samples: list[tuple[float, float]], seconds: float) -> list[float]:
+    """The first value of each `seconds`-long stretch."""
+    firsts: dict[int, float] = {}
+    for t, value in samples:
+        firsts.setdefault(int(t // seconds), value)
+    return [firsts[k] for k in sorted(firsts)]
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
 
 
 def _load_figures(marks: dict, cpu_start: dict[str, float], cpu_end: dict[str, float]) -> dict:
@@ -723,6 +771,9 @@ def main() -> None:
                         help="publishing time per rate (default 60)")
     parser.add_argument("--quick", action="store_true",
                         help=f"rates {QUICK_RATES} for {QUICK_SECONDS} s each")
+    parser.add_argument("--soak", action="store_true",
+                        help=f"the memory soak: {SOAK_RATE} events/s for {SOAK_SECONDS} s, memory "
+                             f"growth after a {WARM_UP_SECONDS} s warm-up")
     parser.add_argument("--test-server", action="store_true",
                         help="our OpenAI-compatible server at "
                              f"{TEST_SERVER_LATENCY_MS} ms a call instead of the local model")
@@ -736,12 +787,13 @@ def main() -> None:
                         help="folder for inputs, outputs and logs (default: a new temporary "
                              "one, kept)")
     args = parser.parse_args()
-    rates = [float(r) for r in (args.rates or (QUICK_RATES if args.quick
-                                               else DEFAULT_RATES)).split(",")]
-    seconds = args.seconds or (QUICK_SECONDS if args.quick else 60.0)
+    rates = [float(r) for r in (args.rates or (QUICK_RATES if args.quick else SOAK_RATE
+                                               if args.soak else DEFAULT_RATES)).split(",")]
+    seconds = args.seconds or (QUICK_SECONDS if args.quick else SOAK_SECONDS if args.soak
+                               else 60.0)
     job_options = shlex.split(args.job_options)
-    sweep = ("quick" if args.quick and not args.rates else "custom" if args.rates
-             else "default") + ("-test-server" if args.test_server else "") + (
+    named = "quick" if args.quick else "soak" if args.soak else "default"
+    sweep = ("custom" if args.rates else named) + ("-test-server" if args.test_server else "") + (
         "-options" if job_options else "")
     code_at_start = _code_version()
     work = args.work or pathlib.Path(tempfile.mkdtemp(prefix="stream-bench-"))
@@ -815,6 +867,14 @@ def main() -> None:
           "         alert ids  p50/p95/p99/max s  cpu_s rss_mb  load other")
     for run in runs:
         print(_row(run))
+    for run in runs:
+        memory = run.get("job_memory", {})
+        if "after_warm_up_slope_mb_per_min" in memory:
+            print(f"{run['rate']:>6g}/s memory: {memory['warm_up_peak_mb']} MB peak in the first "
+                  f"{WARM_UP_SECONDS} s, {memory['after_warm_up_peak_mb']} MB peak after; "
+                  f"{memory['after_warm_up_slope_mb_per_min']:+} MB/min after warm-up "
+                  f"(first/last minute means {memory['after_warm_up_first_minute_mean_mb']}/"
+                  f"{memory['after_warm_up_last_minute_mean_mb']} MB)")
 
 
 if __name__ == "__main__":
