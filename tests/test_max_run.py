@@ -4,6 +4,7 @@ traceback. Beam's own portable PipelineResult over a job service of ours."""
 import threading
 import time
 
+from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
 from apache_beam.portability.api import beam_job_api_pb2
 from apache_beam.runners.portability.portable_runner import PipelineResult
 
@@ -70,3 +71,14 @@ def test_a_portable_job_that_ends_in_time_is_not_cancelled():
 
     assert not service.cancelled
     assert result.state == "DONE"
+
+
+def test_the_command_watches_a_portable_job_without_beams_300_s_deadline():
+    # Beam opens a portable job's state and message streams with --job_server_timeout as
+    # their deadline: a streaming job on Prism died 310 s in (make bench-soak).
+    options = PipelineOptions(["--runner=PrismRunner", "--streaming"])
+    main._watch_job_without_deadline(options)
+    assert options.view_as(PortableOptions).job_server_timeout >= 7 * 24 * 3600
+    chosen = PipelineOptions(["--runner=PrismRunner", "--job_server_timeout=120"])
+    main._watch_job_without_deadline(chosen)
+    assert chosen.view_as(PortableOptions).job_server_timeout == 120

@@ -173,6 +173,7 @@ def run(argv: list[str] | None = None, redriven: RedriveInputs | None = None,
     opts = options.view_as(RealtimeAiOptions)
     _stream_on_prism(options)
     _prism_settings(options)
+    _watch_job_without_deadline(options)
     _fill_in_runner_defaults(options)
     if reads_stream(opts):
         options.view_as(StandardOptions).streaming = True
@@ -273,6 +274,21 @@ def _prism_settings(options: PipelineOptions) -> None:
         debug = options.view_as(DebugOptions)
         debug.add_experiment("disable_prism_server_singleton")
         debug.add_experiment("prism_disable_sdf_split")
+
+
+# How long the command may watch a job on a portable runner: a month, i.e. no deadline.
+WATCH_JOB_SECONDS = 30 * 24 * 3600
+
+
+def _watch_job_without_deadline(options: PipelineOptions) -> None:
+    """Beam's PortableRunner (Prism, Flink; the DirectRunner when it hands a job to Prism)
+    opens the job's state and message streams with --job_server_timeout (default 300 s) as
+    their gRPC deadline, so the command's wait on any job that runs longer dies with
+    DEADLINE_EXCEEDED and takes the job down (github.com/apache/beam/issues/35867): a
+    streaming job on Prism stopped 310 s into `make bench-soak`. Unless the command line sets
+    it, the deadline is a month; other runners ignore the option."""
+    if options.get_all_options(drop_default=True).get("job_server_timeout") is None:
+        options.view_as(PortableOptions).job_server_timeout = WATCH_JOB_SECONDS
 
 
 def _cancel_on_flink(flink_master: str, result: beam.runners.runner.PipelineResult) -> None:
