@@ -131,6 +131,7 @@ def _decoded(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
 
 
+@beam.typehints.with_output_types(str)
 class ReadKafkaPayloads(beam.PTransform):
     """PBegin -> PCollection[str]: the values of a Kafka topic's records from the earliest
     offset, timestamped with their create time (which the watermark follows); `properties`

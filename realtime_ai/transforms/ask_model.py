@@ -194,6 +194,7 @@ class AskModel(beam.PTransform):
         self._config = config
         self._clock = clock  # processing time, for how long GatherForModel lets elements wait
         self._local = config.backend == "local"
+        self._answer_type = answer_type
         # The local model never fails: keep_failed has nothing to keep.
         self._fn = (_AskLocalModelDoFn(config, task, tier, to_data, answer_type) if self._local
                     else _AskModelDoFn(config, task, tier, to_data, to_replayable,
@@ -206,6 +207,7 @@ class AskModel(beam.PTransform):
             elements = elements | "GatherForModel" >> GatherForModel(
                 self._config.concurrency * self._config.fast_batch_size,
                 self._config.batch_wait_ms / 1000.0, self._clock)
-        results = elements | "Ask" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER,
-                                                                       main="answered")
+        results = elements | "Ask" >> beam.ParDo(self._fn).with_output_types(
+            self._answer_type, **{DEAD_LETTER: DeadLetter}).with_outputs(DEAD_LETTER,
+                                                                        main="answered")
         return results.answered, results[DEAD_LETTER]

@@ -6,6 +6,7 @@ import apache_beam as beam
 
 from realtime_ai.core import model_inputs, replay, rows
 from realtime_ai.core.answers import AnalysedTransaction, ScoredTransaction
+from realtime_ai.core.records import FeaturedTransaction
 from realtime_ai.llm import base, retrieval
 from realtime_ai.llm.base import LlmConfig
 from realtime_ai.transforms.ask_model import AskModel
@@ -29,8 +30,10 @@ def _scored_replayable(scored: ScoredTransaction) -> replay.Replayable:
     return replay.featured_transaction(scored.featured)
 
 
+@beam.typehints.with_input_types(FeaturedTransaction)
 class EnrichTransactions(beam.PTransform):
-    """PCollection[FeaturedTransaction] -> (rows, alerts, dead_letter).
+    """PCollection[FeaturedTransaction] -> (rows: PCollection[Row], alerts: PCollection[Row],
+    dead_letter: PCollection[DeadLetter]).
 
     Every transaction is scored by the fast model; those above `risk_threshold` are analysed
     by the deep model with their history and playbook context, and raise an alert.
@@ -59,15 +62,17 @@ class EnrichTransactions(beam.PTransform):
                 analysed | "EscalatedRows" >> beam.Map(
                     lambda analysed: rows.transaction_row(
                         analysed.scored.featured, analysed.scored.risk, threshold,
-                        analysed.analysis)),
+                        analysed.analysis)).with_output_types(rows.Row),
                 low | "ScoredRows" >> beam.Map(
                     lambda scored: rows.transaction_row(scored.featured, scored.risk,
-                                                        threshold, None)),
+                                                        threshold, None)
+                ).with_output_types(rows.Row),
             )
             | "AllTransactionRows" >> beam.Flatten()
         )
         alerts = analysed | "TransactionAlerts" >> beam.Map(
             lambda analysed: rows.transaction_alert(analysed.scored.featured,
-                                                    analysed.scored.risk, analysed.analysis))
+                                                    analysed.scored.risk, analysed.analysis)
+        ).with_output_types(rows.Row)
         dead = (score_failed, analysis_failed) | "TransactionLlmFailures" >> beam.Flatten()
         return transaction_rows, alerts, dead

@@ -25,8 +25,10 @@ class _AnomalyData:
         return model_inputs.metric_anomaly_data(scored, runbooks)
 
 
+@beam.typehints.with_input_types(ScoredMetric)
 class ExplainAnomalies(beam.PTransform):
-    """PCollection[ScoredMetric] -> (rows, alerts, dead_letter).
+    """PCollection[ScoredMetric] -> (rows: PCollection[Row], alerts: PCollection[Row],
+    dead_letter: PCollection[DeadLetter]).
 
     Only values flagged as anomalies go to the fast model; every value gets its row. An
     explanation of severity high or critical raises an alert.
@@ -47,8 +49,10 @@ class ExplainAnomalies(beam.PTransform):
         metric_rows = (
             (
                 explained | "AnomalyRows" >> beam.Map(
-                    lambda explained: rows.metric_row(explained.scored, explained.explanation)),
-                normal | "NormalRows" >> beam.Map(lambda scored: rows.metric_row(scored, None)),
+                    lambda explained: rows.metric_row(explained.scored, explained.explanation)
+                ).with_output_types(rows.Row),
+                normal | "NormalRows" >> beam.Map(
+                    lambda scored: rows.metric_row(scored, None)).with_output_types(rows.Row),
             )
             | "AllMetricRows" >> beam.Flatten()
         )
@@ -57,6 +61,7 @@ class ExplainAnomalies(beam.PTransform):
             | "AnsweredOnly" >> beam.Filter(lambda explained: explained.explanation is not None)
             | "MetricAlerts" >> beam.FlatMap(
                 lambda explained: [alert] if (alert := rows.metric_alert(
-                    explained.scored, explained.explanation)) else [])
+                    explained.scored, explained.explanation)) else []
+            ).with_output_types(rows.Row)
         )
         return metric_rows, alerts, failed
