@@ -135,7 +135,7 @@ def pipeline_rate(server: Server, data: list[dict], concurrency: int, **config) 
         answered, dead = (pipeline | beam.Create(data)
                           | AskModel(llm, base.TRANSACTION_RISK, base.FAST, lambda d: d,
                                   lambda d: Replayable(json.dumps(d), None)))
-        (answered | "Latency" >> beam.Map(lambda item: f"{item[1].latency_ms:.1f}")
+        (answered | "Latency" >> beam.Map(lambda answer: f"{answer.result.latency_ms:.1f}")
          | "WriteLatencies" >> beam.io.WriteToText(str(out / "latency")))
         (dead | "Reason" >> beam.Map(lambda d: d.error)
          | "WriteDead" >> beam.io.WriteToText(str(out / "dead")))

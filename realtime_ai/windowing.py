@@ -26,6 +26,11 @@ def window_bounds(window, grace_seconds: float) -> tuple[datetime, datetime]:
             window.end.to_utc_datetime(has_tz=True) - grace)
 
 
+T = beam.typehints.TypeVariable("T")
+
+
+@beam.typehints.with_input_types(T)
+@beam.typehints.with_output_types(T)
 class GraceWindows(beam.PTransform):
     """PCollection -> the same elements in fixed event-time windows of `size_seconds` that
     fire once when the watermark passes their end plus `grace_seconds`, then again for each

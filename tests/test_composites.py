@@ -3,14 +3,17 @@ Beam's examples/complete/game tests): a few hand-made inputs, the outputs that m
 from datetime import datetime, timedelta, timezone
 
 import apache_beam as beam
+import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
+from apache_beam.typehints.decorators import TypeCheckError
 
 from realtime_ai.core import rows
 from realtime_ai.core.detectors import ZSCORE, DetectorSettings
 from realtime_ai.core.keyed import OrderingSettings
 from realtime_ai.core.records import (
+    TRANSACTIONS_SCHEMA,
     FeaturedTransaction,
     MetricRecord,
     MetricScore,
@@ -18,10 +21,12 @@ from realtime_ai.core.records import (
     Transaction,
     TransactionFeatures,
 )
+from realtime_ai.io.parquet import WriteDataset
 from realtime_ai.llm.base import LOCAL_MODEL_LABEL, LlmConfig
 from realtime_ai.transforms.dashboard_insights import DashboardInsights
 from realtime_ai.transforms.enrich_transactions import EnrichTransactions
 from realtime_ai.transforms.explain_anomalies import ExplainAnomalies
+from realtime_ai.transforms.parse import ParseTransactions
 from realtime_ai.transforms.score_metrics import ScoreMetrics
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
@@ -120,3 +125,28 @@ def test_score_metrics_flags_a_spike_once_per_value_in_event_time_order():
             lambda s: (s.record.timestamp, s.is_anomaly)),
             equal_to([(r.timestamp, r.value == 400.0) for r in records]), label="Scores")
         assert_that(ordered.dead_letter, equal_to([]), label="NoDeadLetters")
+
+
+def _wrong_inputs():
+    featured = _featured("tx-1", country="DE", last_country="DE", seconds_since_last=60.0)
+    scored = _scored(_metric(0, 100.0), z=0.0, anomaly_score=0.0)
+    return [
+        # a transaction not yet featured, and a metric value not yet scored
+        ("EnrichTransactions", [featured.transaction], EnrichTransactions(LOCAL, 0.8)),
+        ("ExplainAnomalies", [scored.record], ExplainAnomalies(LOCAL)),
+        ("DashboardInsights", [scored.record], DashboardInsights(LOCAL, 300)),
+        ("ScoreMetrics", [scored], ScoreMetrics(DetectorSettings(), OrderingSettings.of_seconds(
+            0, 86400, 86400))),
+        ("ParseTransactions", [b"{}"], ParseTransactions(1000)),  # bytes, not text
+        ("WriteDataset", [featured], WriteDataset("/nowhere", "transactions",
+                                                  TRANSACTIONS_SCHEMA)),  # a record, not a row
+    ]
+
+
+@pytest.mark.parametrize("label, elements, composite", _wrong_inputs(),
+                         ids=[case[0] for case in _wrong_inputs()])
+def test_a_composite_rejects_elements_of_the_wrong_type_when_the_pipeline_is_built(
+        label, elements, composite):
+    p = TestPipeline()
+    with pytest.raises(TypeCheckError, match=f"Input type hint violation at {label}"):
+        _ = p | beam.Create(elements) | label >> composite

@@ -49,7 +49,8 @@ def test_batch_every_element_answered_even_beyond_the_concurrency_limit(config, 
         answered, dead = (p | beam.Create(range(25))
                           | AskModel(config, base.DASHBOARD_INSIGHT, base.FAST, _insight_data,
                                      _replayable))
-        assert_that(answered | beam.Map(lambda item: (item[0], item[1].answer["priority"])),
+        assert_that(answered | beam.Map(lambda answer: (answer.input,
+                                                        answer.result.answer["priority"])),
                     equal_to([(n, "low") for n in range(25)]), label="Answered")
         assert_that(dead, equal_to([]), label="NoDeadLetters")
 

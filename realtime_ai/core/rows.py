@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 ALERT_SEVERITIES = ("high", "critical")
 
+# One output row: column name -> value, as the dataset's schema in core/records.py has it.
+Row = dict[str, Any]
+
 
 def iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")

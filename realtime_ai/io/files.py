@@ -189,7 +189,7 @@ class ReadEventPayloads(beam.PTransform):
             | "MatchFiles" >> fileio.MatchAll()
             | "SpreadFiles" >> beam.Reshuffle()
             | "OpenFiles" >> fileio.ReadMatches(compression=CompressionTypes.UNCOMPRESSED)
-            | "FilePayloads" >> beam.ParDo(_FilePayloadsDoFn(self._source)).with_outputs(
-                DEAD_LETTER, main="payloads")
+            | "FilePayloads" >> beam.ParDo(_FilePayloadsDoFn(self._source)).with_output_types(
+                str, **{DEAD_LETTER: DeadLetter}).with_outputs(DEAD_LETTER, main="payloads")
         )
         return EventPayloads(read.payloads, read[DEAD_LETTER])

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
+from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
@@ -33,6 +34,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from realtime_ai.core.rows import Row
 from realtime_ai.windowing import GraceWindows, window_bounds
 
 ROW_GROUP_BUFFER_BYTES = 64 * 1024 * 1024
@@ -95,6 +97,8 @@ class _WriteWindowFileDoFn(beam.DoFn):
         yield final
 
 
+@beam.typehints.with_input_types(Row)
+@beam.typehints.with_output_types(str)
 class WriteDataset(beam.PTransform):
     """PCollection[dict] -> Parquet files under `<output_dir>/<name>/`; returns the paths
     written. Bounded input: `<file_prefix>-*.parquet` files (an empty input still leaves one
@@ -122,7 +126,10 @@ class WriteDataset(beam.PTransform):
         return (
             rows
             | "FileWindows" >> self._windows
-            | "OneGroupPerWindow" >> beam.Map(lambda row: (None, row))
+            # Rows typed Any in the group, as before rows were typed: the coder of the rows a
+            # window holds in state (and in savepoints of earlier versions) stays the same.
+            | "OneGroupPerWindow" >> beam.Map(lambda row: (None, row)).with_output_types(
+                tuple[None, Any])
             | "GroupWindowRows" >> beam.GroupByKey()
             | "WriteWindowFiles" >> beam.ParDo(
                 _WriteWindowFileDoFn(self._folder, self._work_folder, self._schema,

@@ -77,6 +77,7 @@ def discard_staging(staging: str) -> bool:
     return bool(files) or folder_left
 
 
+@beam.typehints.with_input_types(str)  # each dataset's PCollection of paths
 class PublishDatasets(beam.PTransform):
     """{name: PCollection[path of a file written under `staging`]} -> nothing: once every
     dataset is written, each replaces the dataset of that name under `output_dir` (or, not

@@ -19,7 +19,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from realtime_ai.core.rows import iso
+from realtime_ai.core.rows import Row, iso
 
 # Beam's own check rejects project ids that are not Google project ids (e.g. "local").
 TOPIC_PATTERN = re.compile(
@@ -74,6 +74,7 @@ class _PublishDoFn(beam.DoFn):
         self._publisher.stop()
 
 
+@beam.typehints.with_input_types(Row)
 class PublishMessages(beam.PTransform):
     """PCollection[dict] -> messages on `topic`: the row as JSON, `attribute_names` as
     attributes. Delivery is at least once: readers dedupe on an id attribute."""

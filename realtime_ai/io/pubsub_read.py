@@ -243,6 +243,7 @@ class _PullDoFn(beam.DoFn):
         self._subscriber.close()
 
 
+@beam.typehints.with_output_types(str)
 class ReadPubSubPayloads(beam.PTransform):
     """PBegin -> PCollection[str]: the payloads of a subscription's messages as text,
     timestamped with `timestamp_attribute` or their publish time; acknowledged once the

@@ -17,6 +17,7 @@ import typing
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.io.kafka import ReadFromKafka
 from apache_beam.transforms.external import (
     ExternalTransform,
     JavaJarExpansionService,
@@ -36,7 +37,8 @@ BYTES_DESERIALIZER = "org.apache.kafka.common.serialization.ByteArrayDeserialize
 KAFKA_PROPERTIES_FROM_INPUT = ("bootstrap.servers",)
 
 # KafkaIO's read configuration as Beam's Java expansion services from 2.62 on understand it.
-# Python 2.77's ReadFromKafka adds fields that older services reject; these are the common ones.
+# Python 2.77's ReadFromKafka adds fields that older services reject; these are the common ones
+# (sent as this payload only to Beam 2.62's service, see read_kafka; else ReadFromKafka's).
 # Real annotations, not strings (no `from __future__ import annotations` in this module):
 # Beam infers the payload's schema from them.
 class KafkaReadConfig(typing.NamedTuple):
@@ -94,6 +96,18 @@ def kafka_read_config(spec: str, properties: typing.Mapping[str, str]) -> KafkaR
         allow_duplicates=False)
 
 
+def read_kafka(config: KafkaReadConfig, expansion_service_address: str | None,
+               beam_262_expansion: bool) -> beam.PTransform:
+    """PBegin -> (key, value) bytes of each record: KafkaIO's read of `config`, Beam's own
+    ReadFromKafka. Workaround: where the expansion service is Beam 2.62's (`beam_262_expansion`:
+    the one our local Flink job server comes with, pipelines/main.py decides), the read is
+    sent as a payload of only the fields that service knows: it rejects those 2.77 added."""
+    service = expansion_service(expansion_service_address)
+    if beam_262_expansion:
+        return ExternalTransform(KAFKA_READ_URN, NamedTupleBasedPayloadBuilder(config), service)
+    return ReadFromKafka(**config._asdict(), expansion_service=service)
+
+
 def check_kafka(spec: str, option: str) -> None:
     if not KAFKA_PATTERN.match(spec):
         raise ValueError(f"{option}={spec} is not a Kafka topic: expected "
@@ -131,23 +145,25 @@ def _decoded(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
 
 
+@beam.typehints.with_output_types(str)
 class ReadKafkaPayloads(beam.PTransform):
     """PBegin -> PCollection[str]: the values of a Kafka topic's records from the earliest
     offset, timestamped with their create time (which the watermark follows); `properties`
-    go to the consumer (e.g. SASL_SSL for Azure Event Hubs)."""
+    go to the consumer (e.g. SASL_SSL for Azure Event Hubs); `beam_262_expansion`: see
+    read_kafka."""
 
     def __init__(self, spec: str, expansion_service_address: str | None,
-                 properties: typing.Mapping[str, str]):
+                 properties: typing.Mapping[str, str], beam_262_expansion: bool = False):
         super().__init__()
         self._config = kafka_read_config(spec, properties)
         self._expansion_service = expansion_service_address
+        self._beam_262_expansion = beam_262_expansion
 
     def expand(self, pbegin):
         return (
             pbegin
-            | "ReadKafka" >> ExternalTransform(
-                KAFKA_READ_URN, NamedTupleBasedPayloadBuilder(self._config),
-                expansion_service(self._expansion_service))
+            | "ReadKafka" >> read_kafka(self._config, self._expansion_service,
+                                        self._beam_262_expansion)
             | "RecordValues" >> beam.Map(lambda record: _decoded(record[1])).with_output_types(
                 str)
         )
@@ -158,12 +174,14 @@ class ReadEvents(beam.PTransform):
     names, and (files only) a DeadLetter of `source` per unreadable file. A subscription is
     read with Beam's own reader where `native_pubsub` (the runner has one: Dataflow, the
     legacy DirectRunner), else with ReadPubSubPayloads, which runs on portable runners
-    (Prism)."""
+    (Prism). A Kafka topic is read as `kafka_beam_262_expansion` says (see read_kafka)."""
 
     def __init__(self, spec: str, source: str, event_time_attribute: str | None = None,
                  kafka_expansion_service: str | None = None, native_pubsub: bool = True,
-                 kafka_properties: typing.Mapping[str, str] | None = None):
+                 kafka_properties: typing.Mapping[str, str] | None = None,
+                 kafka_beam_262_expansion: bool = False):
         super().__init__()
+        self._kafka_beam_262_expansion = kafka_beam_262_expansion
         self._spec = spec
         self._source = source
         self._event_time_attribute = event_time_attribute
@@ -179,7 +197,8 @@ class ReadEvents(beam.PTransform):
     def _stream(self, pbegin):
         if is_kafka(self._spec):
             return pbegin | "ReadKafka" >> ReadKafkaPayloads(
-                self._spec, self._kafka_expansion_service, self._kafka_properties)
+                self._spec, self._kafka_expansion_service, self._kafka_properties,
+                self._kafka_beam_262_expansion)
         if not self._native_pubsub:
             return pbegin | "PullPubSub" >> ReadPubSubPayloads(self._spec,
                                                               self._event_time_attribute)

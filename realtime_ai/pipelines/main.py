@@ -33,7 +33,7 @@ from realtime_ai.io.publish import PublishDatasets, discard_staging, new_staging
 from realtime_ai.io.pubsub import ALERT_ATTRIBUTES, INSIGHT_ATTRIBUTES, PublishMessages
 from realtime_ai.io.sources import ReadEvents, is_subscription
 from realtime_ai.llm import accounting
-from realtime_ai.pipelines.flink_defaults import flink_defaults
+from realtime_ai.pipelines.flink_defaults import EXPANSION_SERVICE_JAR, flink_defaults
 from realtime_ai.pipelines.flink_jobs import cancel_flink_jobs, flink_job_name
 from realtime_ai.pipelines.options import (
     InvalidOptions,
@@ -67,6 +67,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
     lateness = opts.allowed_lateness_seconds if streaming else 0.0
     llm = opts.llm_config()
     native_pubsub = _runner_name(options) in NATIVE_PUBSUB_RUNNERS
+    kafka_beam_262 = kafka_expanded_by_beam_262(options)
     redriven = redriven or RedriveInputs()
     parts: dict[str, list[beam.PCollection]] = {name: [] for name in OUTPUT_SCHEMAS}
     dead_letters = []
@@ -75,7 +76,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
         if spec:
             read = p | f"Read{label}" >> ReadEvents(
                 spec, source, opts.event_time_attribute, opts.kafka_expansion_service,
-                native_pubsub, opts.kafka_properties())
+                native_pubsub, opts.kafka_properties(), kafka_beam_262)
             if read.dead_letter is not None:
                 dead_letters.append(read.dead_letter)
             return read.payloads
@@ -225,6 +226,14 @@ def _runner_name(options: PipelineOptions) -> str:
 
 def _is_flink(options: PipelineOptions) -> bool:
     return _runner_name(options) in ("flinkrunner", "flink")
+
+
+def kafka_expanded_by_beam_262(options: PipelineOptions) -> bool:
+    """Whether KafkaIO is expanded by the Beam 2.62 expansion service of our local Flink job
+    server (FlinkRunner's default, flink_defaults.py), which takes the read only in the shape
+    it knows (io/sources.py read_kafka); any other runner or service gets Beam's own."""
+    return _is_flink(options) and options.view_as(
+        RealtimeAiOptions).kafka_expansion_service == str(EXPANSION_SERVICE_JAR)
 
 
 def _on_dataflow(options: PipelineOptions) -> bool:

@@ -22,6 +22,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.utils.windowed_value import WindowedValue
 
+from realtime_ai.core.answers import ModelAnswer
 from realtime_ai.core.records import DeadLetter
 from realtime_ai.core.replay import Replayable
 from realtime_ai.llm import accounting, local_model
@@ -37,6 +38,9 @@ from realtime_ai.transforms.gather import GatherForModel
 DEAD_LETTER = "dead_letter"
 NAMESPACE = "realtime_ai"
 
+# What the step emits per element: a named result of (element, answer), core/answers.py.
+AnswerType = Callable[[Any, LlmResult | None], tuple]
+
 
 class _Pending(NamedTuple):
     element: Any
@@ -48,11 +52,13 @@ class _Pending(NamedTuple):
 class _ModelDoFn(beam.DoFn):
     """What both ways of asking share: task data per element, accounting of answers."""
 
-    def __init__(self, config: LlmConfig, task: str, tier: str, to_data: Callable[[Any], dict]):
+    def __init__(self, config: LlmConfig, task: str, tier: str, to_data: Callable[[Any], dict],
+                 answer_type: AnswerType = ModelAnswer):
         self._config = config
         self._task = task
         self._tier = tier
         self._to_data = to_data
+        self._answer_type = answer_type
 
     def setup(self):
         freeze_long_lived_objects()
@@ -119,15 +125,16 @@ class _AskLocalModelDoFn(_ModelDoFn):
     def process(self, element):
         result = self._model.result(self._task, self._to_data(element))
         self._answered(result)
-        yield element, result
+        yield self._answer_type(element, result)
 
 
 class _AskModelDoFn(_ModelDoFn):
     """Thin: builds the task data, hands the request to the shared loop, emits answers."""
 
     def __init__(self, config: LlmConfig, task: str, tier: str, to_data: Callable[[Any], dict],
-                 to_replayable: Callable[[Any], Replayable], keep_failed: bool):
-        super().__init__(config, task, tier, to_data)
+                 to_replayable: Callable[[Any], Replayable], keep_failed: bool,
+                 answer_type: AnswerType = ModelAnswer):
+        super().__init__(config, task, tier, to_data, answer_type)
         self._to_replayable = to_replayable
         self._keep_failed = keep_failed
 
@@ -163,11 +170,13 @@ class _AskModelDoFn(_ModelDoFn):
                 raise outcome  # a bug, not an LLM failure: fail the bundle so Beam retries it
             else:
                 self._answered(outcome)
-            yield WindowedValue((pending.element, outcome), pending.timestamp, [pending.window])
+            yield WindowedValue(self._answer_type(pending.element, outcome), pending.timestamp,
+                                [pending.window])
 
 
 class AskModel(beam.PTransform):
-    """PCollection[E] -> (answered: PCollection[(E, LlmResult | None)], dead_letter).
+    """PCollection[E] -> (answered: PCollection[answer_type], dead_letter), each answer
+    `answer_type(element, LlmResult | None)` (core/answers.py; ModelAnswer unless told).
 
     Unbounded input is first gathered into bundles of up to concurrency x fast_batch_size
     elements, each waiting at most `batch_wait_ms` (see gather.py); bounded input is not, nor
@@ -180,15 +189,16 @@ class AskModel(beam.PTransform):
 
     def __init__(self, config: LlmConfig, task: str, tier: str, to_data: Callable[[Any], dict],
                  to_replayable: Callable[[Any], Replayable], keep_failed: bool = False,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, answer_type: AnswerType = ModelAnswer):
         super().__init__()
         self._config = config
         self._clock = clock  # processing time, for how long GatherForModel lets elements wait
         self._local = config.backend == "local"
+        self._answer_type = answer_type
         # The local model never fails: keep_failed has nothing to keep.
-        self._fn = (_AskLocalModelDoFn(config, task, tier, to_data) if self._local
+        self._fn = (_AskLocalModelDoFn(config, task, tier, to_data, answer_type) if self._local
                     else _AskModelDoFn(config, task, tier, to_data, to_replayable,
-                                       keep_failed))
+                                       keep_failed, answer_type))
 
     def expand(self, elements):
         if not elements.is_bounded and not self._local:
@@ -197,6 +207,7 @@ class AskModel(beam.PTransform):
             elements = elements | "GatherForModel" >> GatherForModel(
                 self._config.concurrency * self._config.fast_batch_size,
                 self._config.batch_wait_ms / 1000.0, self._clock)
-        results = elements | "Ask" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER,
-                                                                       main="answered")
+        results = elements | "Ask" >> beam.ParDo(self._fn).with_output_types(
+            self._answer_type, **{DEAD_LETTER: DeadLetter}).with_outputs(DEAD_LETTER,
+                                                                        main="answered")
         return results.answered, results[DEAD_LETTER]

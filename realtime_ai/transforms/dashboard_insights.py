@@ -5,6 +5,7 @@ import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows, TimestampedValue
 
 from realtime_ai.core import model_inputs, replay, rows
+from realtime_ai.core.records import ScoredMetric
 from realtime_ai.llm import base
 from realtime_ai.llm.base import LlmConfig
 from realtime_ai.transforms.ask_model import AskModel
@@ -24,8 +25,10 @@ class _SummariseWindow(beam.DoFn):
             summaries=model_inputs.summarise_window(scored)), end.timestamp() - 1e-6)
 
 
+@beam.typehints.with_input_types(ScoredMetric)
 class DashboardInsights(beam.PTransform):
-    """PCollection[ScoredMetric] -> (insight rows, dead_letter), for records with a dashboard_id.
+    """PCollection[ScoredMetric] -> (insight rows: PCollection[Row], dead_letter:
+    PCollection[DeadLetter]), for records with a dashboard_id.
 
     Only a window with an anomaly is worth a model call; any other gets a row that says so.
 
@@ -70,7 +73,10 @@ class DashboardInsights(beam.PTransform):
             self._config, base.DASHBOARD_INSIGHT, base.FAST, model_inputs.dashboard_insight_data,
             replay.dashboard_window)
         insight_rows = (
-            answered | "InsightRows" >> beam.MapTuple(rows.insight_row),
-            quiet | "QuietInsightRows" >> beam.Map(rows.insight_row, None),
+            answered | "InsightRows" >> beam.Map(
+                lambda answer: rows.insight_row(answer.input, answer.result)
+            ).with_output_types(rows.Row),
+            quiet | "QuietInsightRows" >> beam.Map(rows.insight_row, None).with_output_types(
+                rows.Row),
         ) | "AllInsightRows" >> beam.Flatten()
         return insight_rows, failed

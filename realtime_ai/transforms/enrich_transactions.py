@@ -5,6 +5,8 @@ from __future__ import annotations
 import apache_beam as beam
 
 from realtime_ai.core import model_inputs, replay, rows
+from realtime_ai.core.answers import AnalysedTransaction, ScoredTransaction
+from realtime_ai.core.records import FeaturedTransaction
 from realtime_ai.llm import base, retrieval
 from realtime_ai.llm.base import LlmConfig
 from realtime_ai.transforms.ask_model import AskModel
@@ -17,20 +19,21 @@ class _AnalysisData:
     def __init__(self, playbook_path: str | None, refresh_seconds: float):
         self._playbook = WorkerPlaybook(playbook_path, refresh_seconds)
 
-    def __call__(self, scored) -> dict:
-        featured, risk = scored
-        data = model_inputs.transaction_risk_data(featured)
+    def __call__(self, scored: ScoredTransaction) -> dict:
+        data = model_inputs.transaction_risk_data(scored.featured)
         entries = self._playbook.current().relevant(retrieval.query_for(data))
-        return model_inputs.transaction_analysis_data(featured, risk.answer, entries)
+        return model_inputs.transaction_analysis_data(scored.featured, scored.risk.answer,
+                                                      entries)
 
 
-def _scored_replayable(scored) -> replay.Replayable:
-    featured, _risk = scored
-    return replay.featured_transaction(featured)
+def _scored_replayable(scored: ScoredTransaction) -> replay.Replayable:
+    return replay.featured_transaction(scored.featured)
 
 
+@beam.typehints.with_input_types(FeaturedTransaction)
 class EnrichTransactions(beam.PTransform):
-    """PCollection[FeaturedTransaction] -> (rows, alerts, dead_letter).
+    """PCollection[FeaturedTransaction] -> (rows: PCollection[Row], alerts: PCollection[Row],
+    dead_letter: PCollection[DeadLetter]).
 
     Every transaction is scored by the fast model; those above `risk_threshold` are analysed
     by the deep model with their history and playbook context, and raise an alert.
@@ -47,23 +50,29 @@ class EnrichTransactions(beam.PTransform):
         threshold = self._threshold
         scored, score_failed = featured | "ScoreRisk" >> AskModel(
             self._config, base.TRANSACTION_RISK, base.FAST, model_inputs.transaction_risk_data,
-            replay.featured_transaction)
+            replay.featured_transaction, answer_type=ScoredTransaction)
         high, low = scored | "RouteByRisk" >> beam.Partition(
-            lambda item, _: 0 if rows.is_high_risk(item[1], threshold) else 1, 2)
+            lambda scored, _: 0 if rows.is_high_risk(scored.risk, threshold) else 1, 2)
         analysed, analysis_failed = high | "AnalyseHighRisk" >> AskModel(
             self._config, base.TRANSACTION_ANALYSIS, base.DEEP,
-            self._analysis_data, _scored_replayable, keep_failed=True)
+            self._analysis_data, _scored_replayable, keep_failed=True,
+            answer_type=AnalysedTransaction)
         transaction_rows = (
             (
                 analysed | "EscalatedRows" >> beam.Map(
-                    lambda item: rows.transaction_row(item[0][0], item[0][1], threshold,
-                                                         item[1])),
+                    lambda analysed: rows.transaction_row(
+                        analysed.scored.featured, analysed.scored.risk, threshold,
+                        analysed.analysis)).with_output_types(rows.Row),
                 low | "ScoredRows" >> beam.Map(
-                    lambda item: rows.transaction_row(item[0], item[1], threshold, None)),
+                    lambda scored: rows.transaction_row(scored.featured, scored.risk,
+                                                        threshold, None)
+                ).with_output_types(rows.Row),
             )
             | "AllTransactionRows" >> beam.Flatten()
         )
         alerts = analysed | "TransactionAlerts" >> beam.Map(
-            lambda item: rows.transaction_alert(item[0][0], item[0][1], item[1]))
+            lambda analysed: rows.transaction_alert(analysed.scored.featured,
+                                                    analysed.scored.risk, analysed.analysis)
+        ).with_output_types(rows.Row)
         dead = (score_failed, analysis_failed) | "TransactionLlmFailures" >> beam.Flatten()
         return transaction_rows, alerts, dead

@@ -5,6 +5,8 @@ from __future__ import annotations
 import apache_beam as beam
 
 from realtime_ai.core import model_inputs, replay, rows
+from realtime_ai.core.answers import ExplainedMetric
+from realtime_ai.core.records import ScoredMetric
 from realtime_ai.llm import base, retrieval
 from realtime_ai.llm.base import LlmConfig
 from realtime_ai.transforms.ask_model import AskModel
@@ -17,14 +19,16 @@ class _AnomalyData:
     def __init__(self, playbook_path: str | None, refresh_seconds: float):
         self._playbook = WorkerPlaybook(playbook_path, refresh_seconds)
 
-    def __call__(self, scored) -> dict:
+    def __call__(self, scored: ScoredMetric) -> dict:
         query = retrieval.query_for_metric(scored.record.metric, dict(scored.record.metadata))
         runbooks = self._playbook.current().relevant(query, retrieval.RUNBOOK)
         return model_inputs.metric_anomaly_data(scored, runbooks)
 
 
+@beam.typehints.with_input_types(ScoredMetric)
 class ExplainAnomalies(beam.PTransform):
-    """PCollection[ScoredMetric] -> (rows, alerts, dead_letter).
+    """PCollection[ScoredMetric] -> (rows: PCollection[Row], alerts: PCollection[Row],
+    dead_letter: PCollection[DeadLetter]).
 
     Only values flagged as anomalies go to the fast model; every value gets its row. An
     explanation of severity high or critical raises an alert.
@@ -38,21 +42,26 @@ class ExplainAnomalies(beam.PTransform):
 
     def expand(self, scored):
         anomalies, normal = scored | "RouteAnomalies" >> beam.Partition(
-            lambda item, _: 0 if item.is_anomaly else 1, 2)
+            lambda scored, _: 0 if scored.is_anomaly else 1, 2)
         explained, failed = anomalies | "ExplainAnomaly" >> AskModel(
             self._config, base.METRIC_ANOMALY, base.FAST, self._anomaly_data,
-            replay.scored_metric, keep_failed=True)
+            replay.scored_metric, keep_failed=True, answer_type=ExplainedMetric)
         metric_rows = (
             (
-                explained | "AnomalyRows" >> beam.Map(lambda item: rows.metric_row(*item)),
-                normal | "NormalRows" >> beam.Map(lambda item: rows.metric_row(item, None)),
+                explained | "AnomalyRows" >> beam.Map(
+                    lambda explained: rows.metric_row(explained.scored, explained.explanation)
+                ).with_output_types(rows.Row),
+                normal | "NormalRows" >> beam.Map(
+                    lambda scored: rows.metric_row(scored, None)).with_output_types(rows.Row),
             )
             | "AllMetricRows" >> beam.Flatten()
         )
         alerts = (
             explained
-            | "AnsweredOnly" >> beam.Filter(lambda item: item[1] is not None)
+            | "AnsweredOnly" >> beam.Filter(lambda explained: explained.explanation is not None)
             | "MetricAlerts" >> beam.FlatMap(
-                lambda item: [alert] if (alert := rows.metric_alert(*item)) else [])
+                lambda explained: [alert] if (alert := rows.metric_alert(
+                    explained.scored, explained.explanation)) else []
+            ).with_output_types(rows.Row)
         )
         return metric_rows, alerts, failed

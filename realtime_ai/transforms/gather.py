@@ -111,6 +111,11 @@ class _GatherDoFn(beam.DoFn):
             yield beam.window.TimestampedValue(element, Timestamp(micros=micros))
 
 
+E = beam.typehints.TypeVariable("E")
+
+
+@beam.typehints.with_input_types(E)
+@beam.typehints.with_output_types(E)
 class GatherForModel(beam.PTransform):
     """PCollection[E] -> PCollection[E], the same elements and timestamps, emitted in groups
     of up to `capacity` that wait at most `max_wait_seconds` (see the module docstring).

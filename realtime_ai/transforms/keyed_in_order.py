@@ -34,6 +34,7 @@ from realtime_ai.core.keyed import (
     decode_state,
     encode_state,
 )
+from realtime_ai.core.records import DeadLetter
 from realtime_ai.core.rows import late_dead_letter
 from realtime_ai.transforms import sdk_workarounds
 
@@ -150,18 +151,24 @@ class InEventTimeOrder(beam.PTransform):
     """PCollection[record] -> Ordered(outputs, dead_letter): the records of each key (`key_of`)
     processed once each (redeliveries dropped and counted as `<source>_duplicates`) in
     event-time order by `step`, see the module docstring. A record's event time is its Beam
-    timestamp; outputs keep it. Streaming only: a record behind its key's frontier by more
-    than the allowed lateness becomes a dead letter of `source`."""
+    timestamp; outputs keep it; they are of `output_type`. Streaming only: a record behind
+    its key's frontier by more than the allowed lateness becomes a dead letter of `source`.
+    Subclasses declare their record type (`beam.typehints.with_input_types`)."""
 
-    def __init__(self, source: str, key_of: Callable[[Any], str], step: KeyedStep):
+    def __init__(self, source: str, key_of: Callable[[Any], str], step: KeyedStep,
+                 output_type: Any = Any):
         super().__init__()
         self._source = source
         self._key_of = key_of
         self._step = step
+        self._output_type = output_type
 
     def expand(self, records) -> Ordered:
         key_of = self._key_of
-        keyed = records | "KeyBy" >> beam.Map(lambda record: (key_of(record), record))
+        # Typed as before records were: the key's coder is the one of the state (and of the
+        # savepoints) of earlier versions.
+        keyed = records | "KeyBy" >> beam.Map(
+            lambda record: (key_of(record), record)).with_output_types(tuple[Any, Any])
         # Outputs are whatever the sequence returns: not the (key, record) input type that
         # Beam would otherwise infer for them.
         if keyed.is_bounded:
@@ -172,12 +179,16 @@ class InEventTimeOrder(beam.PTransform):
                 | "KeepEarliestTime" >> beam.WindowInto(
                     GlobalWindows(), timestamp_combiner=TimestampCombiner.OUTPUT_AT_EARLIEST)
                 | "GroupByKey" >> beam.GroupByKey()
-                | "InEventTimeOrder" >> beam.ParDo(_BatchInOrderDoFn(self._step, self._source))
+                | "InEventTimeOrder" >> beam.ParDo(_BatchInOrderDoFn(
+                    self._step, self._source)).with_output_types(self._output_type)
             )
-            return Ordered(outputs, keyed.pipeline | "NothingLate" >> beam.Create([]))
+            return Ordered(outputs, keyed.pipeline | "NothingLate" >> beam.Create(
+                []).with_output_types(DeadLetter))
         results = keyed | "InEventTimeOrder" >> beam.ParDo(
-            _StreamingInOrderDoFn(self._step, self._source)).with_outputs(LATE, main="outputs")
+            _StreamingInOrderDoFn(self._step, self._source)).with_output_types(
+                self._output_type).with_outputs(LATE, main="outputs")
         source, lateness = self._source, self._step.allowed_lateness_seconds
         late = results[LATE] | "LateRecords" >> beam.MapTuple(
-            lambda record, behind: late_dead_letter(source, record, behind, lateness))
+            lambda record, behind: late_dead_letter(source, record, behind, lateness)
+        ).with_output_types(DeadLetter)
         return Ordered(results.outputs, late)

@@ -10,7 +10,7 @@ from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import TimestampedValue
 
 from realtime_ai.core.parsing import ParseFailure, parse_metric, parse_transaction
-from realtime_ai.core.records import DeadLetter
+from realtime_ai.core.records import DeadLetter, MetricRecord, Transaction
 
 DEAD_LETTER = "dead_letter"
 
@@ -38,14 +38,17 @@ class _ParseDoFn(beam.DoFn):
             yield TimestampedValue(result, result.event_time.timestamp())
 
 
+@beam.typehints.with_input_types(str)
 class _Parse(beam.PTransform):
-    def __init__(self, source: str, parse: Callable, max_bytes: int):
+    def __init__(self, source: str, parse: Callable, max_bytes: int, record_type: type):
         super().__init__()
         self._fn = _ParseDoFn(source, parse, max_bytes)
+        self._record_type = record_type
 
     def expand(self, payloads) -> Parsed:
-        results = payloads | "Parse" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER,
-                                                                          main="valid")
+        results = payloads | "Parse" >> beam.ParDo(self._fn).with_output_types(
+            self._record_type, **{DEAD_LETTER: DeadLetter}).with_outputs(DEAD_LETTER,
+                                                                         main="valid")
         return Parsed(results.valid, results[DEAD_LETTER])
 
 
@@ -53,11 +56,11 @@ class ParseTransactions(_Parse):
     """PCollection[str] -> Parsed(valid=Transaction, dead_letter=DeadLetter)."""
 
     def __init__(self, max_record_bytes: int):
-        super().__init__("transactions", parse_transaction, max_record_bytes)
+        super().__init__("transactions", parse_transaction, max_record_bytes, Transaction)
 
 
 class ParseMetrics(_Parse):
     """PCollection[str] -> Parsed(valid=MetricRecord, dead_letter=DeadLetter)."""
 
     def __init__(self, max_record_bytes: int):
-        super().__init__("metrics", parse_metric, max_record_bytes)
+        super().__init__("metrics", parse_metric, max_record_bytes, MetricRecord)
