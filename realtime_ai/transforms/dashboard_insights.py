@@ -16,12 +16,12 @@ class _SummariseWindow(beam.DoFn):
         self._grace_seconds = grace_seconds
 
     def process(self, element, window=beam.DoFn.WindowParam):
-        (dashboard_id, _), scored = element
+        (dashboard_id, _), entries = element
         start, end = window_bounds(window, self._grace_seconds)
         # stamped at the window's last moment: the file window of its own time span
         yield TimestampedValue(model_inputs.DashboardWindow(
             dashboard_id=dashboard_id, window_start=start, window_end=end,
-            summaries=model_inputs.summarise_window(scored)), end.timestamp() - 1e-6)
+            summaries=model_inputs.summarise_entries(entries)), end.timestamp() - 1e-6)
 
 
 class DashboardInsights(beam.PTransform):
@@ -46,8 +46,10 @@ class DashboardInsights(beam.PTransform):
     def expand(self, scored):
         windows = (
             scored
+            # what the summary takes of each value, plain: grouped without pickling
             | "KeyByDashboard" >> beam.FlatMap(
-                lambda s: [(s.record.dashboard_id, s)] if s.record.dashboard_id else [])
+                lambda s: [(s.record.dashboard_id, model_inputs.window_entry(s))]
+                if s.record.dashboard_id else [])
             | "InsightWindows" >> GraceWindows(self._window_seconds, self._grace_seconds)
             # One window per key: grouping many windows of one key in batch, Beam's runner
             # scans all of the key's windows for every window it closes (quadratic: at 160k
