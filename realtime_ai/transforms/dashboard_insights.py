@@ -66,13 +66,8 @@ class DashboardInsights(beam.PTransform):
         if self._redriven_windows:
             windows = (windows, scored.pipeline | "RedrivenWindows" >> beam.Create(
                 self._redriven_windows)) | "WithRedrivenWindows" >> beam.Flatten()
-        unusual, quiet = windows | "SplitUnusual" >> beam.Partition(
-            lambda window, _: 0 if model_inputs.is_unusual(window) else 1, 2)
-        answered, failed = unusual | "AskInsight" >> AskModel(
+        # (window, insight): None for a quiet window, asked nothing
+        answered, failed = windows | "AskInsight" >> AskModel(
             self._config, base.DASHBOARD_INSIGHT, base.FAST, model_inputs.dashboard_insight_data,
-            replay.dashboard_window)
-        insight_rows = (
-            answered | "InsightRows" >> beam.MapTuple(rows.insight_row),
-            quiet | "QuietInsightRows" >> beam.Map(rows.insight_row, None),
-        ) | "AllInsightRows" >> beam.Flatten()
-        return insight_rows, failed
+            replay.dashboard_window, asks=model_inputs.is_unusual)
+        return answered | "InsightRows" >> beam.MapTuple(rows.insight_row), failed

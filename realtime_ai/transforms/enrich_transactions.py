@@ -48,22 +48,15 @@ class EnrichTransactions(beam.PTransform):
         scored, score_failed = featured | "ScoreRisk" >> AskModel(
             self._config, base.TRANSACTION_RISK, base.FAST, model_inputs.transaction_risk_data,
             replay.featured_transaction)
-        high, low = scored | "RouteByRisk" >> beam.Partition(
-            lambda item, _: 0 if rows.is_high_risk(item[1], threshold) else 1, 2)
-        analysed, analysis_failed = high | "AnalyseHighRisk" >> AskModel(
+        # ((featured, risk), analysis): None unless escalated and answered
+        analysed, analysis_failed = scored | "AnalyseHighRisk" >> AskModel(
             self._config, base.TRANSACTION_ANALYSIS, base.DEEP,
-            self._analysis_data, _scored_replayable, keep_failed=True)
-        transaction_rows = (
-            (
-                analysed | "EscalatedRows" >> beam.Map(
-                    lambda item: rows.transaction_row(item[0][0], item[0][1], threshold,
-                                                         item[1])),
-                low | "ScoredRows" >> beam.Map(
-                    lambda item: rows.transaction_row(item[0], item[1], threshold, None)),
-            )
-            | "AllTransactionRows" >> beam.Flatten()
-        )
-        alerts = analysed | "TransactionAlerts" >> beam.Map(
-            lambda item: rows.transaction_alert(item[0][0], item[0][1], item[1]))
+            self._analysis_data, _scored_replayable, keep_failed=True,
+            asks=lambda item: rows.is_high_risk(item[1], threshold))
+        transaction_rows = analysed | "TransactionRows" >> beam.Map(
+            lambda item: rows.transaction_row(item[0][0], item[0][1], threshold, item[1]))
+        alerts = analysed | "TransactionAlerts" >> beam.FlatMap(
+            lambda item: [rows.transaction_alert(item[0][0], item[0][1], item[1])]
+            if rows.is_high_risk(item[0][1], threshold) else [])
         dead = (score_failed, analysis_failed) | "TransactionLlmFailures" >> beam.Flatten()
         return transaction_rows, alerts, dead

@@ -37,18 +37,11 @@ class ExplainAnomalies(beam.PTransform):
         self._anomaly_data = _AnomalyData(playbook_path, playbook_refresh_seconds)
 
     def expand(self, scored):
-        anomalies, normal = scored | "RouteAnomalies" >> beam.Partition(
-            lambda item, _: 0 if item.is_anomaly else 1, 2)
-        explained, failed = anomalies | "ExplainAnomaly" >> AskModel(
+        # (scored, explanation): None unless an anomaly and answered
+        explained, failed = scored | "ExplainAnomaly" >> AskModel(
             self._config, base.METRIC_ANOMALY, base.FAST, self._anomaly_data,
-            replay.scored_metric, keep_failed=True)
-        metric_rows = (
-            (
-                explained | "AnomalyRows" >> beam.Map(lambda item: rows.metric_row(*item)),
-                normal | "NormalRows" >> beam.Map(lambda item: rows.metric_row(item, None)),
-            )
-            | "AllMetricRows" >> beam.Flatten()
-        )
+            replay.scored_metric, keep_failed=True, asks=lambda item: item.is_anomaly)
+        metric_rows = explained | "MetricRows" >> beam.MapTuple(rows.metric_row)
         alerts = (
             explained
             | "AnsweredOnly" >> beam.Filter(lambda item: item[1] is not None)
