@@ -8,6 +8,7 @@ from realtime_ai.core import model_inputs, replay, rows
 from realtime_ai.llm import base
 from realtime_ai.llm.base import LlmConfig
 from realtime_ai.transforms.ask_model import AskModel
+from realtime_ai.transforms.bundled_group_by_key import BundledGroupByKey
 from realtime_ai.windowing import GraceWindows, window_bounds
 
 
@@ -57,7 +58,9 @@ class DashboardInsights(beam.PTransform):
             | "KeyByWindow" >> beam.Map(
                 lambda keyed, window=beam.DoFn.WindowParam: (
                     (keyed[0], window.start.micros), keyed[1]))
-            | "GroupByDashboard" >> beam.GroupByKey()
+            # batch: a bundle's values of a window grouped as one list first
+            | "GroupByDashboard" >> (BundledGroupByKey() if scored.is_bounded
+                                     else beam.GroupByKey())
             | "SummariseWindow" >> beam.ParDo(_SummariseWindow(self._grace_seconds))
         )
         # In the global window before the model is asked: in streaming, summaries of many

@@ -1,9 +1,10 @@
 """Per-key processing in event-time order, once per event: the Beam wiring of core/keyed.py.
 
-Bounded input (batch): each key's records are grouped and processed in one sorted pass. The
-group keeps the earliest timestamp of its records (OUTPUT_AT_EARLIEST), so on runners that
-track watermarks exactly (Prism, Flink, Dataflow) the outputs, stamped with their own event
-times, are never behind the watermark of the windows downstream.
+Bounded input (batch): each key's records are grouped (a bundle's records of a key as one
+list: bundled_group_by_key.py) and processed in one sorted pass. The group keeps the earliest
+timestamp of its records (OUTPUT_AT_EARLIEST), so on runners that track watermarks exactly
+(Prism, Flink, Dataflow) the outputs, stamped with their own event times, are never behind
+the watermark of the windows downstream.
 
 Unbounded input (streaming): one state cell per key holds the whole `KeyState` (one read and
 one write per element or timer, with an explicit versioned coder). A watermark timer sits at
@@ -36,6 +37,7 @@ from realtime_ai.core.keyed import (
 )
 from realtime_ai.core.rows import late_dead_letter
 from realtime_ai.transforms import sdk_workarounds
+from realtime_ai.transforms.bundled_group_by_key import BundledGroupByKey
 
 LATE = "late"
 NAMESPACE = "realtime_ai"
@@ -173,9 +175,8 @@ class InEventTimeOrder(beam.PTransform):
                 | "WithEventTime" >> beam.Map(
                     _with_event_micros, self._step.sequence.record_to_plain).with_output_types(
                     tuple[Any, tuple[int, Any]])
-                | "KeepEarliestTime" >> beam.WindowInto(
-                    GlobalWindows(), timestamp_combiner=TimestampCombiner.OUTPUT_AT_EARLIEST)
-                | "GroupByKey" >> beam.GroupByKey()
+                | "GroupByKey" >> BundledGroupByKey(beam.WindowInto(
+                    GlobalWindows(), timestamp_combiner=TimestampCombiner.OUTPUT_AT_EARLIEST))
                 | "InEventTimeOrder" >> beam.ParDo(_BatchInOrderDoFn(self._step, self._source))
             )
             return Ordered(outputs, keyed.pipeline | "NothingLate" >> beam.Create([]))
