@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from realtime_ai.core.keyed import to_micros
 from realtime_ai.core.records import FeaturedTransaction, PastTransaction, ScoredMetric, Transaction
 from realtime_ai.core.rows import iso
 
@@ -85,20 +86,35 @@ def _mean(values: list[float]) -> float:
         return min(max(mean, min(values)), max(values))
 
 
+def window_entry(scored: ScoredMetric) -> tuple[str, int, float, bool, float]:
+    """What a dashboard window's summary takes from one value: (metric, event time in micros,
+    value, is_anomaly, anomaly_score), plain, so that Beam groups it without pickling."""
+    record, score = scored.record, scored.score
+    return (record.metric, to_micros(record.event_time), record.value, score.is_anomaly,
+            score.anomaly_score)
+
+
 def summarise_window(scored: Iterable[ScoredMetric]) -> tuple[MetricSummary, ...]:
     """Per-metric aggregates of one window, sorted so input order never changes the result."""
-    by_metric: dict[str, list[ScoredMetric]] = {}
-    for item in scored:
-        by_metric.setdefault(item.record.metric, []).append(item)
+    return summarise_entries(window_entry(item) for item in scored)
+
+
+def summarise_entries(entries: Iterable[tuple[str, int, float, bool, float]],
+                      ) -> tuple[MetricSummary, ...]:
+    """summarise_window of the values' `window_entry`s."""
+    by_metric: dict[str, list[tuple[str, int, float, bool, float]]] = {}
+    for entry in entries:
+        by_metric.setdefault(entry[0], []).append(entry)
     summaries = []
     for metric in sorted(by_metric):
-        items = sorted(by_metric[metric], key=lambda s: (s.record.event_time, s.record.value))
-        values = [s.record.value for s in items]
+        # by (event time, value)
+        items = sorted(by_metric[metric], key=lambda entry: (entry[1], entry[2]))
+        values = [entry[2] for entry in items]
         summaries.append(MetricSummary(
             metric=metric, count=len(values), mean=round(_mean(values), 6),
             min=min(values), max=max(values), last=values[-1],
-            anomalies=sum(s.is_anomaly for s in items),
-            max_anomaly_score=round(max(s.score.anomaly_score for s in items), 6)))
+            anomalies=sum(entry[3] for entry in items),
+            max_anomaly_score=round(max(entry[4] for entry in items), 6)))
     return tuple(summaries)
 
 

@@ -50,15 +50,20 @@ class _Pending(NamedTuple):
 
 
 class _ModelDoFn(beam.DoFn):
-    """What both ways of asking share: task data per element, accounting of answers."""
+    """What both ways of asking share: which elements are asked, task data per element,
+    accounting of answers."""
 
     def __init__(self, config: LlmConfig, task: str, tier: str, to_data: Callable[[Any], dict],
-                 answer_type: AnswerType = ModelAnswer):
+                 asks: Callable[[Any], bool] | None, answer_type: AnswerType = ModelAnswer):
         self._config = config
         self._task = task
         self._tier = tier
         self._to_data = to_data
+        self._asks = asks
         self._answer_type = answer_type
+
+    def _passes_unasked(self, element) -> bool:
+        return self._asks is not None and not self._asks(element)
 
     def setup(self):
         freeze_long_lived_objects()
@@ -123,6 +128,9 @@ class _AskLocalModelDoFn(_ModelDoFn):
         self._model = local_model.LocalBackend()
 
     def process(self, element):
+        if self._passes_unasked(element):
+            yield self._answer_type(element, None)
+            return
         result = self._model.result(self._task, self._to_data(element))
         self._answered(result)
         yield self._answer_type(element, result)
@@ -132,9 +140,9 @@ class _AskModelDoFn(_ModelDoFn):
     """Thin: builds the task data, hands the request to the shared loop, emits answers."""
 
     def __init__(self, config: LlmConfig, task: str, tier: str, to_data: Callable[[Any], dict],
-                 to_replayable: Callable[[Any], Replayable], keep_failed: bool,
-                 answer_type: AnswerType = ModelAnswer):
-        super().__init__(config, task, tier, to_data, answer_type)
+                 asks: Callable[[Any], bool] | None, to_replayable: Callable[[Any], Replayable],
+                 keep_failed: bool, answer_type: AnswerType = ModelAnswer):
+        super().__init__(config, task, tier, to_data, asks, answer_type)
         self._to_replayable = to_replayable
         self._keep_failed = keep_failed
 
@@ -145,6 +153,9 @@ class _AskModelDoFn(_ModelDoFn):
 
     def process(self, element, timestamp=beam.DoFn.TimestampParam,
                 window=beam.DoFn.WindowParam):
+        if self._passes_unasked(element):
+            yield self._answer_type(element, None)
+            return
         data = self._to_data(element)
         self._in_flight.add(_Pending(element, data, timestamp, window),
                             self._backend.complete(self._task, data, self._tier))
@@ -185,29 +196,57 @@ class AskModel(beam.PTransform):
     An element whose request failed permanently reaches the dead-letter output as
     `to_replayable(element)` says (core/replay.py); with `keep_failed` it is also passed on
     with None (its row is still written).
+
+    With `asks`, only the elements it is true of are asked; the others are passed on at once
+    with None, in the same output. Rows of both then come from one step: a Partition and a
+    Flatten of the two would cost the FnApiRunner (the DirectRunner) and portable runners a
+    copy of every row, encoded and decoded, at the Flatten.
     """
 
     def __init__(self, config: LlmConfig, task: str, tier: str, to_data: Callable[[Any], dict],
                  to_replayable: Callable[[Any], Replayable], keep_failed: bool = False,
-                 clock: Callable[[], float] = time.time, answer_type: AnswerType = ModelAnswer):
+                 clock: Callable[[], float] = time.time,
+                 asks: Callable[[Any], bool] | None = None, answer_type: AnswerType = ModelAnswer):
         super().__init__()
         self._config = config
         self._clock = clock  # processing time, for how long GatherForModel lets elements wait
         self._local = config.backend == "local"
+        self._asks = asks
         self._answer_type = answer_type
         # The local model never fails: keep_failed has nothing to keep.
-        self._fn = (_AskLocalModelDoFn(config, task, tier, to_data, answer_type) if self._local
-                    else _AskModelDoFn(config, task, tier, to_data, to_replayable,
+        self._fn = (_AskLocalModelDoFn(config, task, tier, to_data, asks, answer_type)
+                    if self._local
+                    else _AskModelDoFn(config, task, tier, to_data, asks, to_replayable,
                                        keep_failed, answer_type))
 
     def expand(self, elements):
         if not elements.is_bounded and not self._local:
-            # Streaming bundles can be as small as one element, and a bundle waits for all
-            # of its answers: gathered first, a bundle carries a worker's load.
-            elements = elements | "GatherForModel" >> GatherForModel(
-                self._config.concurrency * self._config.fast_batch_size,
-                self._config.batch_wait_ms / 1000.0, self._clock)
-        results = elements | "Ask" >> beam.ParDo(self._fn).with_output_types(
+            return self._gathered_then_asked(elements)
+        results = self._asked(elements)
+        return results.answered, results[DEAD_LETTER]
+
+    def _gathered_then_asked(self, elements):
+        # Streaming bundles can be as small as one element, and a bundle waits for all of its
+        # answers: gathered first, a bundle carries a worker's load. Only what is asked waits
+        # in the gathering state.
+        passed = None
+        if self._asks is not None:
+            asks = self._asks
+            elements, unasked = elements | "SplitAsked" >> beam.Partition(
+                lambda element, _: 0 if asks(element) else 1, 2)
+            answer_type = self._answer_type
+            passed = unasked | "PassUnasked" >> beam.Map(
+                lambda element: answer_type(element, None)).with_output_types(answer_type)
+        gathered = elements | "GatherForModel" >> GatherForModel(
+            self._config.concurrency * self._config.fast_batch_size,
+            self._config.batch_wait_ms / 1000.0, self._clock)
+        results = self._asked(gathered)
+        answered = results.answered
+        if passed is not None:
+            answered = (answered, passed) | "WithUnasked" >> beam.Flatten()
+        return answered, results[DEAD_LETTER]
+
+    def _asked(self, elements):
+        return elements | "Ask" >> beam.ParDo(self._fn).with_output_types(
             self._answer_type, **{DEAD_LETTER: DeadLetter}).with_outputs(DEAD_LETTER,
                                                                         main="answered")
-        return results.answered, results[DEAD_LETTER]

@@ -9,6 +9,7 @@ from realtime_ai.core.records import ScoredMetric
 from realtime_ai.llm import base
 from realtime_ai.llm.base import LlmConfig
 from realtime_ai.transforms.ask_model import AskModel
+from realtime_ai.transforms.bundled_group_by_key import BundledGroupByKey
 from realtime_ai.windowing import GraceWindows, window_bounds
 
 
@@ -17,12 +18,12 @@ class _SummariseWindow(beam.DoFn):
         self._grace_seconds = grace_seconds
 
     def process(self, element, window=beam.DoFn.WindowParam):
-        (dashboard_id, _), scored = element
+        (dashboard_id, _), entries = element
         start, end = window_bounds(window, self._grace_seconds)
         # stamped at the window's last moment: the file window of its own time span
         yield TimestampedValue(model_inputs.DashboardWindow(
             dashboard_id=dashboard_id, window_start=start, window_end=end,
-            summaries=model_inputs.summarise_window(scored)), end.timestamp() - 1e-6)
+            summaries=model_inputs.summarise_entries(entries)), end.timestamp() - 1e-6)
 
 
 @beam.typehints.with_input_types(ScoredMetric)
@@ -49,8 +50,10 @@ class DashboardInsights(beam.PTransform):
     def expand(self, scored):
         windows = (
             scored
+            # what the summary takes of each value, plain: grouped without pickling
             | "KeyByDashboard" >> beam.FlatMap(
-                lambda s: [(s.record.dashboard_id, s)] if s.record.dashboard_id else [])
+                lambda s: [(s.record.dashboard_id, model_inputs.window_entry(s))]
+                if s.record.dashboard_id else [])
             | "InsightWindows" >> GraceWindows(self._window_seconds, self._grace_seconds)
             # One window per key: grouping many windows of one key in batch, Beam's runner
             # scans all of the key's windows for every window it closes (quadratic: at 160k
@@ -58,7 +61,9 @@ class DashboardInsights(beam.PTransform):
             | "KeyByWindow" >> beam.Map(
                 lambda keyed, window=beam.DoFn.WindowParam: (
                     (keyed[0], window.start.micros), keyed[1]))
-            | "GroupByDashboard" >> beam.GroupByKey()
+            # batch: a bundle's values of a window grouped as one list first
+            | "GroupByDashboard" >> (BundledGroupByKey() if scored.is_bounded
+                                     else beam.GroupByKey())
             | "SummariseWindow" >> beam.ParDo(_SummariseWindow(self._grace_seconds))
         )
         # In the global window before the model is asked: in streaming, summaries of many
@@ -67,16 +72,10 @@ class DashboardInsights(beam.PTransform):
         if self._redriven_windows:
             windows = (windows, scored.pipeline | "RedrivenWindows" >> beam.Create(
                 self._redriven_windows)) | "WithRedrivenWindows" >> beam.Flatten()
-        unusual, quiet = windows | "SplitUnusual" >> beam.Partition(
-            lambda window, _: 0 if model_inputs.is_unusual(window) else 1, 2)
-        answered, failed = unusual | "AskInsight" >> AskModel(
+        # (window, insight): None for a quiet window, asked nothing
+        answered, failed = windows | "AskInsight" >> AskModel(
             self._config, base.DASHBOARD_INSIGHT, base.FAST, model_inputs.dashboard_insight_data,
-            replay.dashboard_window)
-        insight_rows = (
-            answered | "InsightRows" >> beam.Map(
-                lambda answer: rows.insight_row(answer.input, answer.result)
-            ).with_output_types(rows.Row),
-            quiet | "QuietInsightRows" >> beam.Map(rows.insight_row, None).with_output_types(
-                rows.Row),
-        ) | "AllInsightRows" >> beam.Flatten()
-        return insight_rows, failed
+            replay.dashboard_window, asks=model_inputs.is_unusual)
+        return answered | "InsightRows" >> beam.Map(
+            lambda answer: rows.insight_row(answer.input, answer.result)
+        ).with_output_types(rows.Row), failed

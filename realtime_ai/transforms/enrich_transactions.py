@@ -51,28 +51,20 @@ class EnrichTransactions(beam.PTransform):
         scored, score_failed = featured | "ScoreRisk" >> AskModel(
             self._config, base.TRANSACTION_RISK, base.FAST, model_inputs.transaction_risk_data,
             replay.featured_transaction, answer_type=ScoredTransaction)
-        high, low = scored | "RouteByRisk" >> beam.Partition(
-            lambda scored, _: 0 if rows.is_high_risk(scored.risk, threshold) else 1, 2)
-        analysed, analysis_failed = high | "AnalyseHighRisk" >> AskModel(
+        # escalated ones get the deep model's analysis; the others None
+        analysed, analysis_failed = scored | "AnalyseHighRisk" >> AskModel(
             self._config, base.TRANSACTION_ANALYSIS, base.DEEP,
             self._analysis_data, _scored_replayable, keep_failed=True,
+            asks=lambda scored: rows.is_high_risk(scored.risk, threshold),
             answer_type=AnalysedTransaction)
-        transaction_rows = (
-            (
-                analysed | "EscalatedRows" >> beam.Map(
-                    lambda analysed: rows.transaction_row(
-                        analysed.scored.featured, analysed.scored.risk, threshold,
-                        analysed.analysis)).with_output_types(rows.Row),
-                low | "ScoredRows" >> beam.Map(
-                    lambda scored: rows.transaction_row(scored.featured, scored.risk,
-                                                        threshold, None)
-                ).with_output_types(rows.Row),
-            )
-            | "AllTransactionRows" >> beam.Flatten()
-        )
-        alerts = analysed | "TransactionAlerts" >> beam.Map(
-            lambda analysed: rows.transaction_alert(analysed.scored.featured,
-                                                    analysed.scored.risk, analysed.analysis)
+        transaction_rows = analysed | "TransactionRows" >> beam.Map(
+            lambda analysed: rows.transaction_row(
+                analysed.scored.featured, analysed.scored.risk, threshold, analysed.analysis)
+        ).with_output_types(rows.Row)
+        alerts = analysed | "TransactionAlerts" >> beam.FlatMap(
+            lambda analysed: [rows.transaction_alert(
+                analysed.scored.featured, analysed.scored.risk, analysed.analysis)]
+            if rows.is_high_risk(analysed.scored.risk, threshold) else []
         ).with_output_types(rows.Row)
         dead = (score_failed, analysis_failed) | "TransactionLlmFailures" >> beam.Flatten()
         return transaction_rows, alerts, dead

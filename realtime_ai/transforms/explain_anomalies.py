@@ -41,21 +41,14 @@ class ExplainAnomalies(beam.PTransform):
         self._anomaly_data = _AnomalyData(playbook_path, playbook_refresh_seconds)
 
     def expand(self, scored):
-        anomalies, normal = scored | "RouteAnomalies" >> beam.Partition(
-            lambda scored, _: 0 if scored.is_anomaly else 1, 2)
-        explained, failed = anomalies | "ExplainAnomaly" >> AskModel(
+        # anomalies get the model's explanation; the others None
+        explained, failed = scored | "ExplainAnomaly" >> AskModel(
             self._config, base.METRIC_ANOMALY, base.FAST, self._anomaly_data,
-            replay.scored_metric, keep_failed=True, answer_type=ExplainedMetric)
-        metric_rows = (
-            (
-                explained | "AnomalyRows" >> beam.Map(
-                    lambda explained: rows.metric_row(explained.scored, explained.explanation)
-                ).with_output_types(rows.Row),
-                normal | "NormalRows" >> beam.Map(
-                    lambda scored: rows.metric_row(scored, None)).with_output_types(rows.Row),
-            )
-            | "AllMetricRows" >> beam.Flatten()
-        )
+            replay.scored_metric, keep_failed=True, asks=lambda scored: scored.is_anomaly,
+            answer_type=ExplainedMetric)
+        metric_rows = explained | "MetricRows" >> beam.Map(
+            lambda explained: rows.metric_row(explained.scored, explained.explanation)
+        ).with_output_types(rows.Row)
         alerts = (
             explained
             | "AnsweredOnly" >> beam.Filter(lambda explained: explained.explanation is not None)

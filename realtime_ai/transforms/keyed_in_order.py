@@ -1,9 +1,10 @@
 """Per-key processing in event-time order, once per event: the Beam wiring of core/keyed.py.
 
-Bounded input (batch): each key's records are grouped and processed in one sorted pass. The
-group keeps the earliest timestamp of its records (OUTPUT_AT_EARLIEST), so on runners that
-track watermarks exactly (Prism, Flink, Dataflow) the outputs, stamped with their own event
-times, are never behind the watermark of the windows downstream.
+Bounded input (batch): each key's records are grouped (a bundle's records of a key as one
+list: bundled_group_by_key.py) and processed in one sorted pass. The group keeps the earliest
+timestamp of its records (OUTPUT_AT_EARLIEST), so on runners that track watermarks exactly
+(Prism, Flink, Dataflow) the outputs, stamped with their own event times, are never behind
+the watermark of the windows downstream.
 
 Unbounded input (streaming): one state cell per key holds the whole `KeyState` (one read and
 one write per element or timer, with an explicit versioned coder). A watermark timer sits at
@@ -37,6 +38,7 @@ from realtime_ai.core.keyed import (
 from realtime_ai.core.records import DeadLetter
 from realtime_ai.core.rows import late_dead_letter
 from realtime_ai.transforms import sdk_workarounds
+from realtime_ai.transforms.bundled_group_by_key import BundledGroupByKey
 
 LATE = "late"
 NAMESPACE = "realtime_ai"
@@ -130,16 +132,19 @@ class _BatchInOrderDoFn(beam.DoFn):
 
     def process(self, element):
         _, entries = element
-        processed = self._step.run_sorted(entries)
+        from_plain = self._step.sequence.record_from_plain
+        processed = self._step.run_sorted((micros, from_plain(plain)) for micros, plain in entries)
         if processed.duplicates:
             self._duplicates.inc(processed.duplicates)
         for micros, output in processed.outputs:
             yield TimestampedValue(output, Timestamp(micros=micros))
 
 
-def _with_event_micros(element, timestamp=beam.DoFn.TimestampParam):
+def _with_event_micros(element, to_plain, timestamp=beam.DoFn.TimestampParam):
+    # Plain (lists, numbers, text): Beam encodes these natively across the GroupByKey, where
+    # a record object would be pickled (several times the CPU of the rest of its trip).
     key, record = element
-    return key, (timestamp.micros, record)
+    return key, (timestamp.micros, to_plain(record))
 
 
 class Ordered(NamedTuple):
@@ -174,11 +179,11 @@ class InEventTimeOrder(beam.PTransform):
         if keyed.is_bounded:
             outputs = (
                 keyed
-                | "WithEventTime" >> beam.Map(_with_event_micros).with_output_types(
+                | "WithEventTime" >> beam.Map(
+                    _with_event_micros, self._step.sequence.record_to_plain).with_output_types(
                     tuple[Any, tuple[int, Any]])
-                | "KeepEarliestTime" >> beam.WindowInto(
-                    GlobalWindows(), timestamp_combiner=TimestampCombiner.OUTPUT_AT_EARLIEST)
-                | "GroupByKey" >> beam.GroupByKey()
+                | "GroupByKey" >> BundledGroupByKey(beam.WindowInto(
+                    GlobalWindows(), timestamp_combiner=TimestampCombiner.OUTPUT_AT_EARLIEST))
                 | "InEventTimeOrder" >> beam.ParDo(_BatchInOrderDoFn(
                     self._step, self._source)).with_output_types(self._output_type)
             )

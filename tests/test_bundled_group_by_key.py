@@ -1,0 +1,49 @@
+"""BundledGroupByKey groups as GroupByKey does, with the group timestamps of the windowing."""
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import (
+    FixedWindows,
+    GlobalWindows,
+    TimestampCombiner,
+    TimestampedValue,
+)
+
+from realtime_ai.transforms.bundled_group_by_key import BundledGroupByKey
+
+VALUES = [("a", 1, 30), ("b", 2, 5), ("a", 3, 10), ("a", 4, 70), ("b", 5, 65), ("c", 6, 1)]
+
+
+def _stamped(p):
+    return p | beam.Create(VALUES) | beam.Map(lambda kvt: TimestampedValue(kvt[:2], kvt[2]))
+
+
+def _sorted_groups(grouped):
+    return grouped | beam.MapTuple(lambda key, values: (key, sorted(values)))
+
+
+def test_groups_each_keys_values_of_a_window_as_group_by_key_does():
+    with TestPipeline() as p:
+        windowed = _stamped(p) | beam.WindowInto(FixedWindows(60))
+        bundled = _sorted_groups(windowed | BundledGroupByKey())
+        # what GroupByKey gives: [0, 60) and [60, 120) apart
+        assert_that(bundled, equal_to([("a", [1, 3]), ("a", [4]), ("b", [2]), ("b", [5]),
+                                       ("c", [6])]))
+
+
+def test_a_group_keeps_the_earliest_timestamp_of_its_values():
+    with TestPipeline() as p:
+        grouped = _stamped(p) | BundledGroupByKey(beam.WindowInto(
+            GlobalWindows(), timestamp_combiner=TimestampCombiner.OUTPUT_AT_EARLIEST))
+        stamps = grouped | beam.MapTuple(
+            lambda key, values, timestamp=beam.DoFn.TimestampParam: (key, timestamp.micros))
+        assert_that(stamps, equal_to([("a", 10_000_000), ("b", 5_000_000), ("c", 1_000_000)]))
+
+
+def test_unbounded_input_is_refused():
+    p = TestPipeline()
+    stream = p | TestStream().add_elements([("a", 1)])
+    with pytest.raises(ValueError, match="bounded input only"):
+        _ = stream | BundledGroupByKey()
