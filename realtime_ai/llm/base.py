@@ -53,8 +53,9 @@ class LlmConfig:
     concurrency: int = 64
     fast_batch_size: int = 1  # transactions packed into one fast-tier request
     batch_wait_ms: float = 50.0  # longest a request waits for others to pack or gather with
-    requests_per_minute: float | None = None  # client-side budgets per worker; None: none
+    requests_per_minute: float | None = None  # client-side budgets of the job; None: none
     tokens_per_minute: float | None = None
+    budget_workers: int = 1  # workers that split the budgets when no Redis bucket is shared
     cache_ttl_seconds: float = 60.0  # identical requests within this are answered once
     cache_size: int = 100_000  # answers kept per worker
     cache_url: str | None = None  # redis://host:port/db: a cache shared by all workers

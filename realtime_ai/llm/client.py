@@ -11,7 +11,7 @@ from typing import Any
 import httpx2
 import openai
 
-from realtime_ai.llm import auth, base, failures, tasks
+from realtime_ai.llm import auth, base, budgets, failures, tasks
 from realtime_ai.llm.base import (
     LatencyBudgetExceeded,
     LlmConfig,
@@ -23,7 +23,7 @@ from realtime_ai.llm.cache import CachingBackend
 from realtime_ai.llm.credentials import api_key
 from realtime_ai.llm.endpoints import Endpoint, make_pools
 from realtime_ai.llm.failures import classify
-from realtime_ai.llm.limits import CircuitOpen, RateLimiter
+from realtime_ai.llm.limits import CircuitOpen
 from realtime_ai.llm.local_model import DegradingBackend, LocalBackend
 from realtime_ai.llm.memo import MemoBackend
 from realtime_ai.llm.packing import PackingBackend
@@ -32,7 +32,7 @@ BACKOFF_BASE_SECONDS = 0.25
 BACKOFF_CAP_SECONDS = 20.0
 # The openai client insists on a key; endpoints such as vLLM or Ollama ignore it.
 PLACEHOLDER_KEY = "no-key-configured"
-# Answer tokens budgeted before a call (the real count settles nothing: budgets are paced).
+# Answer tokens reserved from the token budget before a call; the answer's usage corrects it.
 EXPECTED_ANSWER_TOKENS = 60
 
 
@@ -103,7 +103,7 @@ class OpenAiBackend:
                                   for tier in (base.FAST, base.DEEP)},
                                  probe_timeout_seconds=config.timeout_seconds)
         self._rng = random.Random()
-        self._limiter = RateLimiter(config.requests_per_minute, config.tokens_per_minute)
+        self._rates = _job_budget(config)
         self._budget = (config.latency_budget_ms / 1000.0 if config.latency_budget_ms
                         else None)
         # Requests in flight; callers may hold more elements than this when they are packed.
@@ -159,7 +159,7 @@ class OpenAiBackend:
                     auth.SignInFailed) as error:
                 failure = classify(error)
                 if failure.kind == failures.RATE_LIMITED:
-                    self._limiter.rate_limited(failure.retry_after)
+                    self._rates.rate_limited(failure.retry_after)
                 if not failure.retriable or attempt + 1 == attempts:
                     raise LlmPermanentError(
                         self._redact(f"{task} via {model} failed after {attempt + 1} "
@@ -168,7 +168,7 @@ class OpenAiBackend:
                         latency_ms=_ms_since(started)) from None
                 await asyncio.sleep(backoff_seconds(attempt, failure.retry_after, self._rng))
                 continue
-            self._limiter.succeeded()
+            self._rates.succeeded()
             return LlmResult(answer=answer, model=model, spent=tuple(spent),
                              latency_ms=_ms_since(started), endpoint=endpoint.label,
                              prompt_version=tasks.PROMPT_VERSIONS[task])
@@ -180,7 +180,8 @@ class OpenAiBackend:
         """One request, its cost added to `spent` whatever comes of it; the valid answer and
         the endpoint that gave it. Each endpoint's breaker hears how the endpoint did: any
         HTTP answer but a 5xx means it is up (its answer may still be invalid)."""
-        await self._limiter.acquire(prompt_tokens + EXPECTED_ANSWER_TOKENS)
+        reserved = prompt_tokens + EXPECTED_ANSWER_TOKENS
+        await self._rates.acquire(reserved)
         async with self._request_slots:
             # when the request can go: load and health as they are now (CircuitOpen when
             # every endpoint of the tier is failing)
@@ -230,6 +231,7 @@ class OpenAiBackend:
             raise
         content = _content(body)
         spend = Spend(model, latency_ms, *usage_tokens(body.get("usage"), prompt_tokens, content))
+        await self._rates.settle(reserved, spend.input_tokens + spend.output_tokens)
         try:
             if content is None:
                 raise tasks.InvalidAnswer("response has no choices[0].message.content")
@@ -248,6 +250,21 @@ class OpenAiBackend:
         for endpoint in self.endpoints():
             if endpoint.client is not None:
                 await endpoint.client.close()
+        await self._rates.aclose()
+
+
+def _job_budget(config: LlmConfig) -> budgets.JobBudget:
+    """--llm_rpm/--llm_tpm for the job: a bucket in Redis shared by every worker that uses the
+    same endpoints and models (with --cache_url), else this worker's share."""
+    shared = None
+    if config.cache_url and (config.requests_per_minute or config.tokens_per_minute):
+        name = budgets.bucket_name(*(config.endpoint_urls(tier) for tier in (base.FAST,
+                                                                           base.DEEP)),
+                                   config.fast_model, config.deep_model)
+        shared = budgets.RedisBucket(config.cache_url, name, config.requests_per_minute,
+                                     config.tokens_per_minute)
+    return budgets.JobBudget(config.requests_per_minute, config.tokens_per_minute,
+                             config.budget_workers, shared)
 
 
 def _endpoint_failed(endpoint: Endpoint) -> None:
