@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -108,6 +109,8 @@ class LlmResult:
     cached: bool = False  # served from the response cache or the memo: no call, no cost
     remembered: bool = False  # served from the memo of answers by event (memo.py)
     fell_back: bool = False  # the deep model overran its budget; the fast model answered
+    # sent straight to the fast model: the deep model's recent p95 is over the budget
+    routed: bool = False
     degraded: str | None = None  # why the local rules answered instead of the model
     # tasks.PROMPT_VERSIONS of the prompt that produced the answer; None when no prompt was
     # sent (the local rules model)
@@ -125,6 +128,11 @@ class LlmResult:
     @property
     def output_tokens(self) -> int:
         return sum(spend.output_tokens for spend in self.spent)
+
+
+def ms_since(started: float) -> float:
+    """Milliseconds since `started`, a time.perf_counter()."""
+    return (time.perf_counter() - started) * 1000.0
 
 
 class LlmPermanentError(Exception):

@@ -18,6 +18,7 @@ from realtime_ai.llm.base import (
     LlmPermanentError,
     LlmResult,
     Spend,
+    ms_since,
 )
 from realtime_ai.llm.cache import CachingBackend
 from realtime_ai.llm.credentials import api_key
@@ -27,6 +28,7 @@ from realtime_ai.llm.limits import CircuitOpen
 from realtime_ai.llm.local_model import DegradingBackend, LocalBackend
 from realtime_ai.llm.memo import MemoBackend
 from realtime_ai.llm.packing import PackingBackend
+from realtime_ai.llm.routing import LatencyRouter
 
 BACKOFF_BASE_SECONDS = 0.25
 BACKOFF_CAP_SECONDS = 20.0
@@ -165,12 +167,12 @@ class OpenAiBackend:
                         self._redact(f"{task} via {model} failed after {attempt + 1} "
                                      f"attempt(s): {failure.reason}"),
                         reason=failure.summary, spent=tuple(spent),
-                        latency_ms=_ms_since(started)) from None
+                        latency_ms=ms_since(started)) from None
                 await asyncio.sleep(backoff_seconds(attempt, failure.retry_after, self._rng))
                 continue
             self._rates.succeeded()
             return LlmResult(answer=answer, model=model, spent=tuple(spent),
-                             latency_ms=_ms_since(started), endpoint=endpoint.label,
+                             latency_ms=ms_since(started), endpoint=endpoint.label,
                              prompt_version=tasks.PROMPT_VERSIONS[task])
         raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -206,7 +208,7 @@ class OpenAiBackend:
             except (TimeoutError, asyncio.CancelledError) as error:
                 # sent and never answered (timed out, or cut by the latency budget): the
                 # endpoint may bill the prompt, so it is counted as estimated
-                spent.append(Spend(model, _ms_since(started), input_tokens=prompt_tokens,
+                spent.append(Spend(model, ms_since(started), input_tokens=prompt_tokens,
                                    failure="cut" if isinstance(error, asyncio.CancelledError)
                                    else "timed out"))
                 if isinstance(error, TimeoutError):
@@ -214,7 +216,7 @@ class OpenAiBackend:
                 raise
             except openai.OpenAIError as error:
                 failure = classify(error)
-                spent.append(Spend(model, _ms_since(started), failure=failure.summary))
+                spent.append(Spend(model, ms_since(started), failure=failure.summary))
                 if failure.kind == failures.ENDPOINT:
                     _endpoint_failed(endpoint)
                 elif isinstance(error, openai.APIStatusError):
@@ -223,7 +225,7 @@ class OpenAiBackend:
             finally:
                 endpoint.in_flight -= 1
         endpoint.breaker.succeeded()
-        latency_ms = _ms_since(started)
+        latency_ms = ms_since(started)
         try:
             body = _json_body(raw)
         except tasks.InvalidAnswer:
@@ -273,35 +275,6 @@ def _endpoint_failed(endpoint: Endpoint) -> None:
     endpoint.breaker.failed()
 
 
-def _ms_since(started: float) -> float:
-    return (time.perf_counter() - started) * 1000.0
-
-
-class LatencyRouter:
-    """A deep-tier call that overruns `latency_budget_ms` (cut by OpenAiBackend, so it is not
-    paid further) is answered by the fast model instead; what the cut call cost is kept."""
-
-    def __init__(self, inner: base.LlmBackend):
-        self._inner = inner
-
-    async def complete(self, task: str, data: Mapping[str, Any], tier: str) -> LlmResult:
-        started = time.perf_counter()
-        try:
-            return await self._inner.complete(task, data, tier)
-        except LatencyBudgetExceeded as cut:
-            try:
-                result = await self._inner.complete(task, data, base.FAST)
-            except LlmPermanentError as error:
-                error.spent = cut.spent + error.spent
-                error.latency_ms = _ms_since(started)
-                raise
-            return dataclasses.replace(result, fell_back=True, latency_ms=_ms_since(started),
-                                       spent=cut.spent + result.spent)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
 def make_backend(config: LlmConfig) -> base.LlmBackend:
     if config.backend == "local":
         return LocalBackend()
@@ -310,7 +283,7 @@ def make_backend(config: LlmConfig) -> base.LlmBackend:
         if config.fast_batch_size > 1:
             backend = PackingBackend(backend, config)
         if config.latency_budget_ms:
-            backend = LatencyRouter(backend)
+            backend = LatencyRouter(backend, config.latency_budget_ms / 1000.0)
         backend = CachingBackend(backend, config)
         if config.memo:
             backend = MemoBackend(backend, config)
