@@ -77,7 +77,7 @@ def test_workers_sharing_a_redis_bucket_stay_within_the_job_budget(llm_server, r
     # at the whole budget: three times as fast)
     paced = 20 * PACE_SHARE
     rate = (90 - paced * budgets.BUCKET_SECONDS) / elapsed
-    assert 0.7 * paced < rate < 1.1 * paced
+    assert 0.5 * paced < rate < 1.1 * paced
 
 
 @pytest.mark.integration
