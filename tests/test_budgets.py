@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from realtime_ai.llm import base, budgets, runner, server
+from realtime_ai.llm import base, budgets, runner
 from realtime_ai.llm.base import LlmConfig
 from realtime_ai.llm.client import EXPECTED_ANSWER_TOKENS, make_backend
 from realtime_ai.llm.limits import PACE_SHARE
@@ -25,14 +25,6 @@ INSIGHT = {"dashboard_id": "d", "window_start": "a", "window_end": "b", "metrics
 @pytest.fixture(scope="module")
 def redis_url():
     yield from redis_on_own_port("6398")
-
-
-@pytest.fixture()
-def llm_server(monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    handle = server.start_in_thread(port=0)
-    yield handle
-    handle.stop()
 
 
 def _insights(backend, count: int) -> list:
@@ -154,9 +146,12 @@ def test_budget_split_by_the_workers_the_runner_reports(argv, count):
     assert _split(*argv).count == count
 
 
-def test_dataflow_without_a_worker_count_is_an_error():
+def test_dataflow_without_a_worker_count_is_an_error_only_with_budgets():
     with pytest.raises(InvalidOptions, match="--max_num_workers or --llm_budget_workers"):
         _split("--runner=DataflowRunner", "--cache_url=redis://10.0.0.5:6379/0")
+    unbudgeted = parse_options(["--metrics=samples/metrics.jsonl",
+                                "--output=/tmp/budget-split", "--runner=DataflowRunner"])
+    assert unbudgeted.view_as(RealtimeAiOptions).llm_config().budget_workers == 1
 
 
 def test_split_reaches_the_workers_and_is_told():

@@ -363,7 +363,8 @@ class RealtimeAiOptions(PipelineOptions):
             batch_wait_ms=self.llm_batch_wait_ms,
             requests_per_minute=self.llm_rpm,
             tokens_per_minute=self.llm_tpm,
-            budget_workers=self.budget_workers().count,
+            budget_workers=(self.budget_workers().count if self.llm_rpm or self.llm_tpm
+                            else 1),
             cache_ttl_seconds=self.cache_ttl_seconds,
             cache_url=self.cache_url,
             latency_budget_ms=self.latency_budget_ms,
