@@ -104,6 +104,22 @@ def test_without_redis_each_worker_paces_at_its_share():
     assert runner.submit(run()).result(10) == pytest.approx(1.0 / PACE_SHARE, rel=0.15)
 
 
+def test_without_redis_answer_usage_moves_the_next_turn():
+    budget = budgets.JobBudget(requests_per_minute=None, tokens_per_minute=60_000)  # 1000/s
+
+    async def run(used: int) -> float:
+        await budget.acquire(tokens=100)
+        await budget.settle(reserved=100, used=used)
+        started = time.monotonic()
+        await budget.acquire(tokens=100)
+        return time.monotonic() - started
+
+    # 600 tokens used where 100 were reserved: the next turn 0.6 s after the first, not 0.1
+    assert runner.submit(run(600)).result(10) == pytest.approx(0.6 / PACE_SHARE, abs=0.08)
+    time.sleep(0.2)
+    assert runner.submit(run(0)).result(10) < 0.02  # what was not used is given back
+
+
 def test_redis_down_falls_back_to_the_share_and_says_so_once(llm_server, caplog):
     config = LlmConfig(backend="openai", base_url=llm_server.base_url,
                        cache_url="redis://127.0.0.1:1/0", requests_per_minute=2400,
