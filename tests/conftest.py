@@ -73,3 +73,15 @@ def redis_on_own_port(port: str):
                              text=True, check=True, cwd=REPO)
     yield started.stdout.strip().split("=", 1)[1]
     subprocess.run([*script, "stop", "--port", port], check=True, cwd=REPO)
+
+
+@pytest.fixture()
+def llm_server(monkeypatch):
+    """Our OpenAI-compatible test server (llm/server.py) on a free port, and a key in the
+    environment for the client; stopped after the test."""
+    from realtime_ai.llm import server
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    handle = server.start_in_thread(port=0)
+    yield handle
+    handle.stop()

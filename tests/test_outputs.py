@@ -130,6 +130,9 @@ def test_fallback_is_visible_in_the_model_column():
     row = rows.transaction_row(_featured(), RISK, 0.8, fallback)
     assert row["model"] == "fast-m+fast-m (deep over budget)"
     assert row["llm_latency_ms"] == 403.0
+    routed = LlmResult(answer=ANALYSIS.answer, model="fast-m", latency_ms=4.0, routed=True)
+    assert rows.transaction_row(_featured(), RISK, 0.8, routed)["model"] == (
+        "fast-m+fast-m (deep p95 over budget)")
 
 
 def test_rows_say_which_prompt_version_answered():

@@ -36,7 +36,8 @@ def transaction_row(featured: FeaturedTransaction, risk: LlmResult, threshold: f
     tx, features = featured.transaction, featured.features
     models = [risk.model]
     if analysis is not None:
-        models.append(f"{analysis.model} (deep over budget)" if analysis.fell_back
+        models.append(f"{analysis.model} (deep p95 over budget)" if analysis.routed
+                      else f"{analysis.model} (deep over budget)" if analysis.fell_back
                       else analysis.model)
     answers = [risk] if analysis is None else [risk, analysis]
     return {

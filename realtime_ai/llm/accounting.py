@@ -65,6 +65,9 @@ def summary_lines(counters: Mapping[str, int]) -> list[str]:
              f"({counters.get('llm_failed_requests', 0)} failed, timed out or cut), "
              f"{counters.get('llm_fallbacks', 0)} deep calls over budget answered by the fast "
              "model"]
+    if counters.get("llm_routed_to_fast"):
+        lines.append(f"  {counters['llm_routed_to_fast']} deep requests sent straight to the "
+                     "fast model (the deep model's recent p95 over --latency_budget_ms)")
     if counters.get("llm_memo_hits"):
         lines.append(f"  {counters['llm_memo_hits']} of those from cache remembered from "
                      "earlier runs (--memo)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -53,8 +54,9 @@ class LlmConfig:
     concurrency: int = 64
     fast_batch_size: int = 1  # transactions packed into one fast-tier request
     batch_wait_ms: float = 50.0  # longest a request waits for others to pack or gather with
-    requests_per_minute: float | None = None  # client-side budgets per worker; None: none
+    requests_per_minute: float | None = None  # client-side budgets of the job; None: none
     tokens_per_minute: float | None = None
+    budget_workers: int = 1  # workers that split the budgets when no Redis bucket is shared
     cache_ttl_seconds: float = 60.0  # identical requests within this are answered once
     cache_size: int = 100_000  # answers kept per worker
     cache_url: str | None = None  # redis://host:port/db: a cache shared by all workers
@@ -107,6 +109,8 @@ class LlmResult:
     cached: bool = False  # served from the response cache or the memo: no call, no cost
     remembered: bool = False  # served from the memo of answers by event (memo.py)
     fell_back: bool = False  # the deep model overran its budget; the fast model answered
+    # sent straight to the fast model: the deep model's recent p95 is over the budget
+    routed: bool = False
     degraded: str | None = None  # why the local rules answered instead of the model
     # tasks.PROMPT_VERSIONS of the prompt that produced the answer; None when no prompt was
     # sent (the local rules model)
@@ -124,6 +128,11 @@ class LlmResult:
     @property
     def output_tokens(self) -> int:
         return sum(spend.output_tokens for spend in self.spent)
+
+
+def ms_since(started: float) -> float:
+    """Milliseconds since `started`, a time.perf_counter()."""
+    return (time.perf_counter() - started) * 1000.0
 
 
 class LlmPermanentError(Exception):

@@ -11,28 +11,30 @@ from typing import Any
 import httpx2
 import openai
 
-from realtime_ai.llm import auth, base, failures, tasks
+from realtime_ai.llm import auth, base, budgets, failures, tasks
 from realtime_ai.llm.base import (
     LatencyBudgetExceeded,
     LlmConfig,
     LlmPermanentError,
     LlmResult,
     Spend,
+    ms_since,
 )
 from realtime_ai.llm.cache import CachingBackend
 from realtime_ai.llm.credentials import api_key
 from realtime_ai.llm.endpoints import Endpoint, make_pools
 from realtime_ai.llm.failures import classify
-from realtime_ai.llm.limits import CircuitOpen, RateLimiter
+from realtime_ai.llm.limits import CircuitOpen
 from realtime_ai.llm.local_model import DegradingBackend, LocalBackend
 from realtime_ai.llm.memo import MemoBackend
 from realtime_ai.llm.packing import PackingBackend
+from realtime_ai.llm.routing import LatencyRouter
 
 BACKOFF_BASE_SECONDS = 0.25
 BACKOFF_CAP_SECONDS = 20.0
 # The openai client insists on a key; endpoints such as vLLM or Ollama ignore it.
 PLACEHOLDER_KEY = "no-key-configured"
-# Answer tokens budgeted before a call (the real count settles nothing: budgets are paced).
+# Answer tokens reserved from the token budget before a call; the answer's usage corrects it.
 EXPECTED_ANSWER_TOKENS = 60
 
 
@@ -103,7 +105,7 @@ class OpenAiBackend:
                                   for tier in (base.FAST, base.DEEP)},
                                  probe_timeout_seconds=config.timeout_seconds)
         self._rng = random.Random()
-        self._limiter = RateLimiter(config.requests_per_minute, config.tokens_per_minute)
+        self._rates = _job_budget(config)
         self._budget = (config.latency_budget_ms / 1000.0 if config.latency_budget_ms
                         else None)
         # Requests in flight; callers may hold more elements than this when they are packed.
@@ -159,18 +161,18 @@ class OpenAiBackend:
                     auth.SignInFailed) as error:
                 failure = classify(error)
                 if failure.kind == failures.RATE_LIMITED:
-                    self._limiter.rate_limited(failure.retry_after)
+                    self._rates.rate_limited(failure.retry_after)
                 if not failure.retriable or attempt + 1 == attempts:
                     raise LlmPermanentError(
                         self._redact(f"{task} via {model} failed after {attempt + 1} "
                                      f"attempt(s): {failure.reason}"),
                         reason=failure.summary, spent=tuple(spent),
-                        latency_ms=_ms_since(started)) from None
+                        latency_ms=ms_since(started)) from None
                 await asyncio.sleep(backoff_seconds(attempt, failure.retry_after, self._rng))
                 continue
-            self._limiter.succeeded()
+            self._rates.succeeded()
             return LlmResult(answer=answer, model=model, spent=tuple(spent),
-                             latency_ms=_ms_since(started), endpoint=endpoint.label,
+                             latency_ms=ms_since(started), endpoint=endpoint.label,
                              prompt_version=tasks.PROMPT_VERSIONS[task])
         raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -180,7 +182,8 @@ class OpenAiBackend:
         """One request, its cost added to `spent` whatever comes of it; the valid answer and
         the endpoint that gave it. Each endpoint's breaker hears how the endpoint did: any
         HTTP answer but a 5xx means it is up (its answer may still be invalid)."""
-        await self._limiter.acquire(prompt_tokens + EXPECTED_ANSWER_TOKENS)
+        reserved = prompt_tokens + EXPECTED_ANSWER_TOKENS
+        await self._rates.acquire(reserved)
         async with self._request_slots:
             # when the request can go: load and health as they are now (CircuitOpen when
             # every endpoint of the tier is failing)
@@ -205,7 +208,7 @@ class OpenAiBackend:
             except (TimeoutError, asyncio.CancelledError) as error:
                 # sent and never answered (timed out, or cut by the latency budget): the
                 # endpoint may bill the prompt, so it is counted as estimated
-                spent.append(Spend(model, _ms_since(started), input_tokens=prompt_tokens,
+                spent.append(Spend(model, ms_since(started), input_tokens=prompt_tokens,
                                    failure="cut" if isinstance(error, asyncio.CancelledError)
                                    else "timed out"))
                 if isinstance(error, TimeoutError):
@@ -213,7 +216,7 @@ class OpenAiBackend:
                 raise
             except openai.OpenAIError as error:
                 failure = classify(error)
-                spent.append(Spend(model, _ms_since(started), failure=failure.summary))
+                spent.append(Spend(model, ms_since(started), failure=failure.summary))
                 if failure.kind == failures.ENDPOINT:
                     _endpoint_failed(endpoint)
                 elif isinstance(error, openai.APIStatusError):
@@ -222,7 +225,7 @@ class OpenAiBackend:
             finally:
                 endpoint.in_flight -= 1
         endpoint.breaker.succeeded()
-        latency_ms = _ms_since(started)
+        latency_ms = ms_since(started)
         try:
             body = _json_body(raw)
         except tasks.InvalidAnswer:
@@ -230,6 +233,7 @@ class OpenAiBackend:
             raise
         content = _content(body)
         spend = Spend(model, latency_ms, *usage_tokens(body.get("usage"), prompt_tokens, content))
+        await self._rates.settle(reserved, spend.input_tokens + spend.output_tokens)
         try:
             if content is None:
                 raise tasks.InvalidAnswer("response has no choices[0].message.content")
@@ -248,41 +252,27 @@ class OpenAiBackend:
         for endpoint in self.endpoints():
             if endpoint.client is not None:
                 await endpoint.client.close()
+        await self._rates.aclose()
+
+
+def _job_budget(config: LlmConfig) -> budgets.JobBudget:
+    """--llm_rpm/--llm_tpm for the job: a bucket in Redis shared by every worker that uses the
+    same endpoints and models (with --cache_url), else this worker's share."""
+    shared = None
+    if config.cache_url and (config.requests_per_minute or config.tokens_per_minute):
+        name = budgets.bucket_name(*(config.endpoint_urls(tier) for tier in (base.FAST,
+                                                                           base.DEEP)),
+                                   config.fast_model, config.deep_model)
+        shared = budgets.RedisBucket(config.cache_url, name, config.requests_per_minute,
+                                     config.tokens_per_minute)
+    return budgets.JobBudget(config.requests_per_minute, config.tokens_per_minute,
+                             config.budget_workers, shared)
 
 
 def _endpoint_failed(endpoint: Endpoint) -> None:
     """A 5xx, a timeout or a lost connection: counted, and told to its breaker."""
     endpoint.failures += 1
     endpoint.breaker.failed()
-
-
-def _ms_since(started: float) -> float:
-    return (time.perf_counter() - started) * 1000.0
-
-
-class LatencyRouter:
-    """A deep-tier call that overruns `latency_budget_ms` (cut by OpenAiBackend, so it is not
-    paid further) is answered by the fast model instead; what the cut call cost is kept."""
-
-    def __init__(self, inner: base.LlmBackend):
-        self._inner = inner
-
-    async def complete(self, task: str, data: Mapping[str, Any], tier: str) -> LlmResult:
-        started = time.perf_counter()
-        try:
-            return await self._inner.complete(task, data, tier)
-        except LatencyBudgetExceeded as cut:
-            try:
-                result = await self._inner.complete(task, data, base.FAST)
-            except LlmPermanentError as error:
-                error.spent = cut.spent + error.spent
-                error.latency_ms = _ms_since(started)
-                raise
-            return dataclasses.replace(result, fell_back=True, latency_ms=_ms_since(started),
-                                       spent=cut.spent + result.spent)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 def make_backend(config: LlmConfig) -> base.LlmBackend:
@@ -293,7 +283,7 @@ def make_backend(config: LlmConfig) -> base.LlmBackend:
         if config.fast_batch_size > 1:
             backend = PackingBackend(backend, config)
         if config.latency_budget_ms:
-            backend = LatencyRouter(backend)
+            backend = LatencyRouter(backend, config.latency_budget_ms / 1000.0)
         backend = CachingBackend(backend, config)
         if config.memo:
             backend = MemoBackend(backend, config)

@@ -1,9 +1,11 @@
 """Client-side flow control for one endpoint: rate budgets and a circuit breaker. No Beam.
 
-`RateLimiter` paces requests so a worker sits just under a provider's requests-per-minute and
-tokens-per-minute limits instead of bouncing off them: requests leave at the budgeted rate
-(no bursts, so a provider's sliding minute never overflows), a 429 pauses everyone for its
-Retry-After and lowers the pace, and successes restore it gradually.
+`RateLimiter` paces requests so a worker sits just under its requests-per-minute and
+tokens-per-minute budgets (its share of the job's: budgets.py) instead of bouncing off a
+provider's limits: requests leave at the budgeted rate (no bursts, so a provider's sliding
+minute never overflows), a 429 pauses everyone for its Retry-After and lowers the pace,
+successes restore it gradually, and an answer's usage corrects the tokens its request
+reserved.
 
 `CircuitBreaker` stops hammering an endpoint that keeps failing: after `failure_limit`
 consecutive failures it opens; calls then fail fast until a cool-down passes, when one probe
@@ -51,6 +53,19 @@ class RateLimiter:
                     self._tpm * PACE_SHARE * self._pace)
         if start > now:
             await asyncio.sleep(start - now)
+
+    def settle(self, reserved: int, used: int) -> None:
+        """An answer used `used` tokens where `reserved` were paced for: the difference
+        moves the next request's turn (later for more, earlier for fewer)."""
+        if self._tpm:
+            self._next_tokens_at += 60.0 * (used - reserved) / (
+                self._tpm * PACE_SHARE * self._pace)
+
+    async def wait_out_pause(self) -> None:
+        """Sleep until a 429's Retry-After has passed."""
+        wait = self._paused_until - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     def rate_limited(self, retry_after: float | None) -> None:
         """A 429: everyone waits for Retry-After, and the pace drops."""

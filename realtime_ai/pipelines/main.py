@@ -41,6 +41,7 @@ from realtime_ai.pipelines.options import (
     options_parser,
     parse_options,
     reads_stream,
+    runner_name,
 )
 from realtime_ai.transforms.add_customer_features import AddCustomerFeatures
 from realtime_ai.transforms.ask_model import NAMESPACE
@@ -66,7 +67,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
     grace = opts.window_grace_seconds if streaming else 0.0
     lateness = opts.allowed_lateness_seconds if streaming else 0.0
     llm = opts.llm_config()
-    native_pubsub = _runner_name(options) in NATIVE_PUBSUB_RUNNERS
+    native_pubsub = runner_name(options) in NATIVE_PUBSUB_RUNNERS
     kafka_beam_262 = kafka_expanded_by_beam_262(options)
     redriven = redriven or RedriveInputs()
     parts: dict[str, list[beam.PCollection]] = {name: [] for name in OUTPUT_SCHEMAS}
@@ -176,6 +177,9 @@ def run(argv: list[str] | None = None, redriven: RedriveInputs | None = None,
     _prism_settings(options)
     _watch_job_without_deadline(options)
     _fill_in_runner_defaults(options)
+    budget_plan = opts.rate_budget_plan()
+    if budget_plan:
+        logging.getLogger(__name__).warning("%s", budget_plan)
     if reads_stream(opts):
         options.view_as(StandardOptions).streaming = True
     staging = None if reads_stream(opts) else new_staging_folder(opts.output)
@@ -217,15 +221,8 @@ TEMPLATE_IMAGE_VARIABLE = "REALTIME_AI_IMAGE"
 NATIVE_PUBSUB_RUNNERS = ("dataflowrunner", "dataflow", "bundlebaseddirectrunner")
 
 
-def _runner_name(options: PipelineOptions) -> str:
-    runner = options.view_as(StandardOptions).runner
-    if runner is None:
-        return ""
-    return (runner if isinstance(runner, str) else type(runner).__name__).lower()
-
-
 def _is_flink(options: PipelineOptions) -> bool:
-    return _runner_name(options) in ("flinkrunner", "flink")
+    return runner_name(options) in ("flinkrunner", "flink")
 
 
 def kafka_expanded_by_beam_262(options: PipelineOptions) -> bool:
@@ -240,7 +237,7 @@ def _on_dataflow(options: PipelineOptions) -> bool:
     """A Dataflow job runs on Google's workers: the command returns once the job is submitted,
     so a Flex Template's launcher (which runs it) is done in seconds rather than waiting out a
     batch job or timing out on a streaming one. Its state and counters are in the console."""
-    return _runner_name(options) in ("dataflowrunner", "dataflow")
+    return runner_name(options) in ("dataflowrunner", "dataflow")
 
 
 def prism_binary() -> str | None:
@@ -254,7 +251,7 @@ def _stream_on_prism(options: PipelineOptions) -> None:
     does wherever it can download Prism: the legacy streaming DirectRunner reads 10 messages
     a pull with the wall clock as its watermark, and falls behind at about 40 events/s."""
     opts = options.view_as(RealtimeAiOptions)
-    if _runner_name(options) not in ("", "directrunner", "direct") or not any(
+    if runner_name(options) not in ("", "directrunner", "direct") or not any(
             spec and is_subscription(spec) for spec in (opts.transactions, opts.metrics)):
         return
     prism = options.view_as(PrismRunnerOptions)
@@ -279,7 +276,7 @@ def _prism_settings(options: PipelineOptions) -> None:
       run a key concurrently with the first (github.com/apache/beam/issues/35771): the keyed
       step's state written by one is lost to the other, and rows came out twice. Our Pub/Sub
       reader checkpoints by itself and needs no splits."""
-    if _runner_name(options) in ("prismrunner", "prism"):
+    if runner_name(options) in ("prismrunner", "prism"):
         debug = options.view_as(DebugOptions)
         debug.add_experiment("disable_prism_server_singleton")
         debug.add_experiment("prism_disable_sdf_split")

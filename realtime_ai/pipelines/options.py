@@ -16,12 +16,17 @@ import shlex
 import socket
 import urllib.parse
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import (
+    DebugOptions,
+    DirectOptions,
+    FlinkRunnerOptions,
     PipelineOptions,
+    PortableOptions,
     StandardOptions,
+    WorkerOptions,
     _BeamArgumentParser,
 )
 from apache_beam.runners.runner import PipelineRunner
@@ -232,11 +237,21 @@ OPTIONS: tuple[Option, ...] = (
            "Longest a request waits for others to pack with and, in streaming, to be "
            "gathered into one bundle with, in ms.", "20"),
     Option("llm_rpm", Number(0, 1e9, above=True), None,
-           "Client-side requests-per-minute budget per worker: requests are paced just under "
-           "it and slow down on 429s.", "500"),
+           "Client-side requests-per-minute budget of the whole job: requests are paced just "
+           "under it and slow down on 429s. With --cache_url the workers share one budget in "
+           "Redis; without (or while Redis is down) each worker takes its share, the budget "
+           "divided by --llm_budget_workers.", "500"),
     Option("llm_tpm", Number(0, 1e12, above=True), None,
-           "Client-side tokens-per-minute budget per worker (prompt tokens estimated before "
-           "the call).", "200000"),
+           "Client-side tokens-per-minute budget of the whole job, shared as --llm_rpm (a "
+           "request reserves its estimated tokens; its answer's usage corrects that).",
+           "200000"),
+    Option("llm_budget_workers", Integer(1, 1_000_000), None,
+           "Worker processes that split --llm_rpm/--llm_tpm between them when no Redis "
+           "budget is shared.", "8",
+           default_text="what the runner's options say: 1 on Prism and the DirectRunner "
+                        "(--direct_num_workers with --direct_running_mode=multi_processing), "
+                        "--parallelism on Flink, --max_num_workers (else --num_workers) "
+                        "times the vCPUs of --machine_type on Dataflow"),
     Option("latency_budget_ms", Number(0, MAX_SECONDS * 1000, above=True), None,
            "Latency budget of a deep-model call, in ms: one that overruns is cut and answered "
            "by the fast model (the row's model column says which answered).", "3000"),
@@ -348,6 +363,8 @@ class RealtimeAiOptions(PipelineOptions):
             batch_wait_ms=self.llm_batch_wait_ms,
             requests_per_minute=self.llm_rpm,
             tokens_per_minute=self.llm_tpm,
+            budget_workers=(self.budget_workers().count if self.llm_rpm or self.llm_tpm
+                            else 1),
             cache_ttl_seconds=self.cache_ttl_seconds,
             cache_url=self.cache_url,
             latency_budget_ms=self.latency_budget_ms,
@@ -356,6 +373,45 @@ class RealtimeAiOptions(PipelineOptions):
             auth_scope=self.llm_auth_scope,
             on_model_failure=self.on_model_failure,
         )
+
+    def budget_workers(self) -> BudgetWorkers:
+        """How many worker processes split --llm_rpm/--llm_tpm when no Redis budget is
+        shared: each process has one model client (llm/runner.py), whatever its threads."""
+        if self.llm_budget_workers:
+            return BudgetWorkers(self.llm_budget_workers, "--llm_budget_workers")
+        runner = runner_name(self)
+        if runner in ("dataflowrunner", "dataflow"):
+            return _dataflow_workers(self)
+        if runner in ("flinkrunner", "flink"):
+            parallelism = self.view_as(FlinkRunnerOptions).parallelism
+            if parallelism > 0:
+                return BudgetWorkers(parallelism, f"--parallelism={parallelism} on Flink")
+            processes = _whole(self.view_as(PortableOptions).sdk_worker_parallelism)
+            return BudgetWorkers(processes, f"--sdk_worker_parallelism={processes} on Flink "
+                                            "(no --parallelism given: one TaskManager assumed)")
+        direct = self.view_as(DirectOptions)
+        if (runner in ("", "directrunner", "direct", "switchingdirectrunner")
+                and direct.direct_running_mode == "multi_processing"):
+            return BudgetWorkers(direct.direct_num_workers,
+                                 f"--direct_num_workers={direct.direct_num_workers} "
+                                 "processes")
+        return BudgetWorkers(1, "a local runner's workers are threads of this process")
+
+    def rate_budget_plan(self) -> str | None:
+        """What a user is told at launch about how --llm_rpm/--llm_tpm are shared."""
+        if not (self.llm_rpm or self.llm_tpm):
+            return None
+        workers = self.budget_workers()
+        share = " and ".join(f"{budget / workers.count:g} {unit}/min" for budget, unit in
+                          ((self.llm_rpm, "requests"), (self.llm_tpm, "tokens")) if budget)
+        split = (f"{share} for each of {workers.count} worker process"
+                 f"{'' if workers.count == 1 else 'es'} ({workers.how})")
+        if self.cache_url:
+            return (f"--llm_rpm/--llm_tpm: one budget for the whole job in Redis "
+                    f"({self.cache_url}), shared by every worker; while Redis cannot be "
+                    f"reached: {split}")
+        return (f"--llm_rpm/--llm_tpm split between the workers: {split}; "
+                "--cache_url=redis://... would share one budget instead")
 
     def any_base_url(self) -> str | None:
         return self.llm_base_url or self.fast_base_url or self.deep_base_url
@@ -381,6 +437,57 @@ class RealtimeAiOptions(PipelineOptions):
             if getattr(self, option) is not None:
                 overrides[setting] = getattr(self, option)
         return dataclasses.replace(DetectorSettings(), **overrides)
+
+
+class BudgetWorkers(NamedTuple):
+    """The worker processes --llm_rpm/--llm_tpm are split between, and how that was found."""
+
+    count: int
+    how: str
+
+
+# Dataflow runs one Python SDK process per vCPU of a worker VM (unless the experiment
+# no_use_multiple_sdk_containers says one); its default machine types: n1-standard-1 for
+# batch, n1-standard-2 (Streaming Engine) or -4 for streaming: the larger is assumed.
+_DEFAULT_DATAFLOW_VCPUS = {False: 1, True: 4}
+_MACHINE_VCPUS = re.compile(r"(?:-(\d+)|custom-(\d+)-\d+(?:-ext)?)$")
+
+
+def _whole(value: Any) -> int:
+    """A positive whole number from an option Beam declares without a type (else 1)."""
+    try:
+        return max(1, int(value))
+    except (TypeError, ValueError):
+        return 1
+
+
+def _dataflow_workers(options: RealtimeAiOptions) -> BudgetWorkers:
+    worker = options.view_as(WorkerOptions)
+    vms = worker.max_num_workers or worker.num_workers
+    if not vms:
+        raise InvalidOptions("--llm_rpm/--llm_tpm on Dataflow need --max_num_workers or "
+                             "--llm_budget_workers=N: the budgets are split between the "
+                             "workers (with --cache_url, while Redis cannot be reached)")
+    experiments = options.view_as(DebugOptions).experiments or []
+    machine = worker.machine_type or ""
+    found = _MACHINE_VCPUS.search(machine)
+    if "no_use_multiple_sdk_containers" in experiments:
+        per_vm, what = 1, "1 SDK process each (no_use_multiple_sdk_containers)"
+    elif found:
+        per_vm = int(found.group(1) or found.group(2))
+        what = f"{per_vm} SDK processes each (one per vCPU of {machine})"
+    else:
+        per_vm = _DEFAULT_DATAFLOW_VCPUS[bool(options.view_as(StandardOptions).streaming)]
+        what = f"{per_vm} SDK processes each (one per vCPU; no --machine_type given)"
+    return BudgetWorkers(vms * per_vm, f"{vms} Dataflow worker VMs x {what}")
+
+
+def runner_name(options: PipelineOptions) -> str:
+    """--runner in lower case, as given ('' when not given)."""
+    runner = options.view_as(StandardOptions).runner
+    if runner is None:
+        return ""
+    return (runner if isinstance(runner, str) else type(runner).__name__).lower()
 
 
 def reads_stream(options: RealtimeAiOptions) -> bool:
@@ -522,9 +629,15 @@ def _check_endpoint_reachable(options: RealtimeAiOptions) -> None:
                 "%s: until it answers, the local rules answer (rows labelled degraded)", problem)
 
 
+def _check_budget_split(options: RealtimeAiOptions) -> None:
+    """Budgets split between workers (even with Redis: its fallback): a count to split by."""
+    if options.llm_rpm or options.llm_tpm:
+        options.budget_workers()
+
+
 # Checks of several options together, or of the environment, after each option's own.
 _COMMAND_CHECKS = (_check_runner, _check_dedupe_horizon, _check_model_access,
-                   _check_endpoint_reachable)
+                   _check_endpoint_reachable, _check_budget_split)
 
 
 def validate(options: RealtimeAiOptions, require_input: bool = True) -> None:

@@ -89,6 +89,7 @@ class _ModelDoFn(beam.DoFn):
             return
         tally["llm_degraded" if result.degraded else "llm_answers"] += 1
         tally["llm_fallbacks"] += result.fell_back
+        tally["llm_routed_to_fast"] += result.routed
         if result.endpoint:
             tally[f"llm_answers_by_endpoint:{result.endpoint}"] += 1
         self._spent(result.spent, result.latency_ms)
