@@ -24,7 +24,9 @@ buffers rows across windows and can stamp them with the wrong window.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
+from typing import BinaryIO, TypeVar
 
 import apache_beam as beam
 import pyarrow as pa
@@ -38,6 +40,7 @@ from realtime_ai.windowing import GraceWindows, window_bounds
 ROW_GROUP_BUFFER_BYTES = 64 * 1024 * 1024
 ROW_GROUP_ROWS = 1_000_000
 WORK_FOLDER = ".in-progress"  # under the output, beside the datasets; pyarrow skips it
+T = TypeVar("T")
 
 
 def dataset_path(output_dir: str, name: str) -> str:
@@ -142,15 +145,27 @@ def dataset_files(path: str) -> list[str]:
     return [m.path for m in FileSystems.match([FileSystems.join(path, "**")])[0].metadata_list]
 
 
-def dataset_row_count(path: str) -> int:
-    """Rows in a dataset, from its files' Parquet footers: nothing else is read, so counting a
-    month's backfill on gs:// costs one small read per file."""
-    count = 0
+def _read_each_file(path: str, read: Callable[[BinaryIO], T]) -> Iterator[T]:
+    """`read` of each Parquet file of a dataset, opened through Beam's filesystems."""
     for file in dataset_files(path):
         if file.endswith(".parquet"):
             with FileSystems.open(file, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-                count += pq.ParquetFile(f).metadata.num_rows
-    return count
+                yield read(f)
+
+
+def dataset_row_count(path: str) -> int:
+    """Rows in a dataset, from its files' Parquet footers: nothing else is read, so counting a
+    month's backfill on gs:// costs one small read per file."""
+    return sum(_read_each_file(path, lambda f: pq.ParquetFile(f).metadata.num_rows))
+
+
+def read_dataset_columns(path: str, schema: pa.Schema, columns: tuple[str, ...]) -> pa.Table:
+    """Some columns of every file of a dataset, local or remote (date= and hour= folders
+    included); an empty table of `schema`'s columns when it has no file."""
+    tables = list(_read_each_file(path, lambda f: pq.read_table(f, columns=list(columns))))
+    if not tables:
+        return pa.Table.from_pylist([], schema=pa.schema([schema.field(c) for c in columns]))
+    return pa.concat_tables(tables)
 
 
 def read_dataset(path: str) -> pa.Table:

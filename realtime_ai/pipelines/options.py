@@ -58,6 +58,7 @@ from realtime_ai.pipelines.option_values import (
 )
 
 LLM_BACKENDS = ("local", "openai")
+DEFAULT_SHADOW_SAMPLE = 0.05
 RELEASE_STEP_SECONDS = 1.0
 ENDPOINT_CONNECT_SECONDS = 5.0
 ENDPOINTS = UrlList(Url(("http", "https"), "http(s)://HOST[:PORT][/PATH]"))
@@ -218,6 +219,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("deep_model", Text(), "gpt-4o",
            "Model that analyses high-risk transactions with history and playbook context.",
            "gpt-4.1"),
+    Option("shadow_fast_model", Text(), None,
+           "A second model asked, beside --fast_model, about a sample of the transactions "
+           "(--shadow_sample), through the fast model's endpoints and settings; its answers "
+           "change nothing in the pipeline's outputs: they are compared with the fast "
+           "model's in the shadow/ dataset (risk difference, escalation agreement, "
+           "latencies) and summarised at the end of a run. A shadow call that fails is a "
+           "shadow row with the reason, never a dead letter.", "gpt-4.1-mini",
+           default_text="none (no shadow model)"),
+    Option("shadow_sample", Number(0, 1, above=True), None,
+           "--shadow_fast_model: the share of transactions (0..1) it is asked about, chosen "
+           "by a hash of the transaction id, so batch runs, streams and replays compare the "
+           "same transactions.", "0.1", default_text=f"{DEFAULT_SHADOW_SAMPLE:g}"),
     Option("llm_timeout_seconds", Seconds(above=True), 30.0,
            "Per-request timeout in seconds.", "10"),
     Option("llm_max_retries", Integer(0, 100), 4,
@@ -357,6 +370,10 @@ class RealtimeAiOptions(PipelineOptions):
             on_model_failure=self.on_model_failure,
         )
 
+    def shadow_share(self) -> float:
+        """The share of transactions the shadow model is asked about."""
+        return DEFAULT_SHADOW_SAMPLE if self.shadow_sample is None else self.shadow_sample
+
     def any_base_url(self) -> str | None:
         return self.llm_base_url or self.fast_base_url or self.deep_base_url
 
@@ -480,6 +497,15 @@ def _check_dedupe_horizon(options: RealtimeAiOptions) -> None:
             f"({options.state_ttl_seconds:g}), got {options.dedupe_horizon_seconds:g}")
 
 
+def _check_shadow(options: RealtimeAiOptions) -> None:
+    if options.shadow_sample is not None and not options.shadow_fast_model:
+        raise InvalidOptions("--shadow_sample needs --shadow_fast_model, the model to ask "
+                             "about the sample")
+    if options.shadow_fast_model and options.shadow_fast_model == options.fast_model:
+        raise InvalidOptions(f"--shadow_fast_model={options.shadow_fast_model} is the "
+                             "--fast_model: a shadow model is another model to compare with it")
+
+
 def _check_model_access(options: RealtimeAiOptions) -> None:
     if resolve_backend(options.llm_backend, options.any_base_url()) != "openai":
         return
@@ -523,7 +549,7 @@ def _check_endpoint_reachable(options: RealtimeAiOptions) -> None:
 
 
 # Checks of several options together, or of the environment, after each option's own.
-_COMMAND_CHECKS = (_check_runner, _check_dedupe_horizon, _check_model_access,
+_COMMAND_CHECKS = (_check_runner, _check_dedupe_horizon, _check_shadow, _check_model_access,
                    _check_endpoint_reachable)
 
 

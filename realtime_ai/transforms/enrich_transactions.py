@@ -30,7 +30,9 @@ def _scored_replayable(scored) -> replay.Replayable:
 
 
 class EnrichTransactions(beam.PTransform):
-    """PCollection[FeaturedTransaction] -> (rows, alerts, dead_letter).
+    """PCollection[FeaturedTransaction] -> (rows, alerts, dead_letter, scored): `scored` is
+    every transaction with the fast model's answer, (FeaturedTransaction, LlmResult), for
+    comparisons (transforms/shadow_model.py).
 
     Every transaction is scored by the fast model; those above `risk_threshold` are analysed
     by the deep model with their history and playbook context, and raise an alert.
@@ -66,4 +68,4 @@ class EnrichTransactions(beam.PTransform):
         alerts = analysed | "TransactionAlerts" >> beam.Map(
             lambda item: rows.transaction_alert(item[0][0], item[0][1], item[1]))
         dead = (score_failed, analysis_failed) | "TransactionLlmFailures" >> beam.Flatten()
-        return transaction_rows, alerts, dead
+        return transaction_rows, alerts, dead, scored
