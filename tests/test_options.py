@@ -7,6 +7,8 @@ import shlex
 import socket
 
 import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from realtime_ai.llm.base import LlmConfig
@@ -192,3 +194,18 @@ def test_a_shadow_model_is_another_model_and_its_sample_needs_it(base_argv, caps
         [*base_argv, "--shadow_fast_model=m2", "--shadow_sample=0"], capsys)
     options = parse_options([*base_argv, "--shadow_fast_model=m2"]).view_as(RealtimeAiOptions)
     assert options.shadow_share() == 0.05
+
+
+def test_past_alerts_must_be_an_alerts_dataset(base_argv, capsys, tmp_path):
+    missing = _error([*base_argv, f"--past_alerts={tmp_path}/nowhere"], capsys)
+    assert "is not an alerts dataset" in missing and "holds no Parquet file" in missing
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "part-0.parquet").write_bytes(b"PAR1 not really")
+    assert "is not a readable Parquet file" in _error(
+        [*base_argv, f"--past_alerts={corrupt}"], capsys)
+    other = tmp_path / "transactions"
+    other.mkdir()
+    pq.write_table(pa.table({"transaction_id": ["t1"]}), other / "part-0.parquet")
+    assert "has no column alert_id, kind" in _error([*base_argv, f"--past_alerts={other}"],
+                                                    capsys)

@@ -197,6 +197,9 @@ ALERTS_SCHEMA = pa.schema([
     ("severity", pa.string()),
     ("event_time", _TIME),
     ("summary", pa.string()),
+    # a transaction alert's customer (null for a metric): --past_alerts ranks a customer's
+    # own earlier alerts first
+    ("customer_id", pa.string()),
 ])
 
 INSIGHTS_SCHEMA = pa.schema([

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import shutil
@@ -29,11 +30,11 @@ from realtime_ai.core import shadow
 from realtime_ai.core.records import OUTPUT_SCHEMAS, SHADOW_DATASET, SHADOW_SCHEMA
 from realtime_ai.core.replay import RedriveInputs
 from realtime_ai.core.rows import dead_letter_row
-from realtime_ai.io.parquet import WriteDataset, dataset_row_count, read_dataset_columns
+from realtime_ai.io.parquet import WriteDataset, dataset_row_count, dataset_rows
 from realtime_ai.io.publish import PublishDatasets, discard_staging, new_staging_folder
 from realtime_ai.io.pubsub import ALERT_ATTRIBUTES, INSIGHT_ATTRIBUTES, PublishMessages
 from realtime_ai.io.sources import ReadEvents, is_subscription
-from realtime_ai.llm import accounting
+from realtime_ai.llm import accounting, retrieval
 from realtime_ai.pipelines.flink_defaults import flink_defaults
 from realtime_ai.pipelines.flink_jobs import cancel_flink_jobs, flink_job_name
 from realtime_ai.pipelines.options import (
@@ -49,6 +50,7 @@ from realtime_ai.transforms.dashboard_insights import DashboardInsights
 from realtime_ai.transforms.enrich_transactions import EnrichTransactions
 from realtime_ai.transforms.explain_anomalies import ExplainAnomalies
 from realtime_ai.transforms.parse import ParseMetrics, ParseTransactions
+from realtime_ai.transforms.playbook_context import WorkerPastAlerts
 from realtime_ai.transforms.score_metrics import ScoreMetrics
 from realtime_ai.transforms.shadow_model import ShadowModel
 
@@ -99,7 +101,8 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
     if featured:
         rows, alerts, failed, scored = (
             _joined(featured, "AllFeatured") | "EnrichTransactions" >> EnrichTransactions(
-                llm, opts.risk_threshold, opts.context, opts.context_refresh_seconds))
+                llm, opts.risk_threshold, opts.context, opts.context_refresh_seconds,
+                _past_alerts(opts.past_alerts)))
         parts["transactions"].append(rows)
         parts["alerts"].append(alerts)
         dead_letters.append(failed)
@@ -159,6 +162,15 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
         results["insights"] | "PublishInsights" >> PublishMessages(opts.insights_topic,
                                                                    INSIGHT_ATTRIBUTES)
     return results
+
+
+def _past_alerts(path: str | None) -> WorkerPastAlerts | None:
+    """--past_alerts as each worker reads it, or None."""
+    if not path:
+        return None
+    return WorkerPastAlerts(path, functools.partial(
+        dataset_rows, columns=retrieval.PAST_ALERT_COLUMNS,
+        required=retrieval.REQUIRED_PAST_ALERT_COLUMNS))
 
 
 def _joined(pcollections: list[beam.PCollection], label: str) -> beam.PCollection:
@@ -405,9 +417,8 @@ def summary(output: str, result: beam.runners.runner.PipelineResult,
                      f"{duplicates['metrics']} metric values")
     lines += accounting.summary_lines(counters)
     if with_shadow:
-        compared = read_dataset_columns(f"{output}/{SHADOW_DATASET}", SHADOW_SCHEMA,
-                                        shadow.SUMMARY_COLUMNS)
-        lines.append(shadow.summarise(compared.to_pylist()).line())
+        compared = dataset_rows(f"{output}/{SHADOW_DATASET}", shadow.SUMMARY_COLUMNS)
+        lines.append(shadow.summarise(compared).line())
     return "\n".join(lines)
 
 

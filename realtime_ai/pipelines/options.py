@@ -29,7 +29,7 @@ from apache_beam.runners.runner import PipelineRunner
 from realtime_ai.core.detectors import DETECTORS, DetectorSettings
 from realtime_ai.core.keyed import OrderingSettings
 from realtime_ai.io.files import check_pattern_matches
-from realtime_ai.io.parquet import check_output_folder
+from realtime_ai.io.parquet import check_dataset, check_output_folder
 from realtime_ai.io.pubsub import TOPIC_PATTERN
 from realtime_ai.io.sources import (
     check_kafka,
@@ -43,7 +43,11 @@ from realtime_ai.llm import memo
 from realtime_ai.llm.auth import AUTH_AZURE, AUTH_KEY, AUTH_METHODS, AZURE_SCOPE
 from realtime_ai.llm.base import DEGRADE, ON_MODEL_FAILURE, LlmConfig, resolve_backend
 from realtime_ai.llm.credentials import InvalidApiKey, api_key
-from realtime_ai.llm.retrieval import load_playbook
+from realtime_ai.llm.retrieval import (
+    MAX_PAST_ALERTS,
+    REQUIRED_PAST_ALERT_COLUMNS,
+    load_playbook,
+)
 from realtime_ai.pipelines.option_values import (
     MAX_SECONDS,
     Choice,
@@ -91,6 +95,14 @@ def _check_playbook(path: str, flag: str) -> None:
     except (OSError, ValueError, TypeError, KeyError) as error:
         raise ValueError(f"{flag}={path} is not a readable playbook "
                          f"(JSON [{{id, title, text}}, ...]): {error}") from None
+
+
+def _check_past_alerts(path: str, flag: str) -> None:
+    try:
+        check_dataset(path, REQUIRED_PAST_ALERT_COLUMNS)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{flag}={path} is not an alerts dataset (the alerts/ folder of an "
+                         f"earlier run): {error}") from None
 
 
 def _check_output(path: str, flag: str) -> None:
@@ -303,6 +315,14 @@ OPTIONS: tuple[Option, ...] = (
            "explanations), re-read every --context_refresh_seconds while the job runs.",
            "gs://bucket/playbook.json",
            default_text="the playbook shipped in the package", check=_check_playbook),
+    Option("past_alerts", Text(), None,
+           "The alerts/ dataset (Parquet folder, local or gs://) of an earlier run: the deep "
+           "analysis of a risky transaction gets up to 3 of its alerts as context, those of "
+           "the same customer first, then those of the same pattern (BM25 over their "
+           "summaries, with the playbook's relevance threshold: none rather than unrelated "
+           "ones), raised before the transaction. Read once per worker process, the "
+           f"{MAX_PAST_ALERTS} most recent transaction alerts kept.", "gs://bucket/realtime-ai/run1/alerts",
+           default_text="none (no past alerts)", check=_check_past_alerts),
     Option("context_refresh_seconds", Seconds(above=True), 300.0,
            "How often each worker re-reads --context (a failed re-read keeps the version in "
            "use).", "60"),

@@ -8,20 +8,28 @@ from realtime_ai.core import model_inputs, replay, rows
 from realtime_ai.llm import base, retrieval
 from realtime_ai.llm.base import LlmConfig
 from realtime_ai.transforms.ask_model import AskModel
-from realtime_ai.transforms.playbook_context import WorkerPlaybook
+from realtime_ai.transforms.playbook_context import WorkerPastAlerts, WorkerPlaybook
 
 
 class _AnalysisData:
-    """Deep-analysis input: the transaction, its history and the relevant playbook entries."""
+    """Deep-analysis input: the transaction, its history, the relevant playbook entries and
+    (with `past_alerts`) the relevant alerts of an earlier run."""
 
-    def __init__(self, playbook_path: str | None, refresh_seconds: float):
+    def __init__(self, playbook_path: str | None, refresh_seconds: float,
+                 past_alerts: WorkerPastAlerts | None):
         self._playbook = WorkerPlaybook(playbook_path, refresh_seconds)
+        self._past_alerts = past_alerts
 
     def __call__(self, scored) -> dict:
         featured, risk = scored
         data = model_inputs.transaction_risk_data(featured)
-        entries = self._playbook.current().relevant(retrieval.query_for(data))
-        return model_inputs.transaction_analysis_data(featured, risk.answer, entries)
+        query = retrieval.query_for(data)
+        entries = self._playbook.current().relevant(query)
+        tx = featured.transaction
+        alerts = (self._past_alerts.current().relevant(
+            query, tx.customer_id, tx.event_time, tx.transaction_id)
+            if self._past_alerts else [])
+        return model_inputs.transaction_analysis_data(featured, risk.answer, entries, alerts)
 
 
 def _scored_replayable(scored) -> replay.Replayable:
@@ -35,15 +43,18 @@ class EnrichTransactions(beam.PTransform):
     comparisons (transforms/shadow_model.py).
 
     Every transaction is scored by the fast model; those above `risk_threshold` are analysed
-    by the deep model with their history and playbook context, and raise an alert.
+    by the deep model with their history and playbook context (and `past_alerts`, similar
+    alerts of an earlier run), and raise an alert.
     """
 
     def __init__(self, config: LlmConfig, risk_threshold: float,
-                 playbook_path: str | None = None, playbook_refresh_seconds: float = 300.0):
+                 playbook_path: str | None = None, playbook_refresh_seconds: float = 300.0,
+                 past_alerts: WorkerPastAlerts | None = None):
         super().__init__()
         self._config = config
         self._threshold = risk_threshold
-        self._analysis_data = _AnalysisData(playbook_path, playbook_refresh_seconds)
+        self._analysis_data = _AnalysisData(playbook_path, playbook_refresh_seconds,
+                                            past_alerts)
 
     def expand(self, featured):
         threshold = self._threshold
