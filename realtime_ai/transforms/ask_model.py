@@ -11,7 +11,8 @@ core/replay.py). The embedded local model is not called that way: it answers eac
 once, in the bundle.
 
 A shadow model (`shadow=True`: a second opinion, see transforms/shadow_model.py) is asked the
-same way, but its calls are counted apart (marked SHADOW_MARK in the report's tokens and cost)
+same way, but its calls are counted apart (accounting.SHADOW_MARK in the report's tokens and
+cost)
 and a failure is passed on as the error, never dead-lettered: the event is not its to lose.
 """
 from __future__ import annotations
@@ -40,7 +41,6 @@ from realtime_ai.transforms.gather import GatherForModel
 
 DEAD_LETTER = "dead_letter"
 NAMESPACE = "realtime_ai"
-SHADOW_MARK = accounting.SHADOW_MARK
 
 
 class _Pending(NamedTuple):
@@ -103,10 +103,10 @@ class _ModelDoFn(beam.DoFn):
     def _spent(self, spent: tuple[Spend, ...], event_latency_ms: float) -> None:
         """Every request's tokens, cost and latency, failed ones too; the event's latency
         across its attempts. A shadow's requests count in the totals, its tokens and cost
-        under its model's name marked SHADOW_MARK; its latencies are in the shadow/ rows,
-        not in the pipeline's."""
+        under its model's name marked accounting.SHADOW_MARK; its latencies are in the
+        shadow/ rows, not in the pipeline's."""
         tally = self._tally
-        mark = SHADOW_MARK if self._shadow else ""
+        mark = accounting.SHADOW_MARK if self._shadow else ""
         for spend in spent:
             tally["llm_requests"] += spend.requests
             if spend.failure:
