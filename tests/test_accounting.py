@@ -44,3 +44,15 @@ def test_the_report_sums_what_the_counters_say():
 
 def test_a_runner_that_reports_no_counters_is_not_reported_as_zero_calls():
     assert accounting.summary_lines({}) == ["Model calls: no counters reported by the runner"]
+
+
+def test_the_shadow_models_calls_are_in_the_totals_and_marked():
+    counters = {"llm_answers": 10, "llm_requests": 12, "llm_shadow_requests": 2,
+                "llm_shadow_answered": 1, "llm_shadow_failed": 1,
+                "llm_input_tokens:m": 900, "llm_output_tokens:m": 90,
+                "llm_input_tokens:m (shadow)": 180, "llm_output_tokens:m (shadow)": 18}
+    lines = accounting.summary_lines(counters)
+    assert "12 requests" in lines[0]
+    assert ("  of those requests 2 to the shadow model: 1 transactions answered (0 from "
+            "cache), 1 not (see shadow/)") in lines
+    assert "  m (shadow): 180 input + 18 output tokens, unpriced" in lines

@@ -63,7 +63,7 @@ def test_enrich_transactions_escalates_only_what_the_fast_model_rates_high():
     # an hour after a purchase in Germany, one in Brazil: impossible travel (risk 0.92)
     travel = _featured("tx-travel", country="BR", last_country="DE", seconds_since_last=3600.0)
     with TestPipeline() as p:
-        transaction_rows, alerts, dead = (p | beam.Create([usual, travel])
+        transaction_rows, alerts, dead, _scored = (p | beam.Create([usual, travel])
                                           | EnrichTransactions(LOCAL, risk_threshold=0.8))
         assert_that(transaction_rows | "Verdicts" >> beam.Map(
             lambda row: (row["transaction_id"], row["escalated"], row["analysis"] is not None,

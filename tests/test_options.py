@@ -7,6 +7,8 @@ import shlex
 import socket
 
 import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from realtime_ai.llm.base import LlmConfig
@@ -181,3 +183,29 @@ def test_a_value_of_two_dashes_is_an_error(base_argv, capsys):
 def test_errors_quoting_user_text_stay_on_one_line(base_argv, capsys):
     assert "--runner=a\\nb" in _error([*base_argv, "--runner=a\nb"], capsys)
     assert "--\\x85" in _error([*base_argv, "--\x85"], capsys)
+
+
+def test_a_shadow_model_is_another_model_and_its_sample_needs_it(base_argv, capsys):
+    assert "--shadow_sample needs --shadow_fast_model" in _error(
+        [*base_argv, "--shadow_sample=0.1"], capsys)
+    assert "is the --fast_model" in _error(
+        [*base_argv, "--fast_model=m1", "--shadow_fast_model=m1"], capsys)
+    assert "--shadow_sample must be a number above 0" in _error(
+        [*base_argv, "--shadow_fast_model=m2", "--shadow_sample=0"], capsys)
+    options = parse_options([*base_argv, "--shadow_fast_model=m2"]).view_as(RealtimeAiOptions)
+    assert options.shadow_share() == 0.05
+
+
+def test_past_alerts_must_be_an_alerts_dataset(base_argv, capsys, tmp_path):
+    missing = _error([*base_argv, f"--past_alerts={tmp_path}/nowhere"], capsys)
+    assert "is not an alerts dataset" in missing and "holds no Parquet file" in missing
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "part-0.parquet").write_bytes(b"PAR1 not really")
+    assert "is not a readable Parquet file" in _error(
+        [*base_argv, f"--past_alerts={corrupt}"], capsys)
+    other = tmp_path / "transactions"
+    other.mkdir()
+    pq.write_table(pa.table({"transaction_id": ["t1"]}), other / "part-0.parquet")
+    assert "has no column alert_id, kind" in _error([*base_argv, f"--past_alerts={other}"],
+                                                    capsys)

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from realtime_ai.core.records import OUTPUT_SCHEMAS
+from realtime_ai.core.records import OUTPUT_SCHEMAS, SHADOW_DATASET
 from realtime_ai.pipelines import main
 from realtime_ai.pipelines.option_values import MAX_SECONDS
 from realtime_ai.pipelines.options import OPTIONS, RealtimeAiOptions, parse_options
@@ -104,7 +104,9 @@ def test_every_option_at_its_limits_builds_the_pipeline(base_argv):
     # The bounds are what the job's arithmetic, timers and waits can hold.
     assert MAX_SECONDS <= threading.TIMEOUT_MAX
     for limit, streaming in (("minimum", False), ("maximum", False), ("maximum", True)):
-        argv = [*base_argv, "--streaming"] if streaming else list(base_argv)
+        # --shadow_sample needs a shadow model
+        argv = [*base_argv, "--shadow_fast_model=shadow-model"]
+        argv += ["--streaming"] if streaming else []
         for option in FUZZED:
             bound = getattr(option.value, limit, None)
             if bound is not None:
@@ -112,4 +114,4 @@ def test_every_option_at_its_limits_builds_the_pipeline(base_argv):
                 argv.append(f"{option.flag}={bound + 1 if above else bound}")
         pipeline = beam.Pipeline(options=parse_options(argv))
         rows = real_build_pipeline(pipeline, pipeline.options)
-        assert set(rows) == set(OUTPUT_SCHEMAS), limit
+        assert set(rows) == {*OUTPUT_SCHEMAS, SHADOW_DATASET}, limit

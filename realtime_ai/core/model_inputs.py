@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -32,11 +32,15 @@ def transaction_risk_data(featured: FeaturedTransaction) -> dict:
 
 
 def transaction_analysis_data(featured: FeaturedTransaction, assessment: Mapping[str, Any],
-                              playbook: list[dict]) -> dict:
+                              playbook: list[dict], past_alerts: Sequence[dict] = ()) -> dict:
+    """`past_alerts`: similar alerts of an earlier run (retrieval.PastAlerts); the key is
+    left out when there are none, so the request is the same as without --past_alerts."""
     data = transaction_risk_data(featured)
     data["fast_assessment"] = dict(assessment)
     data["history"] = [_transaction_fields(past) for past in featured.recent]
     data["playbook"] = playbook
+    if past_alerts:
+        data["past_alerts"] = list(past_alerts)
     return data
 
 

@@ -197,6 +197,9 @@ ALERTS_SCHEMA = pa.schema([
     ("severity", pa.string()),
     ("event_time", _TIME),
     ("summary", pa.string()),
+    # a transaction alert's customer (null for a metric): --past_alerts ranks a customer's
+    # own earlier alerts first
+    ("customer_id", pa.string()),
 ])
 
 INSIGHTS_SCHEMA = pa.schema([
@@ -218,6 +221,30 @@ DEAD_LETTER_SCHEMA = pa.schema([
     ("payload", pa.string()),
     ("error", pa.string()),
     ("context", pa.string()),  # model failures: features and history, or the detector's score
+])
+
+# The shadow model's comparison (--shadow_fast_model), one row per sampled transaction:
+# written only by runs that ask a shadow model, so it is not one of OUTPUT_SCHEMAS.
+SHADOW_DATASET = "shadow"
+SHADOW_SCHEMA = pa.schema([
+    ("transaction_id", pa.string()),
+    ("customer_id", pa.string()),
+    ("event_time", _TIME),
+    ("primary_model", pa.string()),  # the row's fast-tier model column (says when degraded)
+    ("primary_risk", pa.float64()),
+    ("primary_escalates", pa.bool_()),  # risk above --risk_threshold
+    ("shadow_model", pa.string()),
+    ("shadow_risk", pa.float64()),  # null: the shadow model gave no answer (see failure)
+    ("shadow_escalates", pa.bool_()),
+    ("risk_difference", pa.float64()),  # shadow_risk - primary_risk
+    # both models answered (neither failed nor degraded to the local rules): the rows the
+    # end-of-run summary compares
+    ("compared", pa.bool_()),
+    ("escalation_agrees", pa.bool_()),  # null unless compared
+    ("failure", pa.string()),  # why the row is not compared; null when it is
+    ("prompt_version", pa.string()),
+    ("primary_latency_ms", pa.float64()),
+    ("shadow_latency_ms", pa.float64()),
 ])
 
 # Output dataset name -> schema; the names are the folders under --output.

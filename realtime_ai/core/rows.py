@@ -151,6 +151,7 @@ def transaction_alert(featured: FeaturedTransaction, risk: LlmResult,
         "severity": severity,
         "event_time": tx.event_time,
         "summary": summary,
+        "customer_id": tx.customer_id,
     }
 
 
@@ -170,6 +171,7 @@ def metric_alert(scored: ScoredMetric, explanation: LlmResult) -> dict | None:
         "summary": (f"{record.metric}={record.value:g} (z={scored.score.z_score:.1f}, "
                     f"score={scored.score.anomaly_score:.2f}): {causes}. "
                     f"{explanation.answer['recommended_action']}"),
+        "customer_id": None,
     }
 
 

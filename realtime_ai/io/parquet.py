@@ -24,8 +24,9 @@ buffers rows across windows and can stamp them with the wrong window.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, BinaryIO, TypeVar
 
 import apache_beam as beam
 import pyarrow as pa
@@ -40,6 +41,7 @@ from realtime_ai.windowing import GraceWindows, window_bounds
 ROW_GROUP_BUFFER_BYTES = 64 * 1024 * 1024
 ROW_GROUP_ROWS = 1_000_000
 WORK_FOLDER = ".in-progress"  # under the output, beside the datasets; pyarrow skips it
+T = TypeVar("T")
 
 
 def dataset_path(output_dir: str, name: str) -> str:
@@ -149,15 +151,53 @@ def dataset_files(path: str) -> list[str]:
     return [m.path for m in FileSystems.match([FileSystems.join(path, "**")])[0].metadata_list]
 
 
-def dataset_row_count(path: str) -> int:
-    """Rows in a dataset, from its files' Parquet footers: nothing else is read, so counting a
-    month's backfill on gs:// costs one small read per file."""
-    count = 0
+def _read_each_file(path: str, read: Callable[[str, BinaryIO], T]) -> Iterator[T]:
+    """`read(path, handle)` of each Parquet file of a dataset, opened through Beam's
+    filesystems."""
     for file in dataset_files(path):
         if file.endswith(".parquet"):
             with FileSystems.open(file, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-                count += pq.ParquetFile(f).metadata.num_rows
-    return count
+                yield read(file, f)
+
+
+def dataset_row_count(path: str) -> int:
+    """Rows in a dataset, from its files' Parquet footers: nothing else is read, so counting a
+    month's backfill on gs:// costs one small read per file."""
+    return sum(_read_each_file(path, lambda _, f: pq.ParquetFile(f).metadata.num_rows))
+
+
+def _columns_of(file: str, handle: BinaryIO, columns: tuple[str, ...],
+                required: tuple[str, ...]) -> pa.Table:
+    """The `columns` a file has, as a table; ValueError naming the file when it is not a
+    Parquet file or lacks one of `required`."""
+    try:
+        parquet = pq.ParquetFile(handle)
+        names = set(parquet.schema_arrow.names)
+    except (OSError, pa.ArrowException) as error:
+        raise ValueError(f"{file} is not a readable Parquet file: {error}") from None
+    missing = [name for name in required if name not in names]
+    if missing:
+        raise ValueError(f"{file} has no column {', '.join(missing)}")
+    return parquet.read(columns=[name for name in columns if name in names])
+
+
+def dataset_rows(path: str, columns: tuple[str, ...],
+                 required: tuple[str, ...] = ()) -> Iterator[dict]:
+    """The rows of a dataset (local or remote), one file in memory at a time, each with
+    `columns`: one that a file lacks (written before the column existed) is None, unless it
+    is `required` (ValueError naming the file, as for a file that is not Parquet)."""
+    for table in _read_each_file(path, lambda file, f: _columns_of(file, f, columns, required)):
+        for row in table.to_pylist():
+            yield {name: row.get(name) for name in columns}
+
+
+def check_dataset(path: str, required: tuple[str, ...]) -> None:
+    """ValueError unless `path` is a dataset of Parquet files that have the `required`
+    columns; only the files' footers are read."""
+    if not any(file.endswith(".parquet") for file in dataset_files(path)):
+        raise ValueError(f"{path} holds no Parquet file")
+    for _ in _read_each_file(path, lambda file, f: _columns_of(file, f, (), required)):
+        pass
 
 
 def read_dataset(path: str) -> pa.Table:

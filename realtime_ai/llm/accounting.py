@@ -13,6 +13,9 @@ from importlib import resources
 LATENCY_BUCKETS_MS = (5, 10, 25, 50, 100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600,
                       51200, 102400)
 PERCENTILES = (50, 95, 99)
+# After a model's name in the tokens and cost counters of a shadow model's calls
+# (--shadow_fast_model): counted in the totals, told apart from the same model's own calls.
+SHADOW_MARK = " (shadow)"
 
 
 def load_prices() -> dict[str, dict[str, float]]:
@@ -68,6 +71,11 @@ def summary_lines(counters: Mapping[str, int]) -> list[str]:
     if counters.get("llm_routed_to_fast"):
         lines.append(f"  {counters['llm_routed_to_fast']} deep requests sent straight to the "
                      "fast model (the deep model's recent p95 over --latency_budget_ms)")
+    if counters.get("llm_shadow_answered") or counters.get("llm_shadow_failed"):
+        lines.append(f"  of those requests {counters.get('llm_shadow_requests', 0)} to the "
+                     f"shadow model: {counters.get('llm_shadow_answered', 0)} transactions "
+                     f"answered ({counters.get('llm_shadow_cache_hits', 0)} from cache), "
+                     f"{counters.get('llm_shadow_failed', 0)} not (see shadow/)")
     if counters.get("llm_memo_hits"):
         lines.append(f"  {counters['llm_memo_hits']} of those from cache remembered from "
                      "earlier runs (--memo)")

@@ -1,20 +1,25 @@
-"""Retrieval of the playbook entries relevant to an event (BM25 from `bm25s`). Pure: no Beam.
+"""Retrieval of the context relevant to an event (BM25 from `bm25s`). Pure: no Beam.
 
 The playbook holds fraud entries (context for the deep analysis of a risky payment) and
-runbooks (context for explaining a metric anomaly), each {id, title, text, kind}. An entry
-is returned only when it is relevant enough (MIN_RELEVANCE): no context beats wrong context.
+runbooks (context for explaining a metric anomaly), each {id, title, text, kind}. Past alerts
+(`PastAlerts`, --past_alerts) are an earlier run's transaction alerts, context for the deep
+analysis too. An entry is returned only when it is relevant enough (MIN_RELEVANCE): no
+context beats wrong context.
 """
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from importlib import resources
 from typing import Any
 
 import bm25s
+import numpy as np
 from bm25s.stopwords import STOPWORDS_EN
 
 FRAUD = "fraud"
@@ -70,6 +75,70 @@ class Playbook:
             key=lambda i: (-scores[i], self.entries[i]["id"]))
         return [{name: self.entries[i][name] for name in ("id", "title", "text")}
                 for i in ranked[:k]]
+
+
+# Past alerts kept per worker, the most recent, whatever the dataset's size: indexing them
+# peaks at ~12 KB an alert with 600-character summaries (their limit), ~4 KB with 25 words
+# (117 and 42 MB for 10,000; a query then takes ~5 ms).
+MAX_PAST_ALERTS = 10_000
+PAST_ALERT_COLUMNS = ("alert_id", "kind", "subject", "customer_id", "severity", "event_time",
+                      "summary")
+# an alerts dataset written before alerts had a customer_id is still read (no customer)
+REQUIRED_PAST_ALERT_COLUMNS = tuple(c for c in PAST_ALERT_COLUMNS if c != "customer_id")
+TRANSACTION_ALERT = "transaction"
+
+
+class PastAlerts:
+    """Transaction alerts of an earlier run, {alert_id, kind, subject, customer_id, severity,
+    event_time, summary} (metric alerts are left out), ranked by BM25 over their summary and
+    severity; the MAX_PAST_ALERTS most recent are kept (`alerts` may be a generator: no more
+    than that is held while reading).
+
+    The customer's own earlier alert scores MIN_RELEVANCE more: it is context by itself
+    (BM25 over a customer id word would not do: the more alerts a customer has, the less
+    such a word weighs), and the text ranks it among the customer's others."""
+
+    def __init__(self, alerts: Iterable[Mapping[str, Any]], max_alerts: int = MAX_PAST_ALERTS):
+        kept = heapq.nlargest(
+            max_alerts, (a for a in alerts if a["kind"] == TRANSACTION_ALERT),
+            key=lambda a: (a["event_time"], a["alert_id"]))
+        self._alerts = [{name: alert[name] for name in PAST_ALERT_COLUMNS} for alert in kept]
+        self._by_customer: dict[str, list[int]] = {}
+        for i, alert in enumerate(self._alerts):
+            if alert["customer_id"]:
+                self._by_customer.setdefault(alert["customer_id"], []).append(i)
+        self._index = bm25s.BM25()
+        if self._alerts:
+            self._index.index([words(f"{a['summary']} {a['severity']}") for a in self._alerts],
+                              show_progress=False)
+
+    def __len__(self) -> int:
+        return len(self._alerts)
+
+    def relevant(self, query: str, customer_id: str, before: datetime, subject: str,
+                 k: int = 3) -> list[dict]:
+        """Up to `k` alerts raised before `before` on other transactions than `subject` (a
+        re-run must not be shown its own earlier alert) that score at least MIN_RELEVANCE for
+        `query` and the customer: the customer's own first, then best first."""
+        query_words = words(query)
+        if not self._alerts:
+            return []
+        own = self._by_customer.get(customer_id, [])
+        text_scores = (self._index.get_scores(query_words) if query_words
+                       else np.zeros(len(self._alerts)))
+        scores = {int(i): float(text_scores[i])
+                  for i in np.flatnonzero(text_scores >= MIN_RELEVANCE)}
+        for i in own:
+            scores[i] = float(text_scores[i]) + MIN_RELEVANCE
+        ranked = sorted(
+            (i for i in scores
+             if self._alerts[i]["event_time"] < before and self._alerts[i]["subject"] != subject),
+            key=lambda i: (self._alerts[i]["customer_id"] != customer_id, -scores[i],
+                           self._alerts[i]["alert_id"]))
+        return [{"alert_id": a["alert_id"], "same_customer": a["customer_id"] == customer_id,
+                 "severity": a["severity"], "event_time": a["event_time"].isoformat(),
+                 "summary": a["summary"]}
+                for a in (self._alerts[i] for i in ranked[:k])]
 
 
 def load_playbook(text: str | None = None) -> Playbook:

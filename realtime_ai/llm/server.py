@@ -58,6 +58,11 @@ class ServerSettings:
     fault_script: list[str] = dataclasses.field(default_factory=list)
     drip_seconds: float = 1.0  # the "drip" fault sends one byte of the answer this often
     stream_token_ms: float = 0.0  # pause between streamed chunks (stream=True)
+    # added to the risk_score of one model's risk answers (kept within 0..1): two model
+    # names that answer differently, as a shadow model and the fast model do
+    model_risk_offset: dict[str, float] = dataclasses.field(default_factory=dict)
+    # when set, the only models served: another is a 404 model_not_found, as OpenAI answers
+    models: frozenset[str] | None = None
 
 
 def _provider_refusal(body: dict) -> str | None:
@@ -135,6 +140,17 @@ class _Server:
             self.last_answer_at = time.time()
             self.answer_times.append(self.last_answer_at)
 
+    def _model_answer(self, task: str, data: dict, model: str) -> dict:
+        """The local model's answer, its risk scores moved by the model's offset."""
+        answer = local_model.answer(task, data)
+        offset = self.settings.model_risk_offset.get(model)
+        if offset:
+            for result in answer.get("results", [answer]):
+                if "risk_score" in result:
+                    result["risk_score"] = round(min(1.0, max(0.0, result["risk_score"]
+                                                              + offset)), 4)
+        return answer
+
     def _next_fault(self) -> str | None:
         if self.settings.fault_script:
             return self.settings.fault_script.pop(0) or None
@@ -172,7 +188,8 @@ class _Server:
             if _asks_for_json(body):  # one of the pipeline's tasks
                 task, data = tasks.request_task_and_data(body["messages"],
                                                          body.get("response_format"))
-                answer_text = lambda: json.dumps(local_model.answer(task, data))  # noqa: E731
+                answer_text = lambda: json.dumps(  # noqa: E731
+                    self._model_answer(task, data, body["model"]))
             else:  # any other chat request: a free-text answer
                 question, data = tasks.question_and_data(body["messages"])
                 answer_text = lambda: local_model.answer_question(question, data)  # noqa: E731
@@ -185,6 +202,10 @@ class _Server:
         if refusal:
             self.stats["status_400"] += 1
             return self._error(400, refusal, "invalid_request_error")
+        if self.settings.models is not None and model not in self.settings.models:
+            self.stats["status_404"] += 1
+            return self._error(404, f"The model `{model}` does not exist or you do not have "
+                               "access to it.", "model_not_found")
         self.stats[f"model:{model}"] += 1
         if "max_tokens" not in body:
             self.stats["without_max_tokens"] += 1
@@ -369,6 +390,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault mix")
     parser.add_argument("--model_latency", action="append", default=[],
                         metavar="MODEL=MS", help="fixed latency of one model (repeatable)")
+    parser.add_argument("--model_risk_offset", action="append", default=[],
+                        metavar="MODEL=DELTA",
+                        help="added to one model's risk scores, within 0..1 (repeatable)")
     parser.add_argument("--faults", default=",".join(DEFAULT_FAULTS),
                         help=f"comma-separated faults --error_rate injects, of {','.join(FAULTS)} "
                              f"(default: {','.join(DEFAULT_FAULTS)})")
@@ -382,13 +406,15 @@ def main(argv: list[str] | None = None) -> None:
     script = args.fault_script.split(",") if args.fault_script else []
     if not set(faults) | set(script) <= set(FAULTS) | {""}:
         parser.error(f"--faults, --fault_script: choose from {', '.join(FAULTS)}")
-    model_latency = {}
-    for item in args.model_latency:
-        model, _, ms = item.partition("=")
-        model_latency[model] = float(ms)
-    settings = ServerSettings(args.latency_ms, args.latency_p95_ms, args.error_rate,
-                              args.rate_limit_rpm, args.seed, faults, model_latency, script,
-                              args.drip_seconds)
+    model_latency, risk_offset = ({model: float(value) for model, _, value in
+                                   (item.partition("=") for item in items)}
+                                  for items in (args.model_latency, args.model_risk_offset))
+    # by name: the fields are not in the order of the flags
+    settings = ServerSettings(
+        latency_ms=args.latency_ms, latency_p95_ms=args.latency_p95_ms,
+        error_rate=args.error_rate, rate_limit_rpm=args.rate_limit_rpm, seed=args.seed,
+        faults=faults, model_latency_ms=model_latency, fault_script=script,
+        drip_seconds=args.drip_seconds, model_risk_offset=risk_offset)
 
     async def serve() -> None:
         runner, port = await _start(_Server(settings), args.host, args.port)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import shutil
@@ -25,14 +26,15 @@ from apache_beam.options.pipeline_options import (
 from apache_beam.runners.portability.portable_runner import PipelineResult as PortableJobResult
 from apache_beam.runners.runner import PipelineState
 
-from realtime_ai.core.records import OUTPUT_SCHEMAS
+from realtime_ai.core import shadow
+from realtime_ai.core.records import OUTPUT_SCHEMAS, SHADOW_DATASET, SHADOW_SCHEMA
 from realtime_ai.core.replay import RedriveInputs
 from realtime_ai.core.rows import dead_letter_row
-from realtime_ai.io.parquet import WriteDataset, dataset_row_count
+from realtime_ai.io.parquet import WriteDataset, dataset_row_count, dataset_rows
 from realtime_ai.io.publish import PublishDatasets, discard_staging, new_staging_folder
 from realtime_ai.io.pubsub import ALERT_ATTRIBUTES, INSIGHT_ATTRIBUTES, PublishMessages
 from realtime_ai.io.sources import ReadEvents, is_subscription
-from realtime_ai.llm import accounting
+from realtime_ai.llm import accounting, retrieval
 from realtime_ai.pipelines.flink_defaults import EXPANSION_SERVICE_JAR, flink_defaults
 from realtime_ai.pipelines.flink_jobs import cancel_flink_jobs, flink_job_name
 from realtime_ai.pipelines.options import (
@@ -49,7 +51,9 @@ from realtime_ai.transforms.dashboard_insights import DashboardInsights
 from realtime_ai.transforms.enrich_transactions import EnrichTransactions
 from realtime_ai.transforms.explain_anomalies import ExplainAnomalies
 from realtime_ai.transforms.parse import ParseMetrics, ParseTransactions
+from realtime_ai.transforms.playbook_context import WorkerPastAlerts
 from realtime_ai.transforms.score_metrics import ScoreMetrics
+from realtime_ai.transforms.shadow_model import ShadowModel
 
 
 def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
@@ -70,7 +74,10 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
     native_pubsub = runner_name(options) in NATIVE_PUBSUB_RUNNERS
     kafka_beam_262 = kafka_expanded_by_beam_262(options)
     redriven = redriven or RedriveInputs()
-    parts: dict[str, list[beam.PCollection]] = {name: [] for name in OUTPUT_SCHEMAS}
+    schemas = dict(OUTPUT_SCHEMAS)
+    if opts.shadow_fast_model:
+        schemas[SHADOW_DATASET] = SHADOW_SCHEMA
+    parts: dict[str, list[beam.PCollection]] = {name: [] for name in schemas}
     dead_letters = []
 
     def payloads(label: str, source: str, spec: str | None, lines: tuple[str, ...]):
@@ -94,12 +101,16 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
     if redriven.featured:
         featured.append(p | "RedrivenFeatured" >> beam.Create(redriven.featured))
     if featured:
-        rows, alerts, failed = _joined(featured, "AllFeatured") | "EnrichTransactions" >> (
-            EnrichTransactions(llm, opts.risk_threshold, opts.context,
-                               opts.context_refresh_seconds))
+        rows, alerts, failed, scored = (
+            _joined(featured, "AllFeatured") | "EnrichTransactions" >> EnrichTransactions(
+                llm, opts.risk_threshold, opts.context, opts.context_refresh_seconds,
+                _past_alerts(opts.past_alerts)))
         parts["transactions"].append(rows)
         parts["alerts"].append(alerts)
         dead_letters.append(failed)
+        if opts.shadow_fast_model:
+            parts[SHADOW_DATASET].append(scored | "ShadowModel" >> ShadowModel(
+                llm, opts.shadow_fast_model, opts.shadow_share(), opts.risk_threshold))
 
     scored_parts = []
     scored = None
@@ -137,7 +148,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
     parts["dead_letter"].append(dead_letter_rows)
 
     results, written = {}, {}
-    for name, schema in OUTPUT_SCHEMAS.items():
+    for name, schema in schemas.items():
         label = "".join(word.title() for word in name.split("_"))
         results[name] = tuple(parts[name]) | f"All{label}" >> beam.Flatten(pipeline=p)
         written[name] = results[name] | f"Write{label}" >> WriteDataset(
@@ -153,6 +164,15 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
         results["insights"] | "PublishInsights" >> PublishMessages(opts.insights_topic,
                                                                    INSIGHT_ATTRIBUTES)
     return results
+
+
+def _past_alerts(path: str | None) -> WorkerPastAlerts | None:
+    """--past_alerts as each worker reads it, or None."""
+    if not path:
+        return None
+    return WorkerPastAlerts(path, functools.partial(
+        dataset_rows, columns=retrieval.PAST_ALERT_COLUMNS,
+        required=retrieval.REQUIRED_PAST_ALERT_COLUMNS))
 
 
 def _joined(pcollections: list[beam.PCollection], label: str) -> beam.PCollection:
@@ -401,10 +421,12 @@ def _counters(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
     return totals
 
 
-def summary(output: str, result: beam.runners.runner.PipelineResult) -> str:
-    """Where each output dataset is, how many rows it holds, and what the model calls cost."""
+def summary(output: str, result: beam.runners.runner.PipelineResult,
+            with_shadow: bool = False) -> str:
+    """Where each output dataset is, how many rows it holds, what the model calls cost and
+    (`with_shadow`: the run asked a shadow model) how the shadow model compared."""
     lines = [f"Outputs under {output}/ (read with pyarrow.parquet.read_table(PATH)):"]
-    for name in OUTPUT_SCHEMAS:
+    for name in [*OUTPUT_SCHEMAS, *([SHADOW_DATASET] if with_shadow else [])]:
         path = f"{output}/{name}"
         rows = dataset_row_count(path)
         lines.append(f"  {path:<40} {rows:>8} rows")
@@ -415,14 +437,18 @@ def summary(output: str, result: beam.runners.runner.PipelineResult) -> str:
         lines.append("Redeliveries dropped (same event id within --dedupe_horizon_seconds): "
                      f"{duplicates['transactions']} transactions, "
                      f"{duplicates['metrics']} metric values")
-    return "\n".join(lines + accounting.summary_lines(counters))
+    lines += accounting.summary_lines(counters)
+    if with_shadow:
+        compared = dataset_rows(f"{output}/{SHADOW_DATASET}", shadow.SUMMARY_COLUMNS)
+        lines.append(shadow.summarise(compared).line())
+    return "\n".join(lines)
 
 
 HELP_EPILOG = (
     "Beam's own options go alongside: --runner (DirectRunner, FlinkRunner, DataflowRunner, "
     "...), --streaming, --project, --region, --temp_location, ... (see Beam's documentation). "
     "Outputs: Parquet datasets transactions/, metrics/, alerts/, insights/ and dead_letter/ "
-    "under --output.")
+    "under --output (and shadow/ with --shadow_fast_model).")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -443,7 +469,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Submitted Dataflow job {job}; outputs go under "
               f"{options.view_as(RealtimeAiOptions).output}/")
     else:
-        print(summary(options.view_as(RealtimeAiOptions).output, result))
+        opts = options.view_as(RealtimeAiOptions)
+        print(summary(opts.output, result, with_shadow=bool(opts.shadow_fast_model)))
     return 0
 
 

@@ -34,7 +34,7 @@ from apache_beam.runners.runner import PipelineRunner
 from realtime_ai.core.detectors import DETECTORS, DetectorSettings
 from realtime_ai.core.keyed import OrderingSettings
 from realtime_ai.io.files import check_pattern_matches
-from realtime_ai.io.parquet import check_output_folder
+from realtime_ai.io.parquet import check_dataset, check_output_folder
 from realtime_ai.io.pubsub import TOPIC_PATTERN
 from realtime_ai.io.sources import (
     check_kafka,
@@ -48,7 +48,11 @@ from realtime_ai.llm import memo
 from realtime_ai.llm.auth import AUTH_AZURE, AUTH_KEY, AUTH_METHODS, AZURE_SCOPE
 from realtime_ai.llm.base import DEGRADE, ON_MODEL_FAILURE, LlmConfig, resolve_backend
 from realtime_ai.llm.credentials import InvalidApiKey, api_key
-from realtime_ai.llm.retrieval import load_playbook
+from realtime_ai.llm.retrieval import (
+    MAX_PAST_ALERTS,
+    REQUIRED_PAST_ALERT_COLUMNS,
+    load_playbook,
+)
 from realtime_ai.pipelines.option_values import (
     MAX_SECONDS,
     Choice,
@@ -63,6 +67,7 @@ from realtime_ai.pipelines.option_values import (
 )
 
 LLM_BACKENDS = ("local", "openai")
+DEFAULT_SHADOW_SAMPLE = 0.05
 RELEASE_STEP_SECONDS = 1.0
 ENDPOINT_CONNECT_SECONDS = 5.0
 ENDPOINTS = UrlList(Url(("http", "https"), "http(s)://HOST[:PORT][/PATH]"))
@@ -95,6 +100,14 @@ def _check_playbook(path: str, flag: str) -> None:
     except (OSError, ValueError, TypeError, KeyError) as error:
         raise ValueError(f"{flag}={path} is not a readable playbook "
                          f"(JSON [{{id, title, text}}, ...]): {error}") from None
+
+
+def _check_past_alerts(path: str, flag: str) -> None:
+    try:
+        check_dataset(path, REQUIRED_PAST_ALERT_COLUMNS)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{flag}={path} is not an alerts dataset (the alerts/ folder of an "
+                         f"earlier run): {error}") from None
 
 
 def _check_output(path: str, flag: str) -> None:
@@ -223,6 +236,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("deep_model", Text(), "gpt-4o",
            "Model that analyses high-risk transactions with history and playbook context.",
            "gpt-4.1"),
+    Option("shadow_fast_model", Text(), None,
+           "A second model asked, beside --fast_model, about a sample of the transactions "
+           "(--shadow_sample), through the fast model's endpoints and settings; its answers "
+           "change nothing in the pipeline's outputs: they are compared with the fast "
+           "model's in the shadow/ dataset (risk difference, escalation agreement, "
+           "latencies) and summarised at the end of a run. A shadow call that fails is a "
+           "shadow row with the reason, never a dead letter.", "gpt-4.1-mini",
+           default_text="none (no shadow model)"),
+    Option("shadow_sample", Number(0, 1, above=True), None,
+           "--shadow_fast_model: the share of transactions (0..1) it is asked about, chosen "
+           "by a hash of the transaction id, so batch runs, streams and replays compare the "
+           "same transactions.", "0.1", default_text=f"{DEFAULT_SHADOW_SAMPLE:g}"),
     Option("llm_timeout_seconds", Seconds(above=True), 30.0,
            "Per-request timeout in seconds.", "10"),
     Option("llm_max_retries", Integer(0, 100), 4,
@@ -305,6 +330,14 @@ OPTIONS: tuple[Option, ...] = (
            "explanations), re-read every --context_refresh_seconds while the job runs.",
            "gs://bucket/playbook.json",
            default_text="the playbook shipped in the package", check=_check_playbook),
+    Option("past_alerts", Text(), None,
+           "The alerts/ dataset (Parquet folder, local or gs://) of an earlier run: the deep "
+           "analysis of a risky transaction gets up to 3 of its alerts as context, those of "
+           "the same customer first, then those of the same pattern (BM25 over their "
+           "summaries, with the playbook's relevance threshold: none rather than unrelated "
+           "ones), raised before the transaction. Read once per worker process, the "
+           f"{MAX_PAST_ALERTS} most recent transaction alerts kept.", "gs://bucket/realtime-ai/run1/alerts",
+           default_text="none (no past alerts)", check=_check_past_alerts),
     Option("context_refresh_seconds", Seconds(above=True), 300.0,
            "How often each worker re-reads --context (a failed re-read keeps the version in "
            "use).", "60"),
@@ -412,6 +445,10 @@ class RealtimeAiOptions(PipelineOptions):
                     f"reached: {split}")
         return (f"--llm_rpm/--llm_tpm split between the workers: {split}; "
                 "--cache_url=redis://... would share one budget instead")
+
+    def shadow_share(self) -> float:
+        """The share of transactions the shadow model is asked about."""
+        return DEFAULT_SHADOW_SAMPLE if self.shadow_sample is None else self.shadow_sample
 
     def any_base_url(self) -> str | None:
         return self.llm_base_url or self.fast_base_url or self.deep_base_url
@@ -587,6 +624,15 @@ def _check_dedupe_horizon(options: RealtimeAiOptions) -> None:
             f"({options.state_ttl_seconds:g}), got {options.dedupe_horizon_seconds:g}")
 
 
+def _check_shadow(options: RealtimeAiOptions) -> None:
+    if options.shadow_sample is not None and not options.shadow_fast_model:
+        raise InvalidOptions("--shadow_sample needs --shadow_fast_model, the model to ask "
+                             "about the sample")
+    if options.shadow_fast_model and options.shadow_fast_model == options.fast_model:
+        raise InvalidOptions(f"--shadow_fast_model={options.shadow_fast_model} is the "
+                             "--fast_model: a shadow model is another model to compare with it")
+
+
 def _check_model_access(options: RealtimeAiOptions) -> None:
     if resolve_backend(options.llm_backend, options.any_base_url()) != "openai":
         return
@@ -636,7 +682,7 @@ def _check_budget_split(options: RealtimeAiOptions) -> None:
 
 
 # Checks of several options together, or of the environment, after each option's own.
-_COMMAND_CHECKS = (_check_runner, _check_dedupe_horizon, _check_model_access,
+_COMMAND_CHECKS = (_check_runner, _check_dedupe_horizon, _check_shadow, _check_model_access,
                    _check_endpoint_reachable, _check_budget_split)
 
 

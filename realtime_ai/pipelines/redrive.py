@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(report(plan_made))
     if result is not None:
-        print(main_command.summary(PipelineOptions(rest).view_as(RealtimeAiOptions).output, result))
+        opts = PipelineOptions(rest).view_as(RealtimeAiOptions)
+        print(main_command.summary(opts.output, result, with_shadow=bool(opts.shadow_fast_model)))
     return 0
 
 

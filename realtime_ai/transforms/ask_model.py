@@ -9,6 +9,11 @@ request fails permanently is answered by the local rules, labelled as degraded
 output with the reason and what a redrive needs to ask again (its original record and context:
 core/replay.py). The embedded local model is not called that way: it answers each element at
 once, in the bundle.
+
+A shadow model (`shadow=True`: a second opinion, see transforms/shadow_model.py) is asked the
+same way, but its calls are counted apart (accounting.SHADOW_MARK in the report's tokens and
+cost)
+and a failure is passed on as the error, never dead-lettered: the event is not its to lose.
 """
 from __future__ import annotations
 
@@ -54,13 +59,15 @@ class _ModelDoFn(beam.DoFn):
     accounting of answers."""
 
     def __init__(self, config: LlmConfig, task: str, tier: str, to_data: Callable[[Any], dict],
-                 asks: Callable[[Any], bool] | None, answer_type: AnswerType = ModelAnswer):
+                 asks: Callable[[Any], bool] | None, answer_type: AnswerType = ModelAnswer,
+                 shadow: bool = False):
         self._config = config
         self._task = task
         self._tier = tier
         self._to_data = to_data
         self._asks = asks
         self._answer_type = answer_type
+        self._shadow = shadow
 
     def _passes_unasked(self, element) -> bool:
         return self._asks is not None and not self._asks(element)
@@ -82,6 +89,12 @@ class _ModelDoFn(beam.DoFn):
         """Metrics of one answer, tallied on the bundle's thread, where Beam attributes them
         (the event loop's thread has no metrics context)."""
         tally = self._tally
+        if self._shadow:
+            tally["llm_shadow_answered"] += 1
+            tally["llm_shadow_cache_hits"] += result.cached
+            if not result.cached:
+                self._spent(result.spent, result.latency_ms)
+            return
         tally[f"llm_{self._task}_answered"] += 1
         if result.cached:
             tally["llm_cache_hits"] += 1
@@ -95,26 +108,34 @@ class _ModelDoFn(beam.DoFn):
         self._spent(result.spent, result.latency_ms)
 
     def _failed(self, error: LlmPermanentError) -> None:
-        self._tally[f"llm_{self._task}_dead_lettered"] += 1
+        self._tally["llm_shadow_failed" if self._shadow
+                    else f"llm_{self._task}_dead_lettered"] += 1
         self._spent(error.spent, error.latency_ms)
 
     def _spent(self, spent: tuple[Spend, ...], event_latency_ms: float) -> None:
         """Every request's tokens, cost and latency, failed ones too; the event's latency
-        across its attempts."""
+        across its attempts. A shadow's requests count in the totals, its tokens and cost
+        under its model's name marked accounting.SHADOW_MARK; its latencies are in the
+        shadow/ rows, not in the pipeline's."""
         tally = self._tally
+        mark = accounting.SHADOW_MARK if self._shadow else ""
         for spend in spent:
             tally["llm_requests"] += spend.requests
             if spend.failure:
                 tally["llm_failed_requests"] += spend.requests
-            if spend.requests:
+            if self._shadow:
+                tally["llm_shadow_requests"] += spend.requests
+            elif spend.requests:
                 tally[f"llm_request_latency_ms_le:"
                       f"{accounting.latency_bucket(spend.latency_ms)}"] += 1
-            tally[f"llm_input_tokens:{spend.model}"] += spend.input_tokens
-            tally[f"llm_output_tokens:{spend.model}"] += spend.output_tokens
+            tally[f"llm_input_tokens:{spend.model}{mark}"] += spend.input_tokens
+            tally[f"llm_output_tokens:{spend.model}{mark}"] += spend.output_tokens
             cost = accounting.cost_micro_usd(self._prices, spend.model, spend.input_tokens,
                                              spend.output_tokens)
             if cost is not None:
-                tally[f"llm_cost_micro_usd:{spend.model}"] += cost
+                tally[f"llm_cost_micro_usd:{spend.model}{mark}"] += cost
+        if self._shadow:
+            return
         tally[f"llm_latency_ms_le:{accounting.latency_bucket(event_latency_ms)}"] += 1
         self._latency.update(round(event_latency_ms))
 
@@ -141,9 +162,10 @@ class _AskModelDoFn(_ModelDoFn):
     """Thin: builds the task data, hands the request to the shared loop, emits answers."""
 
     def __init__(self, config: LlmConfig, task: str, tier: str, to_data: Callable[[Any], dict],
-                 asks: Callable[[Any], bool] | None, to_replayable: Callable[[Any], Replayable],
-                 keep_failed: bool, answer_type: AnswerType = ModelAnswer):
-        super().__init__(config, task, tier, to_data, asks, answer_type)
+                 asks: Callable[[Any], bool] | None,
+                 to_replayable: Callable[[Any], Replayable] | None, keep_failed: bool,
+                 answer_type: AnswerType = ModelAnswer, shadow: bool = False):
+        super().__init__(config, task, tier, to_data, asks, answer_type, shadow)
         self._to_replayable = to_replayable
         self._keep_failed = keep_failed
 
@@ -168,7 +190,9 @@ class _AskModelDoFn(_ModelDoFn):
 
     def _emit(self, completed):
         for pending, outcome in completed:
-            if isinstance(outcome, LlmPermanentError):
+            if isinstance(outcome, LlmPermanentError) and self._shadow:
+                self._failed(outcome)  # passed on as the error: noted in its shadow row
+            elif isinstance(outcome, LlmPermanentError):
                 self._failed(outcome)
                 replayable = self._to_replayable(pending.element)
                 dead = DeadLetter(source=f"llm:{self._task}", payload=replayable.payload,
@@ -196,7 +220,9 @@ class AskModel(beam.PTransform):
 
     An element whose request failed permanently reaches the dead-letter output as
     `to_replayable(element)` says (core/replay.py); with `keep_failed` it is also passed on
-    with None (its row is still written).
+    with None (its row is still written). A `shadow` model's failure is passed on as the
+    LlmPermanentError instead (no dead letter, no `to_replayable` needed), and its calls are
+    counted as the shadow's (see the module).
 
     With `asks`, only the elements it is true of are asked; the others are passed on at once
     with None, in the same output. Rows of both then come from one step: a Partition and a
@@ -205,9 +231,10 @@ class AskModel(beam.PTransform):
     """
 
     def __init__(self, config: LlmConfig, task: str, tier: str, to_data: Callable[[Any], dict],
-                 to_replayable: Callable[[Any], Replayable], keep_failed: bool = False,
+                 to_replayable: Callable[[Any], Replayable] | None, keep_failed: bool = False,
                  clock: Callable[[], float] = time.time,
-                 asks: Callable[[Any], bool] | None = None, answer_type: AnswerType = ModelAnswer):
+                 asks: Callable[[Any], bool] | None = None, answer_type: AnswerType = ModelAnswer,
+                 shadow: bool = False):
         super().__init__()
         self._config = config
         self._clock = clock  # processing time, for how long GatherForModel lets elements wait
@@ -215,10 +242,10 @@ class AskModel(beam.PTransform):
         self._asks = asks
         self._answer_type = answer_type
         # The local model never fails: keep_failed has nothing to keep.
-        self._fn = (_AskLocalModelDoFn(config, task, tier, to_data, asks, answer_type)
+        self._fn = (_AskLocalModelDoFn(config, task, tier, to_data, asks, answer_type, shadow)
                     if self._local
                     else _AskModelDoFn(config, task, tier, to_data, asks, to_replayable,
-                                       keep_failed, answer_type))
+                                       keep_failed, answer_type, shadow))
 
     def expand(self, elements):
         if not elements.is_bounded and not self._local:

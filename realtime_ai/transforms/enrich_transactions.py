@@ -10,20 +10,28 @@ from realtime_ai.core.records import FeaturedTransaction
 from realtime_ai.llm import base, retrieval
 from realtime_ai.llm.base import LlmConfig
 from realtime_ai.transforms.ask_model import AskModel
-from realtime_ai.transforms.playbook_context import WorkerPlaybook
+from realtime_ai.transforms.playbook_context import WorkerPastAlerts, WorkerPlaybook
 
 
 class _AnalysisData:
-    """Deep-analysis input: the transaction, its history and the relevant playbook entries."""
+    """Deep-analysis input: the transaction, its history, the relevant playbook entries and
+    (with `past_alerts`) the relevant alerts of an earlier run."""
 
-    def __init__(self, playbook_path: str | None, refresh_seconds: float):
+    def __init__(self, playbook_path: str | None, refresh_seconds: float,
+                 past_alerts: WorkerPastAlerts | None):
         self._playbook = WorkerPlaybook(playbook_path, refresh_seconds)
+        self._past_alerts = past_alerts
 
     def __call__(self, scored: ScoredTransaction) -> dict:
         data = model_inputs.transaction_risk_data(scored.featured)
-        entries = self._playbook.current().relevant(retrieval.query_for(data))
+        query = retrieval.query_for(data)
+        entries = self._playbook.current().relevant(query)
+        tx = scored.featured.transaction
+        alerts = (self._past_alerts.current().relevant(
+            query, tx.customer_id, tx.event_time, tx.transaction_id)
+            if self._past_alerts else [])
         return model_inputs.transaction_analysis_data(scored.featured, scored.risk.answer,
-                                                      entries)
+                                                      entries, alerts)
 
 
 def _scored_replayable(scored: ScoredTransaction) -> replay.Replayable:
@@ -33,18 +41,23 @@ def _scored_replayable(scored: ScoredTransaction) -> replay.Replayable:
 @beam.typehints.with_input_types(FeaturedTransaction)
 class EnrichTransactions(beam.PTransform):
     """PCollection[FeaturedTransaction] -> (rows: PCollection[Row], alerts: PCollection[Row],
-    dead_letter: PCollection[DeadLetter]).
+    dead_letter: PCollection[DeadLetter], scored: PCollection[ScoredTransaction]): `scored`
+    is every transaction with the fast model's answer, for comparisons
+    (transforms/shadow_model.py).
 
     Every transaction is scored by the fast model; those above `risk_threshold` are analysed
-    by the deep model with their history and playbook context, and raise an alert.
+    by the deep model with their history and playbook context (and `past_alerts`, similar
+    alerts of an earlier run), and raise an alert.
     """
 
     def __init__(self, config: LlmConfig, risk_threshold: float,
-                 playbook_path: str | None = None, playbook_refresh_seconds: float = 300.0):
+                 playbook_path: str | None = None, playbook_refresh_seconds: float = 300.0,
+                 past_alerts: WorkerPastAlerts | None = None):
         super().__init__()
         self._config = config
         self._threshold = risk_threshold
-        self._analysis_data = _AnalysisData(playbook_path, playbook_refresh_seconds)
+        self._analysis_data = _AnalysisData(playbook_path, playbook_refresh_seconds,
+                                            past_alerts)
 
     def expand(self, featured):
         threshold = self._threshold
@@ -67,4 +80,4 @@ class EnrichTransactions(beam.PTransform):
             if rows.is_high_risk(analysed.scored.risk, threshold) else []
         ).with_output_types(rows.Row)
         dead = (score_failed, analysis_failed) | "TransactionLlmFailures" >> beam.Flatten()
-        return transaction_rows, alerts, dead
+        return transaction_rows, alerts, dead, scored

@@ -1,0 +1,44 @@
+"""Our OpenAI-compatible test server as its command line starts it."""
+import json
+import subprocess
+import sys
+import urllib.request
+
+from realtime_ai.llm import base, local_model, tasks
+
+RISK_DATA = {
+    "transaction": {"transaction_id": "tx-1", "amount": 40.0, "currency": "EUR",
+                    "merchant": "Cafe Uno", "merchant_category": "restaurants",
+                    "country": "BR", "channel": "in_store",
+                    "timestamp": "2026-03-02T09:00:00Z"},
+    "features": {"history_count": 12, "mean_amount": 38.0, "std_amount": 6.0,
+                 "amount_zscore": 0.33, "velocity_1h": 0, "amount_1h": 0.0,
+                 "seconds_since_last": 3600.0, "new_country": True,
+                 "new_merchant_category": False, "last_country": "DE"},
+}
+
+
+def _risk(base_url: str, model: str) -> float:
+    body = {"model": model, "messages": tasks.build_messages(base.TRANSACTION_RISK, RISK_DATA),
+            "response_format": tasks.response_format(base.TRANSACTION_RISK)}
+    request = urllib.request.Request(f"{base_url}/chat/completions", json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        answer = json.loads(response.read())
+    return json.loads(answer["choices"][0]["message"]["content"])["risk_score"]
+
+
+def test_the_command_line_server_answers_and_shifts_one_models_risk():
+    """Its settings were passed by position, and a field added in between made every answer
+    of the command-line server a 401."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "realtime_ai.llm.server", "--port", "0",
+         "--model_risk_offset", "shadow-m=-0.5"], stdout=subprocess.PIPE, text=True)
+    try:
+        base_url = process.stdout.readline().split()[-1]
+        expected = local_model.transaction_risk(RISK_DATA)["risk_score"]
+        assert _risk(base_url, "fast-m") == expected
+        assert _risk(base_url, "shadow-m") == round(expected - 0.5, 4)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
