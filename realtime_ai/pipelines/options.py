@@ -187,7 +187,8 @@ OPTIONS: tuple[Option, ...] = (
            default_text="none (the watermark follows publish time)"),
     Option("output", Text(), None,
            "Folder (local or gs://) under which the Parquet datasets transactions/, metrics/, "
-           "alerts/, insights/ and dead_letter/ are written.", "out/run1", required=True,
+           "alerts/, insights/ and dead_letter/ (and shadow/ with --shadow_fast_model) are "
+           "written.", "out/run1", required=True,
            check=_check_output),
     Option("file_window_seconds", Integer(1, MAX_SECONDS), 60,
            "Streaming: each output's rows are written as one Parquet file per event-time "
