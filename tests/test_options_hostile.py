@@ -89,7 +89,9 @@ def test_any_value_is_read_as_declared_or_one_error_line(base_argv, option, text
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(extra=st.lists(st.one_of(st.text(max_size=20), st.text(max_size=20).map("--".__add__),
-                                st.text(max_size=20).map("-".__add__)), max_size=3))
+                                st.text(max_size=20).map("-".__add__)), max_size=3).filter(
+    # a request for help is answered with the help and exit 0: not a hostile argument
+    lambda words: not {"-h", "--help"} & set(words)))
 def test_any_extra_argument_is_an_error_or_harmless(base_argv, extra):
     options = _run([*base_argv, *extra])
     if options is not None:
