@@ -150,3 +150,43 @@ def test_an_anomaly_explanation_is_asked_with_its_metrics_runbook(tmp_path):
     own = tmp_path / "playbook.json"  # a --context without runbooks: no context, not a wrong one
     own.write_text('[{"id": "X-1", "title": "Card testing", "text": "small payments"}]')
     assert _AnomalyData(str(own), 300.0)(scored)["runbooks"] == []
+
+
+def _even_only_data(n):
+    assert n % 2 == 0, f"{n} was asked"
+    return _insight_data(n)
+
+
+def _is_even(n):
+    return n % 2 == 0
+
+
+def _answered_or_none(item):
+    return item[0], None if item[1] is None else item[1].answer["priority"]
+
+
+@pytest.mark.parametrize("config", [CONFIG, LOOP_CONFIG], ids=["local", "loop"])
+def test_batch_asks_only_what_asks_is_true_of_and_passes_the_rest_with_none(config,
+                                                                             loop_backend):
+    with TestPipeline(runner="DirectRunner") as p:
+        answered, dead = (p | beam.Create(range(9))
+                          | AskModel(config, base.DASHBOARD_INSIGHT, base.FAST, _even_only_data,
+                                     _replayable, asks=_is_even))
+        assert_that(answered | beam.Map(_answered_or_none),
+                    equal_to([(n, "low" if n % 2 == 0 else None) for n in range(9)]),
+                    label="Answered")
+        assert_that(dead, equal_to([]), label="NoDeadLetters")
+
+
+def test_streaming_passes_what_is_not_asked_without_gathering_it(loop_backend):
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    stream = (TestStream().add_elements([TimestampedValue(n, n) for n in range(5)])
+              .advance_processing_time(1).advance_watermark_to_infinity())
+    with TestPipeline(runner="BundleBasedDirectRunner", options=options) as p:
+        answered, _ = (p | stream
+                       | AskModel(LOOP_CONFIG, base.DASHBOARD_INSIGHT, base.FAST,
+                                  _even_only_data, _replayable, clock=lambda: 0.0,
+                                  asks=_is_even))
+        assert_that(answered | beam.Map(_answered_or_none),
+                    equal_to([(n, "low" if n % 2 == 0 else None) for n in range(5)]))

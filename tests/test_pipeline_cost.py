@@ -1,0 +1,46 @@
+"""What a batch run costs per event: records cross the job's shuffles as plain values.
+
+Beam's FastPrimitivesCoder pickles anything that is not a plain value (lists, tuples, dicts,
+text, numbers): a record pickled at a GroupByKey or a Flatten costs several times the CPU
+of the rest of its trip (benchmarks/pipeline_cost.py measures the whole)."""
+import collections
+import itertools
+import pathlib
+import pickle
+
+from realtime_ai.pipelines.main import run
+
+SAMPLES = pathlib.Path(__file__).resolve().parents[1] / "samples"
+TRANSACTIONS, METRICS = 1000, 3000
+# What one event may still carry across a shuffle: Beam samples the encoded size of a few
+# elements of each output (fewer and fewer as more pass), and alerts and dead letters are
+# joined from both streams.
+PER_EVENT_TYPES = {"Transaction", "MetricRecord", "ScoredMetric", "FeaturedTransaction",
+                   "datetime", "dict"}
+
+
+def _head(name: str, lines: int, folder: pathlib.Path) -> str:
+    path = folder / name
+    with open(SAMPLES / name) as source:
+        path.write_text("".join(itertools.islice(source, lines)))
+    return str(path)
+
+
+def test_a_batch_run_pickles_no_event_on_its_way(tmp_path, monkeypatch):
+    pickled: collections.Counter = collections.Counter()
+    dumps = pickle.dumps
+
+    def counted(obj, *args, **kwargs):
+        pickled[type(obj).__name__] += 1
+        return dumps(obj, *args, **kwargs)
+
+    # Beam's PickleCoder takes pickle.dumps when the worker builds its coders: in this
+    # process on the DirectRunner.
+    monkeypatch.setattr(pickle, "dumps", counted)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    run([f"--transactions={_head('transactions.jsonl', TRANSACTIONS, tmp_path)}",
+         f"--metrics={_head('metrics.jsonl', METRICS, tmp_path)}",
+         f"--output={tmp_path / 'out'}", "--runner=DirectRunner"])
+    per_event = sum(pickled[name] for name in PER_EVENT_TYPES) / (TRANSACTIONS + METRICS)
+    # 4.4 before records crossed the shuffles plain and rows were no longer flattened
+    assert per_event < 0.5, pickled.most_common(8)
