@@ -5,7 +5,7 @@ import time
 import pytest
 
 from realtime_ai.core.replay import Replayable
-from realtime_ai.llm import base, runner, server, tasks
+from realtime_ai.llm import base, runner, tasks
 from realtime_ai.llm.base import LlmConfig, LlmResult
 from realtime_ai.llm.cache import LruTtlCache, request_key
 from realtime_ai.llm.client import make_backend
@@ -43,21 +43,13 @@ def test_request_key_changes_with_the_prompt_version(monkeypatch):
     assert request_key(base.DASHBOARD_INSIGHT, "m", {"a": 1}) != before
 
 
-@pytest.fixture()
-def llm_server(monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    handle = server.start_in_thread(port=0, latency_ms=50)
-    yield handle
-    handle.stop()
-
-
-
 def _data(i):
     return {**INSIGHT, "dashboard_id": f"d{i}"}
 
 
 @pytest.mark.integration
 def test_identical_requests_are_paid_once_even_when_concurrent(llm_server):
+    llm_server.settings.latency_ms = 50  # the identical requests are in flight together
     backend = make_backend(LlmConfig(backend="openai", base_url=llm_server.base_url))
 
     async def run():
@@ -120,6 +112,7 @@ def test_redis_shares_answers_between_workers_and_expires_them(llm_server, redis
     first = runner.submit(worker_a.complete(base.DASHBOARD_INSIGHT, INSIGHT, base.FAST)).result(10)
     second = runner.submit(worker_b.complete(base.DASHBOARD_INSIGHT, INSIGHT, base.FAST)).result(10)
     assert second.answer == first.answer and second.cached and not first.cached
+    assert (second.model, second.prompt_version) == (first.model, first.prompt_version)
     assert llm_server.stats["requests"] == 1
     time.sleep(3.1)  # past the TTL in Redis (whole seconds) and locally
     runner.submit(worker_b.complete(base.DASHBOARD_INSIGHT, INSIGHT, base.FAST)).result(10)

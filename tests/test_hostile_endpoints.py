@@ -16,14 +16,6 @@ from tests.test_llm_client import DATA
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture()
-def llm_server(monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    handle = server.start_in_thread(port=0)
-    yield handle
-    handle.stop()
-
-
 def _complete(backend, data=DATA, task=base.TRANSACTION_RISK, wait=10):
     """The backend's answer; a hang fails the test (the wait) instead of the suite."""
     try:

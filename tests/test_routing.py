@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from realtime_ai.llm import accounting, base, routing, runner, server
-from realtime_ai.llm.base import LatencyBudgetExceeded, LlmConfig, LlmResult
+from realtime_ai.llm import accounting, base, client, routing, runner, server, tasks
+from realtime_ai.llm.base import LatencyBudgetExceeded, LlmConfig, LlmPermanentError, LlmResult
 from realtime_ai.llm.client import make_backend
 
 BUDGET_MS = 100
@@ -110,3 +110,105 @@ def test_summary_counts_requests_sent_straight_to_the_fast_model():
     lines = accounting.summary_lines({"llm_answers": 5, "llm_routed_to_fast": 3})
     assert "  3 deep requests sent straight to the fast model (the deep model's recent p95 " \
            "over --latency_budget_ms)" in lines
+
+
+class _Models:
+    """In place of OpenAiBackend under make_backend's real stack: the fast model "small" and
+    the deep model "big"; a deep call is cut at the budget while `deep_slow`, a fast one fails
+    while `fast_down`."""
+
+    def __init__(self):
+        self.deep_slow = True
+        self.fast_down = False
+        self.calls = {"small": 0, "big": 0}
+
+    async def complete(self, task, data, tier):
+        model = "big" if tier == base.DEEP else "small"
+        self.calls[model] += 1
+        if model == "big" and self.deep_slow:
+            raise LatencyBudgetExceeded(())
+        if model == "small" and self.fast_down:
+            raise LlmPermanentError("fast model down", reason="HTTP 503")
+        return LlmResult(answer={"insight": f"{model} call {self.calls[model]}",
+                                 "priority": "low"}, model=model, latency_ms=1.0,
+                         prompt_version=tasks.PROMPT_VERSIONS[task])
+
+    async def aclose(self):
+        pass
+
+
+@pytest.fixture()
+def models(monkeypatch):
+    stand_in = _Models()
+    monkeypatch.setattr(client, "OpenAiBackend", lambda config: stand_in)
+    return stand_in
+
+
+def _stack(memo_dir=None):
+    """A worker's backend as make_backend builds it (response cache, and memo if a folder)."""
+    return make_backend(LlmConfig(backend="openai", fast_model="small", deep_model="big",
+                                  latency_budget_ms=BUDGET_MS,
+                                  memo=str(memo_dir) if memo_dir else None))
+
+
+def _window(i):
+    return {**INSIGHT, "dashboard_id": f"w{i}"}
+
+
+def _deep(backend, i) -> LlmResult:
+    return runner.submit(backend.complete(base.DASHBOARD_INSIGHT, _window(i), base.DEEP)
+                         ).result(10)
+
+
+def _after_recovery(models, backend, memo_dir):
+    """The deep model fast again: the backend that asks next (the same worker, whose router
+    has seen a probe answered within budget; or, with a memo, a later run)."""
+    models.deep_slow = False
+    if memo_dir is not None:
+        return _stack(memo_dir)
+    for i in range(1000, 1000 + routing.PROBE_EVERY + 1):  # until a probe brings it back
+        if _deep(backend, i).model == "big":
+            return backend
+    raise AssertionError("no probe reached the recovered deep model")
+
+
+def _asked_again_gets_the_deep_answer(models, backend, memo_dir):
+    again = _deep(_after_recovery(models, backend, memo_dir), 0)
+    assert again.model == "big" and not (again.fell_back or again.routed or again.cached)
+    # the deep model's own answer is kept, and replayed as it was: same model and prompt
+    calls = dict(models.calls)
+    replayed = _deep(backend if memo_dir is None else _stack(memo_dir), 0)
+    assert replayed.cached and models.calls == calls
+    assert (replayed.answer, replayed.model, replayed.prompt_version) == (
+        again.answer, again.model, again.prompt_version)
+
+
+@pytest.mark.parametrize("memo", [False, True], ids=["response cache", "memo"])
+def test_a_fast_answer_cut_in_for_the_deep_model_is_not_kept_as_its_answer(models, tmp_path,
+                                                                            memo):
+    memo_dir = tmp_path if memo else None
+    backend = _stack(memo_dir)
+    stand_in = _deep(backend, 0)
+    assert stand_in.fell_back and stand_in.model == "small"
+    _asked_again_gets_the_deep_answer(models, backend, memo_dir)
+
+
+@pytest.mark.parametrize("memo", [False, True], ids=["response cache", "memo"])
+def test_a_fast_answer_routed_around_the_deep_model_is_not_kept_as_its_answer(models, tmp_path,
+                                                                               memo):
+    memo_dir = tmp_path if memo else None
+    backend = _stack(memo_dir)
+    for i in range(1, routing.MIN_CALLS + 1):
+        _deep(backend, i)
+    stand_in = _deep(backend, 0)
+    assert stand_in.routed and stand_in.model == "small"
+    _asked_again_gets_the_deep_answer(models, backend, memo_dir)
+
+
+def test_a_degraded_answer_is_not_remembered(models, tmp_path):
+    models.fast_down = True
+    degraded = _deep(_stack(tmp_path), 0)
+    assert degraded.degraded == "HTTP 503" and degraded.model == base.degraded_label("HTTP 503")
+    models.fast_down = models.deep_slow = False
+    again = _deep(_stack(tmp_path), 0)
+    assert again.model == "big" and not again.remembered

@@ -118,6 +118,13 @@ class LlmResult:
     endpoint: str | None = None  # the base URL that answered (None: no call was made)
 
     @property
+    def stands_in(self) -> bool:
+        """The fast model answered a deep request (cut at, or routed around, the latency
+        budget): not the answer of the model the request was addressed to, which caches and
+        memos key it by."""
+        return self.fell_back or self.routed
+
+    @property
     def requests(self) -> int:
         return sum(spend.requests for spend in self.spent)
 

@@ -5,8 +5,10 @@ this a retried bundle would pay again for every event in it. `CachingBackend` ke
 request by (task, prompt version, model, normalised data): a request identical to one
 answered within the TTL is served from the worker's LRU (or from Redis when `cache_url` is
 set, shared by all workers), and one identical to a request still in flight waits for that
-answer instead of sending its own. Failures are never cached. A cache that is down only
-costs money: Redis errors are logged and the request goes to the model.
+answer instead of sending its own. Failures are never cached, nor a fast answer standing in
+for the deep model's (routing.py): under the deep model's key it would be served in place of
+the deep model's own answer once that model is back. A cache that is down only costs money:
+Redis errors are logged and the request goes to the model.
 """
 from __future__ import annotations
 
@@ -126,6 +128,8 @@ class CachingBackend:
                 self._local.put(key, shared)
                 return dataclasses.replace(shared, cached=True)
         result = await self._inner.complete(task, data, tier)
+        if result.stands_in:
+            return result
         self._local.put(key, result)
         if self._shared is not None:
             await self._shared.put(key, result)

@@ -8,9 +8,11 @@ a range or replaying a stream days later asks the model only for events it never
 and writes the same rows (the remembered answer, with its model, latency and prompt version).
 A new prompt (tasks.PROMPT_VERSIONS) or another model is a new key: nothing stale is reused.
 
-Only answers a model gave to a prompt are remembered: failures never are, nor the local rules
-model's (it is free, and a degraded answer must not outlive the outage). A memo that cannot be
-read or written only costs money: the error is logged and the model is asked.
+Only answers a model gave to a prompt are remembered, and only under the model that gave them:
+failures never are, nor the local rules model's (it is free, and a degraded answer must not
+outlive the outage), nor a fast answer standing in for the deep model's (routing.py: keyed by
+the deep model, it would be replayed for good in place of the deep model's own answer). A memo
+that cannot be read or written only costs money: the error is logged and the model is asked.
 
 Where (`--memo`):
 - `redis://HOST:PORT/N`: one key per answer, no expiry.
@@ -198,7 +200,7 @@ class MemoBackend:
             except (ValueError, TypeError) as error:  # a damaged entry: answered again
                 self._warn("a remembered answer is unreadable", error)
         result = await self._inner.complete(task, data, tier)
-        if result.prompt_version is not None:
+        if result.prompt_version is not None and not result.stands_in:
             try:
                 await self._memo.put(task, key, _encode(
                     dataclasses.replace(result, cached=False, remembered=False)))
