@@ -83,8 +83,8 @@ def test_a_retried_bundle_does_not_pay_twice(llm_server):
     """The DoFn runs the same bundle twice, as Beam does after a failure: calls per event 1."""
     config = LlmConfig(backend="openai", base_url=llm_server.base_url, concurrency=8)
     events = [_data(i) for i in range(40)]
-    fn = _AskModelDoFn(config, base.DASHBOARD_INSIGHT, base.FAST, lambda e: e,
-                       _replayable, keep_failed=False)
+    fn = _AskModelDoFn(config, base.DASHBOARD_INSIGHT, base.FAST, lambda e: e, asks=None,
+                       to_replayable=_replayable, keep_failed=False)
     fn.setup()
     for _attempt in range(2):
         outputs = []
