@@ -94,10 +94,10 @@ def test_dashboard_insights_one_row_per_dashboard_and_window():
               for minute in (0, 1, 4, 6)]
     scored.append(_scored(_metric(2, 50.0, dashboard=None), z=0.1, anomaly_score=0.0))
     with TestPipeline() as p:
-        insights, dead = (
+        insights = (
             p | beam.Create(scored)
-            | beam.Map(lambda s: TimestampedValue(s, s.record.event_time.timestamp()))
-            | DashboardInsights(LOCAL, window_seconds=300))
+            | beam.Map(lambda s: TimestampedValue(s, s.record.event_time.timestamp())))
+        insights, dead = {"scored": insights} | DashboardInsights(LOCAL, window_seconds=300)
         assert_that(insights | "Windows" >> beam.Map(
             lambda row: (row["dashboard_id"], row["window_start"], row["window_end"],
                          row["metric_count"])),

@@ -81,6 +81,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
             return read.payloads
         return p | f"Redriven{label}" >> beam.Create(lines) if lines else None
 
+    insight_inputs: dict[str, list[beam.PCollection]] = {"transactions": [], "alerts": []}
     featured = []
     if (transactions := payloads("Transactions", "transactions", opts.transactions,
                                  redriven.transaction_lines)) is not None:
@@ -98,6 +99,9 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
         parts["transactions"].append(rows)
         parts["alerts"].append(alerts)
         dead_letters.append(failed)
+        if transactions is not None:  # not a redrive's: its windows' insights were made
+            insight_inputs["transactions"].append(rows)
+            insight_inputs["alerts"].append(alerts)
 
     scored_parts = []
     scored = None
@@ -116,11 +120,17 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
         parts["metrics"].append(rows)
         parts["alerts"].append(alerts)
         dead_letters.append(failed)
-    if scored is not None or redriven.windows:
-        if scored is None:  # no values to window: only insights of earlier runs to ask again
-            scored = p | "NoMetricValues" >> beam.Create([])
-        insights, insight_failed = scored | "DashboardInsights" >> DashboardInsights(
-            llm, opts.insight_window_seconds, grace, redriven.windows)
+        if scored is not None:
+            insight_inputs["alerts"].append(alerts)
+    insight_inputs = {name: _joined(pcollections, f"All{name.title()}ForInsights")
+                      for name, pcollections in insight_inputs.items() if pcollections}
+    if scored is not None:
+        insight_inputs["scored"] = scored
+    if insight_inputs or redriven.windows:
+        if not insight_inputs:  # no values to window: only insights of earlier runs to ask
+            insight_inputs["scored"] = p | "NoMetricValues" >> beam.Create([])
+        insights, insight_failed = insight_inputs | "DashboardInsights" >> DashboardInsights(
+            llm, opts.insight_window_seconds, grace, lateness, redriven.windows)
         parts["insights"].append(insights)
         dead_letters.append(insight_failed)
 
