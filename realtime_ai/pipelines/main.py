@@ -27,7 +27,7 @@ from apache_beam.runners.runner import PipelineState
 
 from realtime_ai.core.records import OUTPUT_SCHEMAS
 from realtime_ai.core.replay import RedriveInputs
-from realtime_ai.core.rows import dead_letter_row
+from realtime_ai.core.rows import LATE_FOR_INSIGHT, dead_letter_row
 from realtime_ai.io.parquet import WriteDataset, dataset_row_count
 from realtime_ai.io.publish import PublishDatasets, discard_staging, new_staging_folder
 from realtime_ai.io.pubsub import ALERT_ATTRIBUTES, INSIGHT_ATTRIBUTES, PublishMessages
@@ -403,6 +403,10 @@ def summary(output: str, result: beam.runners.runner.PipelineResult) -> str:
         lines.append("Redeliveries dropped (same event id within --dedupe_horizon_seconds): "
                      f"{duplicates['transactions']} transactions, "
                      f"{duplicates['metrics']} metric values")
+    if counters.get("insight_late_values"):
+        lines.append(f"Late for their insight window: {counters['insight_late_values']} values "
+                     f"(in {output}/dead_letter, error \"{LATE_FOR_INSIGHT} ...\"; their rows "
+                     "are written, the window's insight misses them)")
     return "\n".join(lines + accounting.summary_lines(counters))
 
 
