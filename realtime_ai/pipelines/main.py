@@ -9,6 +9,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime, timezone
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
@@ -28,7 +29,7 @@ from apache_beam.runners.runner import PipelineState
 from realtime_ai.core.records import OUTPUT_SCHEMAS
 from realtime_ai.core.replay import RedriveInputs
 from realtime_ai.core.rows import LATE_FOR_INSIGHT, dead_letter_row
-from realtime_ai.io.parquet import WriteDataset, dataset_row_count
+from realtime_ai.io.parquet import WriteDataset, dataset_row_count, write_empty_datasets
 from realtime_ai.io.publish import PublishDatasets, discard_staging, new_staging_folder
 from realtime_ai.io.pubsub import ALERT_ATTRIBUTES, INSIGHT_ATTRIBUTES, PublishMessages
 from realtime_ai.io.sources import ReadEvents, is_subscription
@@ -205,6 +206,10 @@ def run(argv: list[str] | None = None, redriven: RedriveInputs | None = None,
         _keep_previous_outputs(staging, opts.output, "--max_run_seconds stopped the run")
         if _is_flink(options):
             _cancel_on_flink(options.view_as(FlinkRunnerOptions).flink_master, result)
+    if not (cancelled and staging):  # not a batch run that left the previous outputs
+        # a dataset the run gave no rows for is still there to read, empty, with its schema
+        write_empty_datasets(opts.output, OUTPUT_SCHEMAS, datetime.now(timezone.utc),
+                             partitioned=staging is None)
     return result
 
 
@@ -383,9 +388,12 @@ def _counters(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
     totals: dict[str, int] = {}
     for counter in query["counters"]:
         name = counter.key.metric.name
-        # portable runners (Flink) may report attempted values only
-        value = counter.committed if counter.committed is not None else counter.attempted
-        totals[name] = totals.get(name, 0) + (value or 0)
+        # What was done, retried bundles included: attempted, which is at least committed on
+        # a runner that reports both. Portable runners may report one half only, the other
+        # as 0: Flink attempted values only; Prism, for a streaming job stopped by
+        # --max_run_seconds, committed 9 and attempted 0 for one step, both for another.
+        value = max(counter.committed or 0, counter.attempted or 0)
+        totals[name] = totals.get(name, 0) + value
     return totals
 
 
