@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+from realtime_ai.core.model_inputs import TRANSACTIONS_DASHBOARD
 from realtime_ai.core.parsing import ParseFailure, parse_metric
 from realtime_ai.core.rows import LATE_FOR_INSIGHT, iso
 
@@ -301,9 +302,12 @@ class LiveBoard:
         return (call.input_tokens * price["input"] + call.output_tokens * price["output"]) / 1e6
 
     def dashboard_of(self, event: LiveEvent) -> str | None:
-        """Whose dashboard an event belongs to: a metric alert belongs to its metric's."""
+        """Whose dashboard an event belongs to: a metric alert belongs to its metric's, a
+        transaction alert to the transactions dashboard (its insights' fraud rate)."""
         if event.kind == ALERT and event.data.get("kind") == "metric":
             return self.metric_dashboards.get(event.data.get("subject"))
+        if event.kind == ALERT and event.data.get("kind") == "transaction":
+            return TRANSACTIONS_DASHBOARD
         return event.dashboard_id
 
     def dashboard_backlog(self, dashboard_id: str) -> list[LiveEvent]:
