@@ -14,12 +14,17 @@ NAB ?= ../shared/nab
 
 venv: $(VENV)/.installed
 
+# The first set-up takes minutes with little output of its own: each step says what it does.
 $(VENV)/.installed: requirements.txt setup.py
-	$(PYTHON_BOOT) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -r requirements.txt
-	$(VENV)/bin/pip install -q --no-deps -e .
-	touch $@
+	@echo "setting up: creating the virtualenv $(VENV)/ with $(PYTHON_BOOT)"
+	@$(PYTHON_BOOT) -m venv $(VENV)
+	@echo "setting up: installing the pinned packages of requirements.txt into $(VENV)/" \
+	  "(a few minutes the first time; downloads cached under $(CACHE)/pip)"
+	@$(VENV)/bin/pip install -q --upgrade pip
+	@$(VENV)/bin/pip install -q -r requirements.txt
+	@$(VENV)/bin/pip install -q --no-deps -e .
+	@touch $@
+	@echo "setting up: done"
 
 run: venv
 	$(PY) -m realtime_ai.pipelines.main \

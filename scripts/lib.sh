@@ -81,6 +81,14 @@ report_status() {
   fi
 }
 
+# require_go WHAT: "unavailable" (tests skip, saying this one line) when there is no Go to build
+# WHAT with. Go 1.21 and later fetch the newer toolchain a go.mod asks for by themselves.
+require_go() {
+  command -v go >/dev/null || unavailable "$1 is built once with Go, and \`go\` is not on" \
+    "PATH: install Go 1.21 or later from https://go.dev/dl/ (Debian's golang-go is too old)," \
+    "put its bin/ on PATH, then run $0 again"
+}
+
 # require COMMAND DEBIAN_PACKAGE: installs the package when the command is missing.
 require() {
   command -v "$1" >/dev/null && return

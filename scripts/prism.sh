@@ -4,7 +4,7 @@
 # it once (about 4 minutes) into ~/.cache/realtime-ai/prism-vVERSION/ with the Go toolchain.
 # Run a pipeline on it with --runner=PrismRunner --prism_location="$(scripts/prism.sh path)":
 # Beam's runner would otherwise download a release zip from GitHub on every new version.
-# Exit 3 ("unavailable") when there is no Go to build it with.
+# Exit 3 ("unavailable") when there is no Go to build it with, saying in one line how to get it.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "${here}/lib.sh"
@@ -18,7 +18,7 @@ binary="${dir}/prism"
 if [ ! -x "$binary" ]; then
   lock_service "prism-v${version}-build"
   if [ ! -x "$binary" ]; then  # another caller may have built it while we waited
-    command -v go >/dev/null || unavailable "no Go toolchain on PATH to build Beam's Prism runner"
+    require_go "Beam's Prism runner"
     build_log="${RUN_DIR}/prism-v${version}-build.log"
     echo "building Beam's Prism runner v${version} (once; about 4 minutes), log: ${build_log}" >&2
     # Installed into a directory of its own and renamed, so no caller ever runs half a file.

@@ -18,7 +18,7 @@ emulator_binary() {
   version=$(cat "${src}/go.mod" "${src}/go.sum" "${src}/main.go" | sha256sum | cut -c1-16)
   binary="${CACHE_DIR}/bin/${program}${version}"
   if [ ! -x "$binary" ]; then
-    command -v go >/dev/null || unavailable "no Go toolchain on PATH to build the Pub/Sub emulator"
+    require_go "the Pub/Sub emulator"
     mkdir -p "${CACHE_DIR}/bin"
     build_log="${RUN_DIR}/pstest-build.log"
     echo "building the Pub/Sub emulator (once; about a minute), log: ${build_log}" >&2

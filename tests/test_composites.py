@@ -1,13 +1,18 @@
 """Each public composite of the pipeline on its own, with the local model (in the manner of
 Beam's examples/complete/game tests): a few hand-made inputs, the outputs that matter."""
+import json
 from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 
 import apache_beam as beam
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
-from apache_beam.transforms.window import TimestampedValue
+from apache_beam.transforms.window import IntervalWindow, TimestampedValue
 from apache_beam.typehints.decorators import TypeCheckError
+from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming
 
 from realtime_ai.core import rows
 from realtime_ai.core.detectors import ZSCORE, DetectorSettings
@@ -23,7 +28,7 @@ from realtime_ai.core.records import (
 )
 from realtime_ai.io.parquet import WriteDataset
 from realtime_ai.llm.base import LOCAL_MODEL_LABEL, LlmConfig
-from realtime_ai.transforms.dashboard_insights import DashboardInsights
+from realtime_ai.transforms.dashboard_insights import DashboardInsights, _DashboardWindows
 from realtime_ai.transforms.enrich_transactions import EnrichTransactions
 from realtime_ai.transforms.explain_anomalies import ExplainAnomalies
 from realtime_ai.transforms.parse import ParseTransactions
@@ -99,10 +104,10 @@ def test_dashboard_insights_one_row_per_dashboard_and_window():
               for minute in (0, 1, 4, 6)]
     scored.append(_scored(_metric(2, 50.0, dashboard=None), z=0.1, anomaly_score=0.0))
     with TestPipeline() as p:
-        insights, dead = (
+        insights = (
             p | beam.Create(scored)
-            | beam.Map(lambda s: TimestampedValue(s, s.record.event_time.timestamp()))
-            | DashboardInsights(LOCAL, window_seconds=300))
+            | beam.Map(lambda s: TimestampedValue(s, s.record.event_time.timestamp())))
+        insights, dead = {"scored": insights} | DashboardInsights(LOCAL, window_seconds=300)
         assert_that(insights | "Windows" >> beam.Map(
             lambda row: (row["dashboard_id"], row["window_start"], row["window_end"],
                          row["metric_count"])),
@@ -134,7 +139,6 @@ def _wrong_inputs():
         # a transaction not yet featured, and a metric value not yet scored
         ("EnrichTransactions", [featured.transaction], EnrichTransactions(LOCAL, 0.8)),
         ("ExplainAnomalies", [scored.record], ExplainAnomalies(LOCAL)),
-        ("DashboardInsights", [scored.record], DashboardInsights(LOCAL, 300)),
         ("ScoreMetrics", [scored], ScoreMetrics(DetectorSettings(), OrderingSettings.of_seconds(
             0, 86400, 86400))),
         ("ParseTransactions", [b"{}"], ParseTransactions(1000)),  # bytes, not text
@@ -150,3 +154,40 @@ def test_a_composite_rejects_elements_of_the_wrong_type_when_the_pipeline_is_bui
     p = TestPipeline()
     with pytest.raises(TypeCheckError, match=f"Input type hint violation at {label}"):
         _ = p | beam.Create(elements) | label >> composite
+
+
+def test_values_late_for_their_insight_window_are_dead_lettered_and_counted():
+    # The window [T0, T0+5min) closes 10 s after the watermark passes its end; a value of it
+    # that comes later (within the allowed lateness) misses the insight: it was dropped with
+    # no trace; now it is a dead letter with the reason, and counted.
+    on_time = _scored(_metric(1, 101.0), z=0.1, anomaly_score=0.0)
+    late = _scored(_metric(2, 102.0), z=0.1, anomaly_score=0.0)
+    closed = (T0 + timedelta(minutes=5, seconds=11)).timestamp()
+    stream = (TestStream()
+              .advance_watermark_to(T0.timestamp())
+              .add_elements([TimestampedValue(on_time, on_time.record.event_time.timestamp())])
+              .advance_watermark_to(closed)
+              .add_elements([TimestampedValue(late, late.record.event_time.timestamp())])
+              .advance_watermark_to_infinity())
+    p = TestPipeline(options=PipelineOptions(streaming=True))
+    insights, dead = {"scored": p | stream} | DashboardInsights(
+        LOCAL, window_seconds=300, grace_seconds=10, allowed_lateness_seconds=3600)
+    assert_that(insights | "Windows" >> beam.Map(
+        lambda row: (row["dashboard_id"], row["window_start"], row["metric_count"])),
+        equal_to([("checkout", T0, 1)]), label="OneInsight")
+    assert_that(dead | "Reasons" >> beam.Map(
+        lambda letter: (letter.source, letter.error.split(": ")[0], json.loads(
+            letter.payload)["record"]["value"])),
+        equal_to([("insights", f"{rows.LATE_FOR_INSIGHT} 2026-03-02T09:00:00Z to "
+                               "2026-03-02T09:05:00Z", 102.0)]), label="LateValue")
+    p.run().wait_until_finish()
+    # Counted where it happens (the streaming DirectRunner undercounts its steps' counters).
+    late_pane = PaneInfo(is_first=False, is_last=False, timing=PaneInfoTiming.LATE, index=1,
+                         nonspeculative_index=1)
+    window = IntervalWindow(T0.timestamp() + 10, T0.timestamp() + 310)
+    windows, counted = _DashboardWindows(grace_seconds=10), []
+    assert windows._late.metric_name.name == "insight_late_values"
+    windows._late = SimpleNamespace(inc=lambda n=1: counted.append(n))
+    letters = list(windows.process((0, [("scored", late), ("scored", late)]), window=window,
+                                   pane=late_pane))
+    assert [letter.tag for letter in letters] == ["late", "late"] and sum(counted) == 2

@@ -70,6 +70,22 @@ def test_board_drops_redeliveries_and_assigns_metric_alerts_to_their_dashboard()
     assert board.stats(now=1.0)["events"] == {"metric": 1, "alert": 1}
 
 
+def test_transaction_alerts_and_insights_belong_to_the_transactions_dashboard():
+    board = live.LiveBoard(load_prices())
+    fraud = live.event_from_message("alerts", json.dumps(
+        alert(2, subject="tx-1", kind="transaction")).encode())
+    window = live.event_from_message("insights", json.dumps(
+        {**insight("transactions", 1, "2 of 9 payments rated high risk"),
+         "metric_count": 0, "alert_ids": [fraud.key], "transaction_count": 9,
+         "escalations": 2, "high_risk_share": 0.222222,
+         "risk_factors": ["new country"]}).encode())
+    assert board.add(fraud, now=0.0) and board.add(window, now=0.0)
+    assert [e.kind for e in board.dashboard_backlog("transactions")] == ["alert", "insight"]
+    sent = window.message()
+    assert sent["alert_ids"] == [fraud.key] and sent["escalations"] == 2
+    assert sent["risk_factors"] == ["new country"]
+
+
 @pytest.mark.parametrize("body, reason", [
     (b"{not json", "not JSON"),
     (b"[1, 2]", "not a JSON object"),

@@ -176,9 +176,15 @@ def test_redrive_answers_model_failures_as_a_healthy_run_would_and_only_once(
     assert _read(redriven, "metrics", metric_key) == {
         k: v for k, v in _read(clean, "metrics", metric_key).items() if v["is_anomaly"]}
     insight_key = lambda row: (row["dashboard_id"], row["window_start"])  # noqa: E731
-    # a quiet window's insight asks no model, so it never failed: only the others come back
-    assert _read(redriven, "insights", insight_key) == {
-        key: row for key, row in _read(clean, "insights", insight_key).items() if row["model"]}
+    # a quiet window's insight asks no model, so it never failed: only the others come back.
+    # A redriven window keeps the alert ids its first run saw: an alert that the redrive
+    # itself raised (its explanation had failed too) is not linked to it.
+    redriven_insights = _read(redriven, "insights", insight_key)
+    clean_insights = {key: row for key, row in _read(clean, "insights", insight_key).items()
+                      if row["model"]}
+    for key, row in redriven_insights.items():
+        assert set(row.pop("alert_ids")) <= set(clean_insights[key].pop("alert_ids")), key
+    assert redriven_insights == clean_insights
     assert _read(redriven, "alerts", lambda row: row["alert_id"]) == _read(
         clean, "alerts", lambda row: row["alert_id"])
     assert not pq.read_table(redriven / "dead_letter").num_rows

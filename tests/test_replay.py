@@ -1,5 +1,6 @@
 """The live replay's schedule: one timeline, re-timed to the start, spacing kept / speed."""
 import json
+import time
 from datetime import datetime, timezone
 
 import pytest
@@ -26,9 +27,56 @@ def test_events_of_all_files_share_one_timeline_and_keep_their_spacing():
 def test_speed_divides_the_gaps_and_rate_sets_the_speed():
     events = [_event(s) for s in (0, 60, 120)]
     assert [m.offset_seconds for m in schedule([events], START, speed=60)] == [0, 1, 2]
-    assert [m.offset_seconds for m in schedule([events], START, events_per_second=2)] == [
-        0, 0.5, 1]
+    assert [m.offset_seconds for m in schedule([events], START, rates=[2])] == [0, 0.5, 1]
     assert speed_for_rate([START, START], 5) > 0  # no division by zero on equal times
+
+
+def test_each_stream_goes_out_at_its_own_rate_from_the_start():
+    sparse = [_event(s, "tx") for s in range(0, 600, 60)]  # 10 events over 9 minutes
+    dense = [_event(s) for s in range(0, 100, 10)]  # 10 events over 90 s
+    replay = schedule([sparse, dense], START, rates=[5, 50])
+    for stream, rate in ((0, 5), (1, 50)):
+        offsets = [m.offset_seconds for m in replay if m.stream == stream]
+        assert offsets[0] == 0 and (len(offsets) - 1) / offsets[-1] == pytest.approx(rate)
+    assert [m.offset_seconds for m in replay] == sorted(m.offset_seconds for m in replay)
+
+
+def _timed_sends(monkeypatch):
+    sent: list[tuple[str, float]] = []
+
+    class Recording:
+        def __init__(self, topic):
+            self.topic = topic
+
+        def send(self, data, event_time, attribute):
+            sent.append((self.topic, time.monotonic()))
+            return lambda: None
+
+    monkeypatch.setattr(samples_cli, "_destination", Recording)
+    return sent
+
+
+@pytest.mark.parametrize("rates, expected", [
+    (["--rate", "40"], {"t": 40, "m": 40}),  # one number: that rate for EACH stream
+    (["--rate", "transactions=20", "--rate", "metrics=80"], {"t": 20, "m": 80}),
+])
+def test_publish_sends_each_stream_at_its_rate(rates, expected, monkeypatch, tmp_path):
+    # The samples' metrics are 10x denser in time than their transactions: with one
+    # timeline, a rate over all files sent metrics far faster than asked.
+    sent = _timed_sends(monkeypatch)
+    (tmp_path / "t.jsonl").write_text("".join(
+        _event(s, "tx") + "\n" for s in range(0, 2400, 100)))  # 24 over 40 minutes
+    (tmp_path / "m.jsonl").write_text("".join(
+        _event(s) + "\n" for s in range(0, 240, 10)))  # 24 over 4 minutes
+    assert samples_cli.main(["publish", "--transactions", str(tmp_path / "t.jsonl"),
+                             "--transactions-topic", "projects/p/topics/t",
+                             "--metrics", str(tmp_path / "m.jsonl"),
+                             "--metrics-topic", "projects/p/topics/m", *rates]) == 0
+    for name, rate in expected.items():
+        times = [moment for topic, moment in sent if topic == f"projects/p/topics/{name}"]
+        assert len(times) == 24
+        measured = (len(times) - 1) / (times[-1] - times[0])
+        assert measured == pytest.approx(rate, rel=0.15), name
 
 
 def test_unreadable_payloads_travel_unchanged_after_the_event_before_them():
@@ -44,7 +92,11 @@ def test_times_have_the_millisecond_precision_of_pubsub_attributes():
 
 @pytest.mark.parametrize("argv, message", [
     (["publish", "--metrics", "x.jsonl"], "--metrics needs --metrics-topic"),
-    (["publish", "--rate", "0"], "--rate must be positive"),
+    (["publish", "--rate", "0"], "must be a positive number of events per second"),
+    (["publish", "--rate", "orders=5"], "'orders' is not a stream"),
+    (["publish", "--metrics", "m.jsonl", "--metrics-topic", "projects/p/topics/m",
+      "--transactions", "t.jsonl", "--transactions-topic", "projects/p/topics/t",
+      "--rate", "metrics=5"], "--rate gives no rate for transactions"),
 ])
 def test_publish_command_refuses_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit) as stopped:

@@ -93,9 +93,34 @@ def test_live_stream_gives_the_batch_runs_rows_and_alerts(emulator, prism, tmp_p
     published_ids = {m.attributes["alert_id"] for m in pull_all(subscriber, alerts_sub)}
     assert published_ids == {alert["alert_id"] for alert in batch_alerts}
     assert pq.read_table(tmp_path / "stream" / "dead_letter").num_rows == len(BAD_PAYLOADS)
+    # the report counts the model calls the rows show: a risk score per transaction, an
+    # analysis per escalated one, an explanation per anomaly, an insight per unusual window
+    streamed = {name: pq.read_table(tmp_path / "stream" / name).to_pylist()
+                for name in ("transactions", "metrics", "insights")}
+    calls = (len(streamed["transactions"])
+             + sum(row["analysis"] is not None for row in streamed["transactions"])
+             + sum(row["analysis"] is not None for row in streamed["metrics"])
+             + sum(row["model"] is not None for row in streamed["insights"]))
+    assert f"Model calls: {calls} events answered by the model" in job_log, job_log[-3000:]
 
     # every row is in the file of its own event-time window
     for path in (tmp_path / "stream" / "metrics").rglob("*.parquet"):
         start, end = path.name.split("-pane-")[0].split("-")
         for row in pq.read_table(path).to_pylist():
             assert start <= row["event_time"].strftime("%Y%m%dT%H%M%S") < end, path.name
+
+
+@pytest.mark.integration
+def test_a_streaming_run_without_rows_leaves_every_dataset_readable(emulator, prism, tmp_path):
+    subscription = ensure_subscription(EMULATOR_PROJECT, f"quiet-{tmp_path.name}",
+                                       f"quiet-{tmp_path.name}-job")
+    job = subprocess.run(
+        [sys.executable, "-m", "realtime_ai.pipelines.main", f"--metrics={subscription}",
+         f"--output={tmp_path}/stream", *SHARED_OPTIONS, *STREAMING_OPTIONS,
+         f"--prism_location={prism}", "--max_run_seconds=15"],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert job.returncode == 0, job.stderr
+    for name, schema in OUTPUT_SCHEMAS.items():
+        table = pq.read_table(tmp_path / "stream" / name)  # no rows, and yet a dataset
+        assert table.num_rows == 0 and set(schema.names) <= set(table.schema.names), name
+        assert f"{tmp_path}/stream/{name} " in job.stdout

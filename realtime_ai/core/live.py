@@ -16,8 +16,9 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+from realtime_ai.core.model_inputs import TRANSACTIONS_DASHBOARD
 from realtime_ai.core.parsing import ParseFailure, parse_metric
-from realtime_ai.core.rows import iso
+from realtime_ai.core.rows import LATE_FOR_INSIGHT, iso
 
 # What kind of event a message or row is; the page and the websockets speak these names.
 ALERT, INSIGHT, METRIC, TRANSACTION, DEAD_LETTER = (
@@ -155,6 +156,11 @@ def _insight(row: Mapping[str, Any]) -> LiveEvent:
         "insight": _text(row, "insight"),
         "priority": row.get("priority") if isinstance(row.get("priority"), str) else None,
         "metric_count": row.get("metric_count"),
+        # the window's alerts, and the transactions dashboard's figures (null elsewhere)
+        **{name: _json_ready(row.get(name)) for name in (
+            "transaction_count", "escalations", "high_risk_share")},
+        **{name: list(row[name]) if isinstance(row.get(name), (list, tuple)) else [] for name in
+           ("alert_ids", "risk_factors")},
         "model": row.get("model"),
     }
     return LiveEvent(INSIGHT, f"{dashboard_id}|{iso(start)}", end, dashboard_id, data,
@@ -219,8 +225,9 @@ def event_from_message(stream: str, data: bytes) -> LiveEvent:
 
 
 def is_late(dead_letter_row: Mapping[str, Any]) -> bool:
-    """A dead letter for a record that came too late (rows.late_dead_letter)."""
-    return str(dead_letter_row.get("error", "")).startswith("late:")
+    """A dead letter for a record that came too late for its key (rows.late_dead_letter) or
+    for its insight window (rows.late_for_insight_dead_letter)."""
+    return str(dead_letter_row.get("error", "")).startswith(("late:", LATE_FOR_INSIGHT))
 
 
 def percentile(values: list[float], p: float) -> float | None:
@@ -295,9 +302,12 @@ class LiveBoard:
         return (call.input_tokens * price["input"] + call.output_tokens * price["output"]) / 1e6
 
     def dashboard_of(self, event: LiveEvent) -> str | None:
-        """Whose dashboard an event belongs to: a metric alert belongs to its metric's."""
+        """Whose dashboard an event belongs to: a metric alert belongs to its metric's, a
+        transaction alert to the transactions dashboard (its insights' fraud rate)."""
         if event.kind == ALERT and event.data.get("kind") == "metric":
             return self.metric_dashboards.get(event.data.get("subject"))
+        if event.kind == ALERT and event.data.get("kind") == "transaction":
+            return TRANSACTIONS_DASHBOARD
         return event.dashboard_id
 
     def dashboard_backlog(self, dashboard_id: str) -> list[LiveEvent]:

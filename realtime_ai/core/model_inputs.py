@@ -1,9 +1,10 @@
 """What goes to the model: each task's input data, built from records. Pure: no Beam."""
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -122,26 +123,116 @@ def summarise_entries(entries: Iterable[tuple[str, int, float, bool, float]],
     return tuple(summaries)
 
 
+# The dashboard of the payments: one transaction insight per insight window (the fraud rate
+# of the window). Metric dashboards are named by their values' metadata.
+TRANSACTIONS_DASHBOARD = "transactions"
+RISK_FACTORS_SHOWN = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class TransactionSummary:
+    """The payments of one insight window: how many, how many the fast model rated high risk
+    (escalated: each raised an alert), and what those had most in common."""
+
+    count: int
+    escalations: int
+    high_risk_share: float
+    risk_factors: tuple[tuple[str, int], ...]  # (factor, escalated payments with it), top first
+
+
+# What an escalated payment's features say, by factor name (rows.transaction_row's columns).
+_RISK_FACTORS: tuple[tuple[str, Callable[[Mapping[str, Any]], bool]], ...] = (
+    ("new country", lambda row: bool(row["new_country"])),
+    ("new merchant category", lambda row: bool(row["new_merchant_category"])),
+    ("another payment within the hour", lambda row: (row["velocity_1h"] or 0) >= 1),
+    ("amount far above the customer's usual", lambda row: (row["amount_zscore"] or 0) >= 3),
+)
+
+
+def summarise_transactions(transaction_rows: Iterable[Mapping[str, Any]]) -> TransactionSummary:
+    """The window's payments (rows.transaction_row dicts) in figures, order-independent."""
+    count, escalated = 0, []
+    for row in transaction_rows:
+        count += 1
+        if row["escalated"]:
+            escalated.append(row)
+    factors = collections.Counter(
+        name for row in escalated for name, applies in _RISK_FACTORS if applies(row))
+    top = sorted(factors.items(), key=lambda item: (-item[1], item[0]))[:RISK_FACTORS_SHOWN]
+    return TransactionSummary(count=count, escalations=len(escalated),
+                              high_risk_share=round(len(escalated) / count, 6) if count else 0.0,
+                              risk_factors=tuple(top))
+
+
 @dataclasses.dataclass(frozen=True)
 class DashboardWindow:
-    """One dashboard's metrics in one insight window."""
+    """One dashboard's insight window: a metric dashboard's metrics, or (the transactions
+    dashboard) the window's payments; and the ids of the alerts raised in it."""
 
     dashboard_id: str
     window_start: datetime
     window_end: datetime
     summaries: tuple[MetricSummary, ...]
+    transactions: TransactionSummary | None = None
+    alert_ids: tuple[str, ...] = ()  # sorted
+
+
+def dashboard_windows(window_start: datetime, window_end: datetime,
+                      scored: Iterable[ScoredMetric],
+                      transaction_rows: Iterable[Mapping[str, Any]],
+                      alerts: Iterable[Mapping[str, Any]]) -> list[DashboardWindow]:
+    """Every dashboard's window of one insight window, from what fell in it: each metric
+    dashboard's values, the payments (the transactions dashboard, when there were any), and
+    the alerts raised, each linked to its dashboard: a metric's alert to the dashboard its
+    values name (the alert itself does not say), a payment's to the transactions dashboard.
+    Sorted by dashboard; input order never changes the result."""
+    by_dashboard: dict[str, list[ScoredMetric]] = {}
+    dashboard_of_metric: dict[str, str] = {}
+    for item in scored:
+        dashboard_id = item.record.dashboard_id
+        if dashboard_id:
+            by_dashboard.setdefault(dashboard_id, []).append(item)
+            dashboard_of_metric[item.record.metric] = dashboard_id
+    transaction_rows = list(transaction_rows)
+    alert_ids: dict[str, list[str]] = {}
+    for alert in alerts:
+        dashboard_id = (TRANSACTIONS_DASHBOARD if alert["kind"] == "transaction"
+                        else dashboard_of_metric.get(alert["subject"]))
+        if dashboard_id:
+            alert_ids.setdefault(dashboard_id, []).append(alert["alert_id"])
+    windows = [DashboardWindow(dashboard_id, window_start, window_end,
+                               summarise_window(values),
+                               alert_ids=tuple(sorted(alert_ids.get(dashboard_id, ()))))
+               for dashboard_id, values in by_dashboard.items()]
+    if transaction_rows:
+        windows.append(DashboardWindow(
+            TRANSACTIONS_DASHBOARD, window_start, window_end, (),
+            transactions=summarise_transactions(transaction_rows),
+            alert_ids=tuple(sorted(alert_ids.get(TRANSACTIONS_DASHBOARD, ())))))
+    return sorted(windows, key=lambda window: window.dashboard_id)
 
 
 def is_unusual(window: DashboardWindow) -> bool:
-    """Worth a model's insight: some metric had an anomaly in the window. A quiet window's
-    insight says so without a model call (1,066 of the samples' 1,080 windows)."""
+    """Worth a model's insight: some metric had an anomaly, or some payment was escalated, in
+    the window. A quiet window's insight says so without a model call (1,066 of the samples'
+    1,080 metric windows)."""
+    if window.transactions is not None and window.transactions.escalations:
+        return True
     return any(summary.anomalies for summary in window.summaries)
 
 
 def dashboard_insight_data(window: DashboardWindow) -> dict:
-    return {
+    data = {
         "dashboard_id": window.dashboard_id,
         "window_start": iso(window.window_start),
         "window_end": iso(window.window_end),
-        "metrics": [dataclasses.asdict(s) for s in window.summaries],
     }
+    if window.transactions is None:
+        data["metrics"] = [dataclasses.asdict(s) for s in window.summaries]
+    else:
+        summary = window.transactions
+        data["transactions"] = {
+            "count": summary.count, "escalations": summary.escalations,
+            "high_risk_share": summary.high_risk_share,
+            "risk_factors": {name: seen for name, seen in summary.risk_factors}}
+    return data

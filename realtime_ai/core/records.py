@@ -214,6 +214,14 @@ INSIGHTS_SCHEMA = pa.schema([
     ("prompt_version", pa.string()),
     ("input_tokens", pa.int64()),  # of the model call (0 without one): its cost
     ("output_tokens", pa.int64()),
+    ("alert_ids", pa.list_(pa.string())),  # the alerts raised in the window, of this dashboard
+    # the transactions dashboard's figures (null on a metric dashboard): payments in the
+    # window, how many were escalated (rated high risk), their share, and the risk factors
+    # most common among the escalated, most common first
+    ("transaction_count", pa.int64()),
+    ("escalations", pa.int64()),
+    ("high_risk_share", pa.float64()),
+    ("risk_factors", pa.list_(pa.string())),
 ])
 
 DEAD_LETTER_SCHEMA = pa.schema([

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from realtime_ai.core.model_inputs import DashboardWindow, MetricSummary
+from realtime_ai.core.model_inputs import DashboardWindow, MetricSummary, TransactionSummary
 from realtime_ai.core.parsing import ParseFailure, parse_metric, parse_transaction
 from realtime_ai.core.records import (
     FeaturedTransaction,
@@ -122,9 +122,14 @@ def _featured(tx: Transaction, context: str) -> FeaturedTransaction:
 
 def _window(payload: str) -> DashboardWindow:
     saved = json.loads(payload)
+    payments = saved.get("transactions")
+    if payments is not None:
+        payments = TransactionSummary(**{**payments, "risk_factors": tuple(
+            (name, count) for name, count in payments["risk_factors"])})
     return DashboardWindow(saved["dashboard_id"], _time(saved["window_start"]),
                            _time(saved["window_end"]),
-                           tuple(MetricSummary(**s) for s in saved["summaries"]))
+                           tuple(MetricSummary(**s) for s in saved["summaries"]),
+                           payments, tuple(saved.get("alert_ids", ())))
 
 
 def _time(text: str) -> datetime:

@@ -96,6 +96,7 @@ def metric_row(scored: ScoredMetric, explanation: LlmResult | None) -> dict:
 def insight_row(window: DashboardWindow, insight: LlmResult | None) -> dict:
     """The model's insight on a window, or (None) a window with nothing unusual: a plain
     statement, no model call made (see model_inputs.is_unusual)."""
+    payments = window.transactions
     row = {
         "dashboard_id": window.dashboard_id,
         "window_start": window.window_start,
@@ -103,6 +104,11 @@ def insight_row(window: DashboardWindow, insight: LlmResult | None) -> dict:
         "insight": insight.answer["insight"] if insight else quiet_window_insight(window),
         "priority": insight.answer["priority"] if insight else "low",
         "metric_count": len(window.summaries),
+        "alert_ids": list(window.alert_ids),
+        "transaction_count": payments.count if payments else None,
+        "escalations": payments.escalations if payments else None,
+        "high_risk_share": payments.high_risk_share if payments else None,
+        "risk_factors": [name for name, _ in payments.risk_factors] if payments else None,
         "model": None,
         "llm_latency_ms": None,
         "prompt_version": None,
@@ -117,6 +123,9 @@ def insight_row(window: DashboardWindow, insight: LlmResult | None) -> dict:
 
 
 def quiet_window_insight(window: DashboardWindow) -> str:
+    if window.transactions is not None:
+        return (f"{window.transactions.count} payment(s), none rated high risk: no fraud "
+                "signal in this window.")
     busiest = max(window.summaries, key=lambda s: (s.count, s.metric), default=None)
     if busiest is None:
         return "No metrics arrived in this window."
@@ -182,6 +191,19 @@ def late_dead_letter(source: str, record: Any, seconds_behind: float,
     return DeadLetter(source, payload,
                       f"late: {seconds_behind:.0f} s behind what was already processed for "
                       f"its key (allowed lateness {allowed_lateness_seconds:.0f} s)")
+
+
+LATE_FOR_INSIGHT = "late for insight window"
+
+
+def late_for_insight_dead_letter(value: Any, window_start: datetime,
+                                 window_end: datetime) -> DeadLetter:
+    """A value (scored metric, transaction row or alert) that reached the insight step after
+    its window's insight was made: its own row is written, the insight misses it."""
+    fields = value if isinstance(value, Mapping) else dataclasses.asdict(value)
+    return DeadLetter("insights", json.dumps(fields, sort_keys=True, default=json_value),
+                      f"{LATE_FOR_INSIGHT} {iso(window_start)} to {iso(window_end)}: it came "
+                      "after the window's insight was made")
 
 
 def json_value(value: Any) -> Any:

@@ -139,6 +139,32 @@ class WriteDataset(beam.PTransform):
         )
 
 
+EMPTY_FILE = "empty.parquet"
+
+
+def write_empty_datasets(output_dir: str, schemas: dict[str, pa.Schema], moment: datetime,
+                         partitioned: bool) -> list[str]:
+    """A zero-row file with the dataset's schema in every dataset that has no file, so that
+    readers (pyarrow, DuckDB's globs) find each dataset, rows or not; the names written.
+    `partitioned` (a streaming run's datasets): in the date=/hour= folder of `moment`, as
+    the run's window files are, so a `**` glob and Hive partitioning read it like them."""
+    written = []
+    for name, schema in schemas.items():
+        folder = dataset_path(output_dir, name)
+        if dataset_exists(folder):
+            continue
+        relative = (f"{moment.astimezone(timezone.utc):date=%Y-%m-%d/hour=%H}/{EMPTY_FILE}"
+                    if partitioned else EMPTY_FILE)
+        final = FileSystems.join(folder, relative)
+        staging = work_path(output_dir, name, f"{uuid.uuid4().hex}.parquet.part")
+        with FileSystems.create(staging, compression_type=CompressionTypes.UNCOMPRESSED) as out:
+            pq.write_table(schema.empty_table(), out)
+        make_folder(final.rsplit("/", 1)[0])
+        FileSystems.rename([staging], [final])
+        written.append(name)
+    return written
+
+
 def dataset_exists(path: str) -> bool:
     """Whether the dataset folder holds any file yet (a streaming job may not have closed a
     window before it stopped)."""

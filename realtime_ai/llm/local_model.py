@@ -143,6 +143,8 @@ def metric_anomaly(data: Mapping[str, Any]) -> dict:
 
 
 def dashboard_insight(data: Mapping[str, Any]) -> dict:
+    if "transactions" in data:
+        return _payments_insight(data["transactions"])
     metrics = data["metrics"]
     if not metrics:
         return {"insight": "No metrics arrived in this window.", "priority": "low"}
@@ -157,6 +159,22 @@ def dashboard_insight(data: Mapping[str, Any]) -> dict:
         text = (f"All {len(metrics)} metrics within normal ranges; {worst['metric']} "
                 f"averaged {worst['mean']:.4g} (max {worst['max']:.4g}).")
     return {"insight": text, "priority": priority}
+
+
+BURST_ESCALATIONS = 3  # high-risk payments in one window that make its insight high priority
+
+
+def _payments_insight(payments: Mapping[str, Any]) -> dict:
+    share, escalations = float(payments["high_risk_share"]), int(payments["escalations"])
+    if not escalations:
+        return {"insight": f"{payments['count']} payment(s), none rated high risk.",
+                "priority": "low"}
+    factors = payments.get("risk_factors") or {}
+    common = max(sorted(factors), key=factors.get) if factors else None
+    because = f" (most common risk factor: {common}, {factors[common]})" if common else ""
+    return {"insight": (f"{escalations} of {payments['count']} payments ({share:.0%}) rated high "
+                        f"risk{because}: review their alerts first."),
+            "priority": "high" if escalations >= BURST_ESCALATIONS else "medium"}
 
 
 SEVERITY_RANK = {name: rank for rank, name in enumerate(tasks.SEVERITIES, start=1)}

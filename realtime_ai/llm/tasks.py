@@ -99,8 +99,8 @@ INSTRUCTIONS: dict[str, str] = {
         "severity. " + _DATA_RULE),
     base.DASHBOARD_INSIGHT: (
         "You write one actionable insight for an operations dashboard from one time window's "
-        "per-metric aggregates: name the metric that matters most, with numbers, and what to "
-        "do. " + _DATA_RULE),
+        "per-metric aggregates, or its payments (count, high-risk share, escalations, risk "
+        "factors): name what matters most, with numbers, and what to do. " + _DATA_RULE),
 }
 
 # The prompts that answer each task: a packed risk request answers transaction_risk too, so

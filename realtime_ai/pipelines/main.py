@@ -10,6 +10,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime, timezone
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
@@ -29,8 +30,13 @@ from apache_beam.runners.runner import PipelineState
 from realtime_ai.core import shadow
 from realtime_ai.core.records import OUTPUT_SCHEMAS, SHADOW_DATASET, SHADOW_SCHEMA
 from realtime_ai.core.replay import RedriveInputs
-from realtime_ai.core.rows import dead_letter_row
-from realtime_ai.io.parquet import WriteDataset, dataset_row_count, dataset_rows
+from realtime_ai.core.rows import LATE_FOR_INSIGHT, dead_letter_row
+from realtime_ai.io.parquet import (
+    WriteDataset,
+    dataset_row_count,
+    dataset_rows,
+    write_empty_datasets,
+)
 from realtime_ai.io.publish import PublishDatasets, discard_staging, new_staging_folder
 from realtime_ai.io.pubsub import ALERT_ATTRIBUTES, INSIGHT_ATTRIBUTES, PublishMessages
 from realtime_ai.io.sources import ReadEvents, is_subscription
@@ -73,6 +79,8 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
     llm = opts.llm_config()
     native_pubsub = runner_name(options) in NATIVE_PUBSUB_RUNNERS
     kafka_beam_262 = kafka_expanded_by_beam_262(options)
+    # A redrive's rows and alerts are of windows whose insights were made by the first run.
+    live_windows = redriven is None
     redriven = redriven or RedriveInputs()
     schemas = dict(OUTPUT_SCHEMAS)
     if opts.shadow_fast_model:
@@ -90,6 +98,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
             return read.payloads
         return p | f"Redriven{label}" >> beam.Create(lines) if lines else None
 
+    insight_inputs: dict[str, list[beam.PCollection]] = {"transactions": [], "alerts": []}
     featured = []
     if (transactions := payloads("Transactions", "transactions", opts.transactions,
                                  redriven.transaction_lines)) is not None:
@@ -111,6 +120,9 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
         if opts.shadow_fast_model:
             parts[SHADOW_DATASET].append(scored | "ShadowModel" >> ShadowModel(
                 llm, opts.shadow_fast_model, opts.shadow_share(), opts.risk_threshold))
+        if live_windows:
+            insight_inputs["transactions"].append(rows)
+            insight_inputs["alerts"].append(alerts)
 
     scored_parts = []
     scored = None
@@ -129,11 +141,17 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
         parts["metrics"].append(rows)
         parts["alerts"].append(alerts)
         dead_letters.append(failed)
-    if scored is not None or redriven.windows:
-        if scored is None:  # no values to window: only insights of earlier runs to ask again
-            scored = p | "NoMetricValues" >> beam.Create([])
-        insights, insight_failed = scored | "DashboardInsights" >> DashboardInsights(
-            llm, opts.insight_window_seconds, grace, redriven.windows)
+        if live_windows:
+            insight_inputs["alerts"].append(alerts)
+    insight_inputs = {name: _joined(pcollections, f"All{name.title()}ForInsights")
+                      for name, pcollections in insight_inputs.items() if pcollections}
+    if scored is not None:
+        insight_inputs["scored"] = scored
+    if insight_inputs or redriven.windows:
+        if not insight_inputs:  # no values to window: only insights of earlier runs to ask
+            insight_inputs["scored"] = p | "NoMetricValues" >> beam.Create([])
+        insights, insight_failed = insight_inputs | "DashboardInsights" >> DashboardInsights(
+            llm, opts.insight_window_seconds, grace, lateness, redriven.windows)
         parts["insights"].append(insights)
         dead_letters.append(insight_failed)
 
@@ -221,6 +239,10 @@ def run(argv: list[str] | None = None, redriven: RedriveInputs | None = None,
         _keep_previous_outputs(staging, opts.output, "--max_run_seconds stopped the run")
         if _is_flink(options):
             _cancel_on_flink(options.view_as(FlinkRunnerOptions).flink_master, result)
+    if not (cancelled and staging):  # not a batch run that left the previous outputs
+        # a dataset the run gave no rows for is still there to read, empty, with its schema
+        write_empty_datasets(opts.output, OUTPUT_SCHEMAS, datetime.now(timezone.utc),
+                             partitioned=staging is None)
     return result
 
 
@@ -415,9 +437,12 @@ def _counters(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
     totals: dict[str, int] = {}
     for counter in query["counters"]:
         name = counter.key.metric.name
-        # portable runners (Flink) may report attempted values only
-        value = counter.committed if counter.committed is not None else counter.attempted
-        totals[name] = totals.get(name, 0) + (value or 0)
+        # What was done, retried bundles included: attempted, which is at least committed on
+        # a runner that reports both. Portable runners may report one half only, the other
+        # as 0: Flink attempted values only; Prism, for a streaming job stopped by
+        # --max_run_seconds, committed 9 and attempted 0 for one step, both for another.
+        value = max(counter.committed or 0, counter.attempted or 0)
+        totals[name] = totals.get(name, 0) + value
     return totals
 
 
@@ -437,6 +462,10 @@ def summary(output: str, result: beam.runners.runner.PipelineResult,
         lines.append("Redeliveries dropped (same event id within --dedupe_horizon_seconds): "
                      f"{duplicates['transactions']} transactions, "
                      f"{duplicates['metrics']} metric values")
+    if counters.get("insight_late_values"):
+        lines.append(f"Late for their insight window: {counters['insight_late_values']} values "
+                     f"(in {output}/dead_letter, error \"{LATE_FOR_INSIGHT} ...\"; their rows "
+                     "are written, the window's insight misses them)")
     lines += accounting.summary_lines(counters)
     if with_shadow:
         compared = dataset_rows(f"{output}/{SHADOW_DATASET}", shadow.SUMMARY_COLUMNS)

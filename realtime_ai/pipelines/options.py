@@ -196,7 +196,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("window_grace_seconds", Seconds(), 10.0,
            "Streaming: event-time windows (file windows, dashboard insights) close this many "
            "seconds after the watermark passes their end, so records released by the per-key "
-           "ordering just behind the watermark still land in them.", "30"),
+           "ordering just behind the watermark still land in them. A value later than that "
+           "misses its window's insight: it goes to dead_letter/ ('late for insight window', "
+           "up to --allowed_lateness_seconds).", "30"),
     Option("max_run_seconds", Seconds(above=True), None,
            "Streaming: stop the job after this many seconds (windows not yet closed are not "
            "written; for demos and tests).", "120", default_text="none (run until cancelled)"),

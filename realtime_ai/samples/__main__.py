@@ -125,7 +125,7 @@ def publish_command(args: argparse.Namespace) -> int:
     destinations = [_destination(topic) for _, topic in streams]
     start = datetime.now(timezone.utc)
     replay = schedule([read_payloads(path) for path, _ in streams], start, args.speed,
-                      args.rate, args.limit)
+                      args.rates, args.limit)
     if args.dump:
         _dump(replay, streams, pathlib.Path(args.dump))
     began = time.monotonic()
@@ -149,6 +149,40 @@ def publish_command(args: argparse.Namespace) -> int:
     print(f"published {len(replay)} events in {time.monotonic() - began:.1f} s "
           f"(event times from {iso_millis(start)})")
     return 0
+
+
+STREAM_NAMES = ("transactions", "metrics")
+
+
+def _rate(text: str) -> tuple[str | None, float]:
+    """One --rate: `N` (every stream) or `STREAM=N`."""
+    name, _, number = text.rpartition("=")
+    if name and name not in STREAM_NAMES:
+        raise argparse.ArgumentTypeError(
+            f"{name!r} is not a stream: give N or {'=N, '.join(STREAM_NAMES)}=N")
+    try:
+        value = float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{number!r} is not a number of events per "
+                                         "second") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError("must be a positive number of events per second")
+    return name or None, value
+
+
+def _stream_rates(given: list[tuple[str | None, float]] | None,
+                  published: list[str]) -> list[float] | None:
+    """The events per second of each published stream, in order; None without --rate;
+    ValueError when a stream has none."""
+    if not given:
+        return None
+    by_name = dict(given)
+    everyone = by_name.pop(None, None)
+    missing = [name for name in published if name not in by_name and everyone is None]
+    if missing:
+        raise ValueError(f"--rate gives no rate for {', '.join(missing)}: add --rate "
+                         f"{missing[0]}=N, or give one --rate N for every stream")
+    return [by_name.get(name, everyone) for name in published]
 
 
 def _settle(pending: list) -> None:
@@ -189,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         "publish", help="publish event files to Pub/Sub as a live stream, re-timed to now",
         description="Publish event files to Pub/Sub topics as a live stream: events of all "
                     "files in one timeline, each re-timed to the moment it is sent (the first "
-                    "now, the others after it by their original gap / --speed). Honours "
+                    "now, the others after it by their original gap / --speed), or each file "
+                    "at its own --rate. Honours "
                     "PUBSUB_EMULATOR_HOST (and then creates the topics); Kafka topics are "
                     "created if missing, with the event time as the record's time.")
     pub.add_argument("--transactions", help="transactions file (.jsonl, .jsonl.gz, .parquet)")
@@ -200,8 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     pace = pub.add_mutually_exclusive_group()
     pace.add_argument("--speed", type=float, default=None,
                       help="replay speed: 1 = real time (default), 60 = an hour a minute")
-    pace.add_argument("--rate", type=float, default=None,
-                      help="events per second on average (sets the speed), e.g. 100")
+    pace.add_argument("--rate", type=_rate, action="append", default=None,
+                      metavar="[STREAM=]N",
+                      help="events per second of EACH stream, each from now on its own "
+                           "timeline: --rate 12 sends 12/s of transactions and 12/s of "
+                           "metrics; --rate transactions=5 --rate metrics=50 sets them apart "
+                           "(N sets every stream not named)")
     pub.add_argument("--limit", type=int, default=None,
                      help="publish only the first N events of the timeline")
     pub.add_argument("--event-time-attribute", default="event_time",
@@ -215,13 +254,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "shards", 1) < 1:
         parser.error("--shards must be at least 1")
-    for name in ("speed", "rate", "limit"):
+    for name in ("speed", "limit"):
         value = getattr(args, name, None)
         if value is not None and value <= 0:
             parser.error(f"--{name} must be positive")
     for name in ("transactions", "metrics"):
         if getattr(args, name, None) and not getattr(args, f"{name}_topic"):
             parser.error(f"--{name} needs --{name}-topic")
+    if args.command == "publish":
+        try:
+            args.rates = _stream_rates(args.rate, [name for name in STREAM_NAMES
+                                                   if getattr(args, name)])
+        except ValueError as error:
+            parser.error(str(error))
     return args.run(args) or 0
 
 

@@ -1,7 +1,8 @@
 """Replaying event files as a live stream: which payload goes out when, re-timed to the present.
 
-Pure: no Beam, no Pub/Sub. Events of all files share one timeline, so a transaction and a
-metric that were 5 minutes apart stay 5 minutes apart (divided by the replay speed). Each
+Pure: no Beam, no Pub/Sub. At a replay speed, events of all files share one timeline, so a
+transaction and a metric that were 5 minutes apart stay 5 minutes apart (divided by the
+speed); at rates, each file goes out at its own rate from the start. Each
 event's `timestamp` is rewritten to the moment it is published: the first event to the start
 of the replay, the others after it by their original gap divided by `speed`, so the stream
 looks live to the pipeline (whose watermark follows the clock). Payloads without a readable
@@ -13,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 
 import pyarrow.parquet as pq
@@ -69,30 +70,38 @@ def speed_for_rate(times: list[datetime], events_per_second: float) -> float:
 
 
 def schedule(streams: Iterable[Iterable[str]], start: datetime, speed: float | None = None,
-             events_per_second: float | None = None, limit: int | None = None) -> list[Scheduled]:
+             rates: Sequence[float] | None = None, limit: int | None = None) -> list[Scheduled]:
     """The replay of `streams` (payload iterables) beginning at `start`: the first `limit`
-    events of the merged timeline, at `speed` (1 = real time) or `events_per_second`."""
+    events of the merged timeline, at `speed` (1 = real time) on one timeline, or with
+    `rates`, each stream at its own events per second from `start` (each its own timeline:
+    at different rates, streams cannot keep their original spacing to each other)."""
     start = start.replace(microsecond=start.microsecond // 1000 * 1000)
-    timeline = []  # (original time, unreadable, stream, position, payload)
-    for stream, payloads in enumerate(streams):
-        previous = None
+    readable = []  # per stream: (original time or None, position, payload)
+    for payloads in streams:
+        previous, entries = None, []
         for position, payload in enumerate(payloads):
             moment = _event_time(payload)
             # an unreadable timestamp travels with the event before it in its file
-            timeline.append((moment or previous, moment is None, stream, position, payload))
+            entries.append((moment, moment or previous, position, payload))
             previous = moment or previous
-    first = min((entry[0] for entry in timeline if entry[0] is not None), default=None)
-    timeline = [(entry[0] or first, *entry[1:]) for entry in timeline]
-    timeline.sort(key=lambda entry: (entry[0] or start, entry[2], entry[3]))
-    timeline = timeline[:limit]
-    if events_per_second is not None:
-        speed = speed_for_rate([entry[0] for entry in timeline if not entry[1]],
-                               events_per_second)
-    speed = speed or 1.0
+        readable.append(entries)
+    everyone_first = min((e[1] for entries in readable for e in entries if e[1] is not None),
+                         default=None)
+    timeline = []  # (offset, stream, position, payload, readable)
+    for stream, entries in enumerate(readable):
+        times = [e[0] for e in entries if e[0] is not None]
+        if rates is not None:
+            first, pace = min(times, default=None), speed_for_rate(times, rates[stream])
+        else:
+            first, pace = everyone_first, speed or 1.0
+        for moment, placed, position, payload in entries:
+            placed = placed or first
+            offset = (placed - first).total_seconds() / pace if first and placed else 0.0
+            timeline.append((offset, stream, position, payload, moment is not None))
+    timeline.sort(key=lambda entry: entry[:3])
     replay = []
-    for original, unreadable, stream, _, payload in timeline:
-        offset = (original - first).total_seconds() / speed if first else 0.0
-        if unreadable:
+    for offset, stream, _, payload, has_time in timeline[:limit]:
+        if not has_time:
             replay.append(Scheduled(offset, stream, payload, None))
             continue
         moment = start + timedelta(milliseconds=round(offset * 1000))

@@ -2,80 +2,110 @@
 from __future__ import annotations
 
 import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import GlobalWindows, TimestampedValue
+from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from realtime_ai.core import model_inputs, replay, rows
-from realtime_ai.core.records import ScoredMetric
 from realtime_ai.llm import base
 from realtime_ai.llm.base import LlmConfig
-from realtime_ai.transforms.ask_model import AskModel
+from realtime_ai.transforms.ask_model import NAMESPACE, AskModel
 from realtime_ai.transforms.bundled_group_by_key import BundledGroupByKey
 from realtime_ai.windowing import GraceWindows, window_bounds
 
+# What the insight step reads, by the name of its input; each value is tagged with it.
+SCORED, TRANSACTIONS, ALERTS = "scored", "transactions", "alerts"
+LATE = "late"
 
-class _SummariseWindow(beam.DoFn):
+
+class _DashboardWindows(beam.DoFn):
+    """One insight window's values -> each dashboard's window; values that come after the
+    window's insight was made (a late pane) -> dead letters, counted."""
+
     def __init__(self, grace_seconds: float):
         self._grace_seconds = grace_seconds
+        self._late = Metrics.counter(NAMESPACE, "insight_late_values")
 
-    def process(self, element, window=beam.DoFn.WindowParam):
-        (dashboard_id, _), entries = element
+    def process(self, element, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
+        _, tagged = element
         start, end = window_bounds(window, self._grace_seconds)
-        # stamped at the window's last moment: the file window of its own time span
-        yield TimestampedValue(model_inputs.DashboardWindow(
-            dashboard_id=dashboard_id, window_start=start, window_end=end,
-            summaries=model_inputs.summarise_entries(entries)), end.timestamp() - 1e-6)
+        if pane.timing == PaneInfoTiming.LATE:
+            for _, value in tagged:
+                self._late.inc()
+                yield TaggedOutput(LATE, rows.late_for_insight_dead_letter(value, start, end))
+            return
+        by_input = {SCORED: [], TRANSACTIONS: [], ALERTS: []}
+        for name, value in tagged:
+            by_input[name].append(value)
+        for dashboard_window in model_inputs.dashboard_windows(
+                start, end, by_input[SCORED], by_input[TRANSACTIONS], by_input[ALERTS]):
+            # stamped at the window's last moment: the file window of its own time span
+            yield TimestampedValue(dashboard_window, end.timestamp() - 1e-6)
 
 
-@beam.typehints.with_input_types(ScoredMetric)
 class DashboardInsights(beam.PTransform):
-    """PCollection[ScoredMetric] -> (insight rows: PCollection[Row], dead_letter:
-    PCollection[DeadLetter]), for records with a dashboard_id.
+    """{"scored": PCollection[ScoredMetric], "transactions": PCollection[transaction row],
+    "alerts": PCollection[alert]} (any of them) -> (insight rows, dead_letter).
 
-    Only a window with an anomaly is worth a model call; any other gets a row that says so.
+    Per insight window: an insight per metric dashboard (records with a dashboard_id), and one
+    of the transactions dashboard (model_inputs.TRANSACTIONS_DASHBOARD) on the window's
+    payments; each row carries the ids of the alerts raised in its window. Only a window with
+    an anomaly or an escalated payment is worth a model call; any other gets a row that says
+    so.
 
-    A window closes `grace_seconds` after the watermark passes its end (see windowing.py);
-    records later than that are still scored and written to metrics/ but miss the insight.
-    Rows come out in the global window, ready for any sink. `redriven_windows`, windows
-    whose insight failed in an earlier run (pipelines/redrive.py), are asked again with them.
+    A window closes `grace_seconds` after the watermark passes its end (see windowing.py).
+    Values later than that, up to `allowed_lateness_seconds`, miss the insight (it is made
+    once): they go to the dead letters ("late for insight window") and are counted
+    (`insight_late_values`); their rows are still written to their own datasets. Rows come
+    out in the global window, ready for any sink. `redriven_windows`, windows whose insight
+    failed in an earlier run (pipelines/redrive.py), are asked again with them.
     """
 
     def __init__(self, config: LlmConfig, window_seconds: int, grace_seconds: float = 0.0,
+                 allowed_lateness_seconds: float = 0.0,
                  redriven_windows: tuple[model_inputs.DashboardWindow, ...] = ()):
         super().__init__()
         self._config = config
         self._window_seconds = window_seconds
         self._grace_seconds = grace_seconds
+        self._allowed_lateness_seconds = allowed_lateness_seconds
         self._redriven_windows = redriven_windows
 
-    def expand(self, scored):
-        windows = (
-            scored
-            # what the summary takes of each value, plain: grouped without pickling
-            | "KeyByDashboard" >> beam.FlatMap(
-                lambda s: [(s.record.dashboard_id, model_inputs.window_entry(s))]
-                if s.record.dashboard_id else [])
-            | "InsightWindows" >> GraceWindows(self._window_seconds, self._grace_seconds)
+    def expand(self, inputs):
+        pipeline = next(iter(inputs.values())).pipeline
+        bounded = all(pcoll.is_bounded for pcoll in inputs.values())
+        tagged = [inputs[name] | f"Tag{name.title()}" >> beam.Map(
+            lambda value, name=name: (name, value)) for name in (SCORED, TRANSACTIONS, ALERTS)
+            if name in inputs]
+        windows, late = (
+            tuple(tagged)
+            | "AllWindowValues" >> beam.Flatten(pipeline=pipeline)
+            | "InsightWindows" >> GraceWindows(self._window_seconds, self._grace_seconds,
+                                               self._allowed_lateness_seconds)
             # One window per key: grouping many windows of one key in batch, Beam's runner
             # scans all of the key's windows for every window it closes (quadratic: at 160k
-            # records, most of the job's CPU).
+            # records, most of the job's CPU). All dashboards of a window share its key: a
+            # metric's alert is linked to its dashboard through the window's values.
             | "KeyByWindow" >> beam.Map(
-                lambda keyed, window=beam.DoFn.WindowParam: (
-                    (keyed[0], window.start.micros), keyed[1]))
+                lambda value, window=beam.DoFn.WindowParam: (window.start.micros, value))
             # batch: a bundle's values of a window grouped as one list first
-            | "GroupByDashboard" >> (BundledGroupByKey() if scored.is_bounded
-                                     else beam.GroupByKey())
-            | "SummariseWindow" >> beam.ParDo(_SummariseWindow(self._grace_seconds))
+            | "GroupByWindow" >> (BundledGroupByKey() if bounded else beam.GroupByKey())
+            | "DashboardWindows" >> beam.ParDo(
+                _DashboardWindows(self._grace_seconds)).with_outputs(LATE, main="windows")
         )
         # In the global window before the model is asked: in streaming, summaries of many
         # windows are gathered into one bundle of requests instead of one bundle per window.
         windows = windows | "SummariesToGlobalWindow" >> beam.WindowInto(GlobalWindows())
+        late = late | "LateToGlobalWindow" >> beam.WindowInto(GlobalWindows())
         if self._redriven_windows:
-            windows = (windows, scored.pipeline | "RedrivenWindows" >> beam.Create(
+            windows = (windows, pipeline | "RedrivenWindows" >> beam.Create(
                 self._redriven_windows)) | "WithRedrivenWindows" >> beam.Flatten()
-        # (window, insight): None for a quiet window, asked nothing
+        # a quiet window is asked nothing: its answer is None
         answered, failed = windows | "AskInsight" >> AskModel(
             self._config, base.DASHBOARD_INSIGHT, base.FAST, model_inputs.dashboard_insight_data,
             replay.dashboard_window, asks=model_inputs.is_unusual)
-        return answered | "InsightRows" >> beam.Map(
+        insight_rows = answered | "InsightRows" >> beam.Map(
             lambda answer: rows.insight_row(answer.input, answer.result)
-        ).with_output_types(rows.Row), failed
+        ).with_output_types(rows.Row)
+        return insight_rows, (failed, late) | "InsightDeadLetters" >> beam.Flatten()
