@@ -84,7 +84,7 @@ def test_seasonal_flags_a_large_spike_and_a_level_shift_once():
     values[1500] += 100  # a 20-sigma spike
     for i in range(2200, 2400):
         values[i] += 40  # an 8-sigma level shift that lasts
-    scorer = MetricScorer(DetectorSettings())
+    scorer = MetricScorer(DetectorSettings(detector="seasonal"))
     scores = [scorer.update(v, i * 300.0) for i, v in enumerate(values)]
     flagged = [i for i, s in enumerate(scores) if s.is_anomaly]
     assert 1500 in flagged
@@ -101,7 +101,7 @@ def test_seasonal_expects_the_daily_rhythm_but_not_a_missing_peak():
               for i in range(day * 10)]
     for i in range(day * 8 + 60, day * 8 + 84):  # the peak of day 8 stays flat
         values[i] = 100 + rng.gauss(0, 2)
-    scorer = MetricScorer(DetectorSettings())
+    scorer = MetricScorer(DetectorSettings(detector="seasonal"))
     flagged = [i for i, v in enumerate(values) if scorer.update(v, i * 300.0).is_anomaly]
     assert flagged and all(day * 8 + 60 <= i < day * 8 + 84 for i in flagged), flagged
 
@@ -115,7 +115,7 @@ def test_gaps_in_time_do_not_raise_alarms():
 
 @pytest.mark.parametrize("seed", range(6))
 def test_plain_noise_never_pages_not_even_right_after_the_warm_up(seed):
-    scorer = MetricScorer(DetectorSettings())
+    scorer = MetricScorer(DetectorSettings(detector="seasonal"))
     assert not any(scorer.update(v, i * 300.0).is_anomaly
                    for i, v in enumerate(_noise(2500, seed=seed)))
 
@@ -157,8 +157,8 @@ def test_a_saved_state_whose_sums_overflowed_is_repaired_on_restore():
     scorer = MetricScorer(DetectorSettings(detector="zscore"))
     for i, v in enumerate(_noise(200)):
         scorer.update(v, i * 300.0)
-    _, (ring, position, _, _, since), detector = scorer.state()
-    broken = [2, [ring, position, math.inf, math.nan, since], detector]
+    version, (ring, position, _, _, since), name, detector = scorer.state()
+    broken = [version, [ring, position, math.inf, math.nan, since], name, detector]
     score = MetricScorer(DetectorSettings(detector="zscore"), broken).update(50.0, 0.0)
     assert _all_finite(score) and score.rolling_mean == pytest.approx(50, abs=2)
 
@@ -188,16 +188,16 @@ def test_a_version_1_metric_state_still_restores():
 def test_a_state_saved_with_other_settings_restores_under_the_new_ones(changes):
     """A restart with another --anomaly_day_slots (or changed defaults) indexed the saved
     slot lists out of range (IndexError) or averaged a ring of the wrong length."""
-    old = MetricScorer(DetectorSettings())
+    old = MetricScorer(DetectorSettings(detector="seasonal"))
     values = _noise(1500, seed=3)
     for i, v in enumerate(values[:1000]):
         old.update(v, i * 300.0)
-    settings = DetectorSettings(**changes)
+    settings = DetectorSettings(detector="seasonal", **changes)
     scorer = MetricScorer(settings, json.loads(json.dumps(old.state())))
     later = [scorer.update(v + (100 if i == 400 else 0), (1000 + i) * 300.0)
              for i, v in enumerate(values[1000:])]
     assert all(_all_finite(s) for s in later)
-    _, _, (slot_mean, _, _, recent, scalars) = scorer.state()
+    _, _, _, (slot_mean, _, _, recent, scalars) = scorer.state()
     assert len(slot_mean) == settings.day_slots and len(recent) == settings.recent_values
     assert math.fsum(recent) == pytest.approx(scalars[3])  # the ring and its running sum agree
     if "day_slots" in changes:  # the detector starts afresh, as for a new metric
