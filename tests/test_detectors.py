@@ -14,6 +14,7 @@ from realtime_ai.core.detectors import (
     DetectorSettings,
     MetricScorer,
     RollingStats,
+    ValueNovelty,
 )
 from realtime_ai.core.keyed import decode_state
 from realtime_ai.core.model_inputs import metric_anomaly_data
@@ -221,3 +222,67 @@ def test_anomalies_carry_the_last_20_values_and_others_none():
     data = metric_anomaly_data(ScoredMetric(
         MetricRecord("cpu", 50.0, datetime(2026, 1, 1, tzinfo=timezone.utc), "t"), scores[-1]), [])
     assert data["recent_values"] == values[-20:]
+
+
+def test_a_version_2_metric_state_restores_under_either_detector():
+    """tests/golden/metric_state_v2.json: what the previous version saved for a metric after
+    600 values under the seasonal detector (then the default)."""
+    saved = json.loads((GOLDEN / "metric_state_v2.json").read_text())
+    after = [102.948, 105.155, 105.689, 120.987, 92.951]
+    seconds = [1_700_000_000 + (600 + i) * 300.0 for i in range(5)]
+    seasonal = MetricScorer(DetectorSettings(detector="seasonal"), saved)
+    assert [seasonal.update(v, t).anomaly_score for v, t in zip(after, seconds, strict=True)] == [
+        0.020275117837298098, 0.0178176154960739, 0.020910356121307247, 0.05193410837171542,
+        0.06757165008693017]  # what the previous version scored next: it continues exactly
+    novelty = MetricScorer(DetectorSettings(), saved)  # a restart onto the new default
+    assert not any(novelty.update(v, t).is_anomaly for v, t in zip(after, seconds, strict=True))
+    version, _, name, (profile, _, _) = novelty.state()
+    assert (version, name) == (SCORER_STATE_VERSION, "novelty")
+    assert profile[0] == seasonal.state()[3][0]  # the learned daily profile carried over
+
+
+def test_novelty_flags_a_large_spike_and_a_level_shift_once():
+    values = _noise(3000)
+    values[1500] += 100  # a 20-sigma spike
+    for i in range(2200, 2400):
+        values[i] += 40  # an 8-sigma level shift that lasts
+    scorer = MetricScorer(DetectorSettings())
+    flagged = [i for i, v in enumerate(values) if scorer.update(v, i * 300.0).is_anomaly]
+    assert flagged == [1500, 2200]
+
+
+def test_novelty_flags_a_spike_beyond_the_routine_ones_that_seasonal_misses():
+    rng = random.Random(5)
+    values = [rng.gauss(50, 3) + (30 if i % 40 == 0 else 0) for i in range(3000)]
+    values[2000] = 130.0  # routine spikes reach 80
+    flagged = {}
+    for detector in ("novelty", "seasonal"):
+        scorer = MetricScorer(DetectorSettings(detector=detector))
+        flagged[detector] = [i for i, v in enumerate(values)
+                             if scorer.update(v, i * 300.0).is_anomaly]
+    assert 2000 in flagged["novelty"] and len(flagged["novelty"]) <= 3
+    assert 2000 not in flagged["seasonal"] and len(flagged["seasonal"]) > 3
+
+
+def test_novelty_rarely_pages_on_plain_noise():
+    """New extremes of plain noise are new levels: rare, but not never (seasonal: never)."""
+    pages = 0
+    for seed in range(6):
+        scorer = MetricScorer(DetectorSettings())
+        pages += sum(scorer.update(v, i * 300.0).is_anomaly
+                     for i, v in enumerate(_noise(2500, seed=seed)))
+    assert pages <= 6  # at most 4 per 10,000 values
+
+
+def test_value_novelty_state_stays_bounded_as_the_range_grows():
+    rng = random.Random(8)
+    novelty = ValueNovelty(8)
+    value = 0.0
+    for i in range(20_000):
+        value += rng.gauss(0, 1) * (1 + i / 100)  # a random walk whose steps keep growing
+        novelty.novelty(value if i % 5000 else value * 1e6)
+        if i % 997 == 0:  # round trips through plain data as Beam state does
+            novelty = ValueNovelty(8, json.loads(json.dumps(novelty.state())))
+    _, _, low, high, previous, learned, seen = novelty.state()
+    assert high - low < 8 and low <= previous <= high and learned == 20_000
+    assert len(seen) <= 8 * 8 + 8 + 1  # levels, steps between them, and the first value

@@ -51,7 +51,7 @@ MAX_ABSORBED = 1e150
 DETECTOR_DEFAULTS = {
     SEASONAL: {"threshold": 0.3, "recent_values": 2, "cooldown_values": 200},
     NOVELTY: {"threshold": 0.4, "recent_values": 3, "cooldown_values": 120},
-    ZSCORE: {"threshold": 0.3, "recent_values": 2, "cooldown_values": 200},
+    ZSCORE: {"threshold": 0.3},  # its scores are 0 or 1; the other settings are unused
 }
 
 
@@ -177,6 +177,7 @@ MIN_SLOT_SPREAD_SHARE = 0.25
 MIN_SURPRISE_SPREAD = 1.0
 # 1 - likelihood is mapped to [0, 1] on a log scale: 1e-10 (or less) scores 1.0.
 LOG_FLOOR = 1e-10
+_LOG_OF_FLOOR = math.log(LOG_FLOOR)
 SECONDS_PER_DAY = 86400.0
 
 
@@ -277,10 +278,11 @@ class SeasonalLikelihood:
             delta = surprise - mean_r
             mean_r += s.surprise_rate * delta
             var_r = (1.0 - s.surprise_rate) * (var_r + s.surprise_rate * delta * delta)
-        tail = max(_tail_probability(z), LOG_FLOOR)
+        tail = _tail_probability(z)
         self._scalars = [count, level, level_var, recent_sum, recent_index, mean_r, var_r,
                          since_alert, learned]
-        return min(1.0, max(0.0, math.log(tail) / math.log(LOG_FLOOR)))
+        # a tail in [LOG_FLOOR, 1] maps into [0, 1]
+        return 1.0 if tail <= LOG_FLOOR else max(0.0, math.log(tail) / _LOG_OF_FLOOR)
 
     def score(self, value: float, event_seconds: float) -> float:
         anomaly = self.likelihood(value, event_seconds)
@@ -323,27 +325,37 @@ class ValueNovelty:
                        key=lambda pair: (pair[0] is not None, pair[0] or 0, pair[1]))]
 
     def _level(self, value: float) -> int:
-        if self._origin is None:
-            self._origin = value
         if self._width == 0.0:
+            if self._origin is None:
+                self._origin = value
             if abs(value - self._origin) <= _tiny(self._origin):
                 return 0
             # the first difference seen spans half the grid: it can only widen from there
             self._width = abs(value - self._origin) * 2.0 / self._bins
         position = (value - self._origin) / self._width
-        factor = 1
+        level = math.floor(position)
+        low, high = self._low, self._high
+        if low <= level <= high:  # the usual case: a level within the range seen
+            return level
+        if (high if high > level else level) - (low if low < level else level) < self._bins:
+            self._low, self._high = min(low, level), max(high, level)
+            return level
+        return self._widen(position)
+
+    def _widen(self, position: float) -> int:
+        """The level of `position` (in current cells) after widening the cells as needed."""
+        factor = 2
         while True:
             level = math.floor(position / factor)
             if max(self._high // factor, level) - min(self._low // factor, level) < self._bins:
                 break
             factor *= 2
-        if factor > 1:
-            self._width *= factor
-            self._low, self._high = self._low // factor, self._high // factor
-            if self._previous is not None:
-                self._previous //= factor
-            self._seen = {(None if p is None else p // factor, q // factor)
-                          for p, q in self._seen}
+        self._width *= factor
+        self._low, self._high = self._low // factor, self._high // factor
+        if self._previous is not None:
+            self._previous //= factor
+        # floor(floor(x) / f) == floor(x / f): what was learned maps onto the wider cells
+        self._seen = {(None if p is None else p // factor, q // factor) for p, q in self._seen}
         self._low, self._high = min(self._low, level), max(self._high, level)
         return level
 
@@ -390,8 +402,11 @@ class SeasonalNovelty:
         if likely < s.novelty_gate:  # a new level in a calm stretch: often just noise
             novelty *= 0.5
         anomaly = max(likely, novelty)
-        score = anomaly if self._quiet == 0 else 0.0
-        self._quiet = max(0, self._quiet - 1)
+        if self._quiet:
+            score = 0.0
+            self._quiet -= 1
+        else:
+            score = anomaly
         if anomaly >= s.threshold:  # a long incident keeps the detector quiet: one alert
             self._quiet = s.cooldown_values
         return score
