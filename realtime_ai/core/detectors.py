@@ -6,7 +6,7 @@ detector for `anomaly_score`. Work per value is O(1): sums and averages are upda
 value arrives, never recomputed over a window. `state()` returns plain data (lists and
 floats) so Beam stores it cheaply.
 
-The default detector, `seasonal`, scores how unlikely the recent surprise is:
+The `seasonal` detector scores how unlikely the recent surprise is:
 1. surprise: |x - expected| / spread, where expected and spread are exponentially weighted
    per time-of-day slot (so a daily rhythm is expected, and a missing peak or a flat
    stretch at a busy hour is not), falling back to the metric's overall EWMA while a slot
@@ -16,6 +16,15 @@ The default detector, `seasonal`, scores how unlikely the recent surprise is:
    metric does not page and a quiet one does when it changes;
 3. score: the tail probability on a log scale in [0, 1]; zero during warm-up and for a
    cooldown after an alert, so one incident raises one alert.
+
+The default detector, `novelty`, adds to that likelihood what it cannot see: a level of
+value, or a step between levels, that the metric never showed (`ValueNovelty`, after
+Numenta's contextual anomaly detector, CAD OSE). Its score is the larger of the two, the
+novelty halved in a calm stretch (likelihood below `novelty_gate`); it is silent during
+warm-up and for a cooldown after an alert, extended while the incident goes on. The
+likelihood catches what is unusual for the time of day or the metric's usual surprise; the
+novelty catches a new range or a new pattern that a spiky metric's likelihood learned to
+shrug off. On NAB the two miss different anomalies (see README).
 """
 from __future__ import annotations
 
@@ -295,6 +304,10 @@ class SeasonalLikelihood:
         return anomaly
 
 
+# A step never seen between levels already seen is half as novel as a new level.
+NEW_STEP_NOVELTY = 0.5
+
+
 class ValueNovelty:
     """Whether a value's level, or the step to it from the previous value's level, is new.
 
@@ -375,10 +388,6 @@ class ValueNovelty:
         return novelty
 
 
-# A step never seen between levels already seen is half as novel as a new level.
-NEW_STEP_NOVELTY = 0.5
-
-
 class SeasonalNovelty:
     """The `novelty` detector (see the module docstring); O(1) per value."""
 
@@ -399,7 +408,7 @@ class SeasonalNovelty:
         novelty = self._novelty.novelty(value) if absorbable(value) else 1.0
         if self._novelty.learned < s.warmup_values:  # also after a restart that added it
             novelty = 0.0
-        if likely < s.novelty_gate:  # a new level in a calm stretch: often just noise
+        if likely < s.novelty_gate:  # new, but in a calm stretch: often just noise
             novelty *= 0.5
         anomaly = max(likely, novelty)
         if self._quiet:
