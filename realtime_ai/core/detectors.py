@@ -190,9 +190,12 @@ _LOG_OF_FLOOR = math.log(LOG_FLOOR)
 SECONDS_PER_DAY = 86400.0
 
 
+_SQRT_2 = math.sqrt(2.0)
+
+
 def _tail_probability(z: float) -> float:
     """P(Z > z) for a standard normal Z."""
-    return 0.5 * math.erfc(z / math.sqrt(2.0))
+    return 0.5 * math.erfc(z / _SQRT_2)
 
 
 def _tiny(level: float) -> float:
@@ -401,16 +404,16 @@ class SeasonalNovelty:
         return [self._seasonal.state(), self._novelty.state(), self._quiet]
 
     def score(self, value: float, event_seconds: float) -> float:
-        s = self._s
-        likely = self._seasonal.likelihood(value, event_seconds)
-        if self._seasonal.count < s.warmup_values:
+        s, seasonal, values = self._s, self._seasonal, self._novelty
+        likely = seasonal.likelihood(value, event_seconds)
+        if seasonal.count < s.warmup_values:
             likely = 0.0
-        novelty = self._novelty.novelty(value) if absorbable(value) else 1.0
-        if self._novelty.learned < s.warmup_values:  # also after a restart that added it
+        novelty = values.novelty(value) if absorbable(value) else 1.0
+        if values.learned < s.warmup_values:  # also after a restart that added it
             novelty = 0.0
-        if likely < s.novelty_gate:  # new, but in a calm stretch: often just noise
+        elif likely < s.novelty_gate:  # new, but in a calm stretch: often just noise
             novelty *= 0.5
-        anomaly = max(likely, novelty)
+        anomaly = likely if likely > novelty else novelty
         if self._quiet:
             score = 0.0
             self._quiet -= 1
