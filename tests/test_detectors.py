@@ -14,6 +14,7 @@ from realtime_ai.core.detectors import (
     DetectorSettings,
     MetricScorer,
     RollingStats,
+    ValueNovelty,
 )
 from realtime_ai.core.keyed import decode_state
 from realtime_ai.core.model_inputs import metric_anomaly_data
@@ -84,7 +85,7 @@ def test_seasonal_flags_a_large_spike_and_a_level_shift_once():
     values[1500] += 100  # a 20-sigma spike
     for i in range(2200, 2400):
         values[i] += 40  # an 8-sigma level shift that lasts
-    scorer = MetricScorer(DetectorSettings())
+    scorer = MetricScorer(DetectorSettings(detector="seasonal"))
     scores = [scorer.update(v, i * 300.0) for i, v in enumerate(values)]
     flagged = [i for i, s in enumerate(scores) if s.is_anomaly]
     assert 1500 in flagged
@@ -101,7 +102,7 @@ def test_seasonal_expects_the_daily_rhythm_but_not_a_missing_peak():
               for i in range(day * 10)]
     for i in range(day * 8 + 60, day * 8 + 84):  # the peak of day 8 stays flat
         values[i] = 100 + rng.gauss(0, 2)
-    scorer = MetricScorer(DetectorSettings())
+    scorer = MetricScorer(DetectorSettings(detector="seasonal"))
     flagged = [i for i, v in enumerate(values) if scorer.update(v, i * 300.0).is_anomaly]
     assert flagged and all(day * 8 + 60 <= i < day * 8 + 84 for i in flagged), flagged
 
@@ -115,7 +116,7 @@ def test_gaps_in_time_do_not_raise_alarms():
 
 @pytest.mark.parametrize("seed", range(6))
 def test_plain_noise_never_pages_not_even_right_after_the_warm_up(seed):
-    scorer = MetricScorer(DetectorSettings())
+    scorer = MetricScorer(DetectorSettings(detector="seasonal"))
     assert not any(scorer.update(v, i * 300.0).is_anomaly
                    for i, v in enumerate(_noise(2500, seed=seed)))
 
@@ -157,8 +158,8 @@ def test_a_saved_state_whose_sums_overflowed_is_repaired_on_restore():
     scorer = MetricScorer(DetectorSettings(detector="zscore"))
     for i, v in enumerate(_noise(200)):
         scorer.update(v, i * 300.0)
-    _, (ring, position, _, _, since), detector = scorer.state()
-    broken = [2, [ring, position, math.inf, math.nan, since], detector]
+    version, (ring, position, _, _, since), name, detector = scorer.state()
+    broken = [version, [ring, position, math.inf, math.nan, since], name, detector]
     score = MetricScorer(DetectorSettings(detector="zscore"), broken).update(50.0, 0.0)
     assert _all_finite(score) and score.rolling_mean == pytest.approx(50, abs=2)
 
@@ -188,16 +189,16 @@ def test_a_version_1_metric_state_still_restores():
 def test_a_state_saved_with_other_settings_restores_under_the_new_ones(changes):
     """A restart with another --anomaly_day_slots (or changed defaults) indexed the saved
     slot lists out of range (IndexError) or averaged a ring of the wrong length."""
-    old = MetricScorer(DetectorSettings())
+    old = MetricScorer(DetectorSettings(detector="seasonal"))
     values = _noise(1500, seed=3)
     for i, v in enumerate(values[:1000]):
         old.update(v, i * 300.0)
-    settings = DetectorSettings(**changes)
+    settings = DetectorSettings(detector="seasonal", **changes)
     scorer = MetricScorer(settings, json.loads(json.dumps(old.state())))
     later = [scorer.update(v + (100 if i == 400 else 0), (1000 + i) * 300.0)
              for i, v in enumerate(values[1000:])]
     assert all(_all_finite(s) for s in later)
-    _, _, (slot_mean, _, _, recent, scalars) = scorer.state()
+    _, _, _, (slot_mean, _, _, recent, scalars) = scorer.state()
     assert len(slot_mean) == settings.day_slots and len(recent) == settings.recent_values
     assert math.fsum(recent) == pytest.approx(scalars[3])  # the ring and its running sum agree
     if "day_slots" in changes:  # the detector starts afresh, as for a new metric
@@ -221,3 +222,67 @@ def test_anomalies_carry_the_last_20_values_and_others_none():
     data = metric_anomaly_data(ScoredMetric(
         MetricRecord("cpu", 50.0, datetime(2026, 1, 1, tzinfo=timezone.utc), "t"), scores[-1]), [])
     assert data["recent_values"] == values[-20:]
+
+
+def test_a_version_2_metric_state_restores_under_either_detector():
+    """tests/golden/metric_state_v2.json: what the previous version saved for a metric after
+    600 values under the seasonal detector (then the default)."""
+    saved = json.loads((GOLDEN / "metric_state_v2.json").read_text())
+    after = [102.948, 105.155, 105.689, 120.987, 92.951]
+    seconds = [1_700_000_000 + (600 + i) * 300.0 for i in range(5)]
+    seasonal = MetricScorer(DetectorSettings(detector="seasonal"), saved)
+    assert [seasonal.update(v, t).anomaly_score for v, t in zip(after, seconds, strict=True)] == [
+        0.020275117837298098, 0.0178176154960739, 0.020910356121307247, 0.05193410837171542,
+        0.06757165008693017]  # what the previous version scored next: it continues exactly
+    novelty = MetricScorer(DetectorSettings(), saved)  # a restart onto the new default
+    assert not any(novelty.update(v, t).is_anomaly for v, t in zip(after, seconds, strict=True))
+    version, _, name, (profile, _, _) = novelty.state()
+    assert (version, name) == (SCORER_STATE_VERSION, "novelty")
+    assert profile[0] == seasonal.state()[3][0]  # the learned daily profile carried over
+
+
+def test_novelty_flags_a_large_spike_and_a_level_shift_once():
+    values = _noise(3000)
+    values[1500] += 100  # a 20-sigma spike
+    for i in range(2200, 2400):
+        values[i] += 40  # an 8-sigma level shift that lasts
+    scorer = MetricScorer(DetectorSettings())
+    flagged = [i for i, v in enumerate(values) if scorer.update(v, i * 300.0).is_anomaly]
+    assert flagged == [1500, 2200]
+
+
+def test_novelty_flags_a_spike_beyond_the_routine_ones_that_seasonal_misses():
+    rng = random.Random(5)
+    values = [rng.gauss(50, 3) + (30 if i % 40 == 0 else 0) for i in range(3000)]
+    values[2000] = 130.0  # routine spikes reach 80
+    flagged = {}
+    for detector in ("novelty", "seasonal"):
+        scorer = MetricScorer(DetectorSettings(detector=detector))
+        flagged[detector] = [i for i, v in enumerate(values)
+                             if scorer.update(v, i * 300.0).is_anomaly]
+    assert 2000 in flagged["novelty"] and len(flagged["novelty"]) <= 3
+    assert 2000 not in flagged["seasonal"] and len(flagged["seasonal"]) > 3
+
+
+def test_novelty_rarely_pages_on_plain_noise():
+    """New extremes of plain noise are new levels: rare, but not never (seasonal: never)."""
+    pages = 0
+    for seed in range(6):
+        scorer = MetricScorer(DetectorSettings())
+        pages += sum(scorer.update(v, i * 300.0).is_anomaly
+                     for i, v in enumerate(_noise(2500, seed=seed)))
+    assert pages <= 6  # at most 4 per 10,000 values
+
+
+def test_value_novelty_state_stays_bounded_as_the_range_grows():
+    rng = random.Random(8)
+    novelty = ValueNovelty(8)
+    value = 0.0
+    for i in range(20_000):
+        value += rng.gauss(0, 1) * (1 + i / 100)  # a random walk whose steps keep growing
+        novelty.novelty(value if i % 5000 else value * 1e6)
+        if i % 997 == 0:  # round trips through plain data as Beam state does
+            novelty = ValueNovelty(8, json.loads(json.dumps(novelty.state())))
+    _, _, low, high, previous, learned, seen = novelty.state()
+    assert high - low < 8 and low <= previous <= high and learned == 20_000
+    assert len(seen) <= 8 * 8 + 8 + 1  # levels, steps between them, and the first value

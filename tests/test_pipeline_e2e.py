@@ -278,4 +278,9 @@ def test_detector_options_reach_the_detector():
     assert (settings.detector, settings.threshold, settings.window, settings.day_slots,
             settings.warmup_values, settings.cooldown_values) == ("zscore", 0.9, 50, 24, 10, 5)
     defaults = PipelineOptions([]).view_as(RealtimeAiOptions).detector_settings()
-    assert defaults.detector == "seasonal" and defaults.threshold == 0.3
+    assert (defaults.detector, defaults.threshold, defaults.cooldown_values) == (
+        "novelty", 0.4, 120)
+    # another detector gets its own defaults, not the default detector's
+    seasonal = PipelineOptions(["--anomaly_detector=seasonal"]).view_as(
+        RealtimeAiOptions).detector_settings()
+    assert (seasonal.threshold, seasonal.cooldown_values, seasonal.recent_values) == (0.3, 200, 2)

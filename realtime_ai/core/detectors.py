@@ -6,7 +6,7 @@ detector for `anomaly_score`. Work per value is O(1): sums and averages are upda
 value arrives, never recomputed over a window. `state()` returns plain data (lists and
 floats) so Beam stores it cheaply.
 
-The default detector, `seasonal`, scores how unlikely the recent surprise is:
+The `seasonal` detector scores how unlikely the recent surprise is:
 1. surprise: |x - expected| / spread, where expected and spread are exponentially weighted
    per time-of-day slot (so a daily rhythm is expected, and a missing peak or a flat
    stretch at a busy hour is not), falling back to the metric's overall EWMA while a slot
@@ -16,6 +16,15 @@ The default detector, `seasonal`, scores how unlikely the recent surprise is:
    metric does not page and a quiet one does when it changes;
 3. score: the tail probability on a log scale in [0, 1]; zero during warm-up and for a
    cooldown after an alert, so one incident raises one alert.
+
+The default detector, `novelty`, adds to that likelihood what it cannot see: a level of
+value, or a step between levels, that the metric never showed (`ValueNovelty`, after
+Numenta's contextual anomaly detector, CAD OSE). Its score is the larger of the two, the
+novelty halved in a calm stretch (likelihood below `novelty_gate`); it is silent during
+warm-up and for a cooldown after an alert, extended while the incident goes on. The
+likelihood catches what is unusual for the time of day or the metric's usual surprise; the
+novelty catches a new range or a new pattern that a spiky metric's likelihood learned to
+shrug off. On NAB the two miss different anomalies (see README).
 """
 from __future__ import annotations
 
@@ -34,9 +43,10 @@ from realtime_ai.core.records import (
     metric_to_plain,
 )
 
+NOVELTY = "novelty"
 SEASONAL = "seasonal"
 ZSCORE = "zscore"
-DETECTORS = (SEASONAL, ZSCORE)
+DETECTORS = (NOVELTY, SEASONAL, ZSCORE)
 ZSCORE_WARMUP = 10
 ZSCORE_LIMIT = 3.0
 # Rolling sums drift with floating-point error; recompute them exactly this often.
@@ -46,19 +56,35 @@ RESUM_EVERY = 10_000
 MAX_ABSORBED = 1e150
 
 
+# Settings whose default depends on the detector (None in DetectorSettings = this default).
+DETECTOR_DEFAULTS = {
+    SEASONAL: {"threshold": 0.3, "recent_values": 2, "cooldown_values": 200},
+    NOVELTY: {"threshold": 0.4, "recent_values": 3, "cooldown_values": 120},
+    ZSCORE: {"threshold": 0.3},  # its scores are 0 or 1; the other settings are unused
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class DetectorSettings:
-    detector: str = SEASONAL
+    detector: str = NOVELTY
     window: int = 100  # values in the article's rolling window (z_score)
-    threshold: float = 0.3  # is_anomaly = anomaly_score >= threshold
+    threshold: float | None = None  # is_anomaly = anomaly_score >= threshold
     # the seasonal detector's own settings (defaults chosen on NAB, not per series)
     day_slots: int = 48  # time-of-day slots of the expected value (48: half hours)
     slot_rate: float = 0.1  # EWMA weight of a new value in its slot (about 10 days)
     level_rate: float = 0.01  # EWMA weight of a new value in the overall level
-    recent_values: int = 2  # values averaged into the recent surprise
+    recent_values: int | None = None  # values averaged into the recent surprise
     surprise_rate: float = 0.002  # EWMA weight in the long-run surprise distribution
     warmup_values: int = 300  # values scored 0 while the model learns
-    cooldown_values: int = 200  # values scored 0 after an alert
+    cooldown_values: int | None = None  # values scored 0 after an alert
+    # the novelty detector's own settings (on top of the seasonal ones)
+    novelty_bins: int = 8  # levels the value grid spans at most
+    novelty_gate: float = 0.15  # novelty counts in full only with this seasonal score
+
+    def __post_init__(self):
+        for name, default in DETECTOR_DEFAULTS.get(self.detector, {}).items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
 
 
 def absorbable(value: float) -> bool:
@@ -160,12 +186,16 @@ MIN_SLOT_SPREAD_SHARE = 0.25
 MIN_SURPRISE_SPREAD = 1.0
 # 1 - likelihood is mapped to [0, 1] on a log scale: 1e-10 (or less) scores 1.0.
 LOG_FLOOR = 1e-10
+_LOG_OF_FLOOR = math.log(LOG_FLOOR)
 SECONDS_PER_DAY = 86400.0
+
+
+_SQRT_2 = math.sqrt(2.0)
 
 
 def _tail_probability(z: float) -> float:
     """P(Z > z) for a standard normal Z."""
-    return 0.5 * math.erfc(z / math.sqrt(2.0))
+    return 0.5 * math.erfc(z / _SQRT_2)
 
 
 def _tiny(level: float) -> float:
@@ -217,7 +247,14 @@ class SeasonalLikelihood:
                      _tiny(level))
         return abs(value - self._slot_mean[slot]) / spread
 
-    def score(self, value: float, event_seconds: float) -> float:
+    @property
+    def count(self) -> int:
+        """Values scored so far."""
+        return self._scalars[0]
+
+    def likelihood(self, value: float, event_seconds: float) -> float:
+        """How unlikely the recent surprise is, in [0, 1], learning `value`; no warm-up or
+        cooldown applied."""
         s = self._s
         (count, level, level_var, recent_sum, recent_index, mean_r, var_r, since_alert,
          learned) = self._scalars
@@ -253,21 +290,144 @@ class SeasonalLikelihood:
             delta = surprise - mean_r
             mean_r += s.surprise_rate * delta
             var_r = (1.0 - s.surprise_rate) * (var_r + s.surprise_rate * delta * delta)
-        tail = max(_tail_probability(z), LOG_FLOOR)
-        anomaly = math.log(tail) / math.log(LOG_FLOOR)
-        since_alert += 1
-        if count < s.warmup_values or since_alert <= s.cooldown_values:
-            anomaly = 0.0
-        elif anomaly >= s.threshold:
-            since_alert = 0
+        tail = _tail_probability(z)
         self._scalars = [count, level, level_var, recent_sum, recent_index, mean_r, var_r,
                          since_alert, learned]
-        return min(1.0, max(0.0, anomaly))
+        # a tail in [LOG_FLOOR, 1] maps into [0, 1]
+        return 1.0 if tail <= LOG_FLOOR else max(0.0, math.log(tail) / _LOG_OF_FLOOR)
+
+    def score(self, value: float, event_seconds: float) -> float:
+        anomaly = self.likelihood(value, event_seconds)
+        scalars, s = self._scalars, self._s
+        scalars[7] += 1  # values since the last alert
+        if scalars[0] < s.warmup_values or scalars[7] <= s.cooldown_values:
+            return 0.0
+        if anomaly >= s.threshold:
+            scalars[7] = 0
+        return anomaly
 
 
-# Version of MetricScorer's saved state: [2, rolling statistics, detector]. Version 1 (saved
-# before 2026-12) was [rolling statistics, detector] and still restores.
-SCORER_STATE_VERSION = 2
+# A step never seen between levels already seen is half as novel as a new level.
+NEW_STEP_NOVELTY = 0.5
+
+
+class ValueNovelty:
+    """Whether a value's level, or the step to it from the previous value's level, is new.
+
+    Levels are cells of a grid anchored at the metric's first value. The grid's cell width
+    doubles whenever the levels seen would span more than `bins` cells, so it always spans
+    the metric's whole range in at most `bins` cells, as Numenta's CAD OSE quantises with a
+    series' min and max, but learned as values arrive instead of known in advance. Learned
+    levels and steps are merged into the wider cells, so state stays bounded: at most
+    `bins` levels and `bins` squared steps. O(1) per value but for a doubling (at most once
+    per doubling of the metric's range).
+    """
+
+    def __init__(self, bins: int, state: list | None = None):
+        self._bins = bins
+        if state is None:
+            self._origin, self._width, self._low, self._high, self._previous = (
+                None, 0.0, 0, 0, None)
+            self.learned = 0
+            self._seen: set[tuple] = set()
+        else:
+            (self._origin, self._width, self._low, self._high, self._previous, self.learned,
+             seen) = state
+            self._seen = {tuple(pair) for pair in seen}
+
+    def state(self) -> list:
+        return [self._origin, self._width, self._low, self._high, self._previous, self.learned,
+                sorted(([p, level] for p, level in self._seen),
+                       key=lambda pair: (pair[0] is not None, pair[0] or 0, pair[1]))]
+
+    def _level(self, value: float) -> int:
+        if self._width == 0.0:
+            if self._origin is None:
+                self._origin = value
+            if abs(value - self._origin) <= _tiny(self._origin):
+                return 0
+            # the first difference seen spans half the grid: it can only widen from there
+            self._width = abs(value - self._origin) * 2.0 / self._bins
+        position = (value - self._origin) / self._width
+        level = math.floor(position)
+        low, high = self._low, self._high
+        if low <= level <= high:  # the usual case: a level within the range seen
+            return level
+        if (high if high > level else level) - (low if low < level else level) < self._bins:
+            self._low, self._high = min(low, level), max(high, level)
+            return level
+        return self._widen(position)
+
+    def _widen(self, position: float) -> int:
+        """The level of `position` (in current cells) after widening the cells as needed."""
+        factor = 2
+        while True:
+            level = math.floor(position / factor)
+            if max(self._high // factor, level) - min(self._low // factor, level) < self._bins:
+                break
+            factor *= 2
+        self._width *= factor
+        self._low, self._high = self._low // factor, self._high // factor
+        if self._previous is not None:
+            self._previous //= factor
+        # floor(floor(x) / f) == floor(x / f): what was learned maps onto the wider cells
+        self._seen = {(None if p is None else p // factor, q // factor) for p, q in self._seen}
+        self._low, self._high = min(self._low, level), max(self._high, level)
+        return level
+
+    def novelty(self, value: float) -> float:
+        """1.0 for a level never seen, 0.5 for a step never seen, else 0.0; learns `value`."""
+        level = self._level(value)
+        seen = self._seen
+        step = (self._previous, level)
+        if (None, level) not in seen:
+            seen.add((None, level))
+            novelty = 1.0
+        else:
+            novelty = 0.0 if step in seen else NEW_STEP_NOVELTY
+        seen.add(step)
+        self._previous = level
+        self.learned += 1
+        return novelty
+
+
+class SeasonalNovelty:
+    """The `novelty` detector (see the module docstring); O(1) per value."""
+
+    def __init__(self, settings: DetectorSettings, state: list | None = None):
+        self._s = settings
+        seasonal_state, novelty_state, self._quiet = state or (None, None, 0)
+        self._seasonal = SeasonalLikelihood(settings, seasonal_state)
+        self._novelty = ValueNovelty(settings.novelty_bins, novelty_state)
+
+    def state(self) -> list:
+        return [self._seasonal.state(), self._novelty.state(), self._quiet]
+
+    def score(self, value: float, event_seconds: float) -> float:
+        s, seasonal, values = self._s, self._seasonal, self._novelty
+        likely = seasonal.likelihood(value, event_seconds)
+        if seasonal.count < s.warmup_values:
+            likely = 0.0
+        novelty = values.novelty(value) if absorbable(value) else 1.0
+        if values.learned < s.warmup_values:  # also after a restart that added it
+            novelty = 0.0
+        elif likely < s.novelty_gate:  # new, but in a calm stretch: often just noise
+            novelty *= 0.5
+        anomaly = likely if likely > novelty else novelty
+        if self._quiet:
+            score = 0.0
+            self._quiet -= 1
+        else:
+            score = anomaly
+        if anomaly >= s.threshold:  # a long incident keeps the detector quiet: one alert
+            self._quiet = s.cooldown_values
+        return score
+
+
+# Version of MetricScorer's saved state: [3, rolling statistics, detector name, detector].
+# Version 2 (saved before 2026-12-02) was [2, rolling statistics, seasonal detector or None],
+# version 1 (before 2026-12) [rolling statistics, seasonal detector or None]; both restore.
+SCORER_STATE_VERSION = 3
 # Values before and including an anomaly that go with it to the model (as in the article).
 RECENT_VALUES = 20
 
@@ -278,22 +438,21 @@ class MetricScorer:
     def __init__(self, settings: DetectorSettings, state: list | None = None):
         if settings.detector not in DETECTORS:
             raise ValueError(f"unknown detector {settings.detector!r}; one of {DETECTORS}")
-        stats_state, detector_state = _scorer_parts(state)
+        stats_state, saved_detector, detector_state = _scorer_parts(state)
         self._settings = settings
         self._stats = RollingStats(settings.window, stats_state)
-        self._seasonal = (SeasonalLikelihood(settings, detector_state)
-                          if settings.detector == SEASONAL else None)
+        self._detector = _restore_detector(settings, saved_detector, detector_state)
 
     def state(self) -> list:
-        return [SCORER_STATE_VERSION, self._stats.state(),
-                self._seasonal.state() if self._seasonal else None]
+        return [SCORER_STATE_VERSION, self._stats.state(), self._settings.detector,
+                self._detector.state() if self._detector else None]
 
     def update(self, value: float, event_seconds: float) -> MetricScore:
         self._stats.push(value)
         mean, std = self._stats.mean(), self._stats.std()
         z = _z_score(value, mean, std)
-        if self._seasonal is not None:
-            score = self._seasonal.score(value, event_seconds)
+        if self._detector is not None:
+            score = self._detector.score(value, event_seconds)
         else:
             score = 1.0 if self._stats.count >= ZSCORE_WARMUP and abs(z) > ZSCORE_LIMIT else 0.0
         is_anomaly = score >= self._settings.threshold
@@ -305,16 +464,36 @@ class MetricScorer:
             recent_values=self._stats.latest(RECENT_VALUES) if is_anomaly else ())
 
 
-def _scorer_parts(state: list | None) -> tuple[list | None, list | None]:
-    """(rolling statistics, detector) of a saved state of any version this code reads."""
+def _scorer_parts(state: list | None) -> tuple[list | None, str | None, list | None]:
+    """(rolling statistics, detector name, detector) of a saved state of any version this
+    code reads."""
     if state is None:
-        return None, None
+        return None, None, None
     if state[0] == SCORER_STATE_VERSION:
-        return state[1], state[2]
-    if len(state) == 2 and isinstance(state[0], list):  # version 1
-        return state[0], state[1]
-    raise ValueError(f"metric state version {state[0]!r} is not one this code reads "
-                     f"(1 or {SCORER_STATE_VERSION}): restore with the version that wrote it")
+        return state[1], state[2], state[3]
+    if state[0] == 2:
+        stats, detector = state[1], state[2]
+    elif len(state) == 2 and isinstance(state[0], list):  # version 1
+        stats, detector = state
+    else:
+        raise ValueError(f"metric state version {state[0]!r} is not one this code reads "
+                         f"(1 to {SCORER_STATE_VERSION}): restore with the version that "
+                         "wrote it")
+    return stats, (SEASONAL if detector is not None else ZSCORE), detector
+
+
+def _restore_detector(settings: DetectorSettings, saved: str | None, state: list | None):
+    """The configured detector, continuing what a saved one learned where it can: the
+    seasonal profile carries over between `seasonal` and `novelty` (a restart that changes
+    --anomaly_detector keeps it); anything else starts afresh."""
+    if settings.detector == ZSCORE:
+        return None
+    seasonal = {SEASONAL: state, NOVELTY: state[0] if state else None}.get(saved)
+    if settings.detector == SEASONAL:
+        return SeasonalLikelihood(settings, seasonal)
+    if saved == NOVELTY:
+        return SeasonalNovelty(settings, state)
+    return SeasonalNovelty(settings, None if seasonal is None else [seasonal, None, 0])
 
 
 def _score(scorer: MetricScorer, record: MetricRecord) -> ScoredMetric:

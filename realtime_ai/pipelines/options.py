@@ -31,7 +31,7 @@ from apache_beam.options.pipeline_options import (
 )
 from apache_beam.runners.runner import PipelineRunner
 
-from realtime_ai.core.detectors import DETECTORS, DetectorSettings
+from realtime_ai.core.detectors import DETECTOR_DEFAULTS, DETECTORS, DetectorSettings
 from realtime_ai.core.keyed import OrderingSettings
 from realtime_ai.io.files import check_pattern_matches
 from realtime_ai.io.parquet import check_dataset, check_output_folder
@@ -81,6 +81,12 @@ class InvalidOptions(ValueError):
     def __str__(self) -> str:
         return "".join(char if char.isprintable() else ascii(char)[1:-1]
                        for char in super().__str__())
+
+
+def _per_detector(setting: str) -> str:
+    """A setting's default for each detector that has one, e.g. '0.4 (novelty), 0.3 (seasonal)'."""
+    return ", ".join(f"{defaults[setting]} ({detector})"
+                     for detector, defaults in DETECTOR_DEFAULTS.items() if setting in defaults)
 
 
 def _check_input(spec: str, flag: str) -> None:
@@ -313,20 +319,21 @@ OPTIONS: tuple[Option, ...] = (
     Option("anomaly_detector", Choice(DETECTORS), None,
            f"Which detector sets anomaly_score: one of {', '.join(DETECTORS)}. 'seasonal' "
            "scores how unlikely a value's surprise is against its time of day and the "
-           "metric's own history; 'zscore' is the article's |z| > 3 rule over "
+           "metric's own history; 'novelty' adds to it levels and steps between levels the "
+           "metric never showed; 'zscore' is the article's |z| > 3 rule over "
            "--anomaly_window values.", "zscore", default_text=DetectorSettings.detector),
     Option("anomaly_threshold", Number(0, 1), None,
            "is_anomaly is anomaly_score >= this (0..1); only anomalies go to the model.",
-           "0.9", default_text=str(DetectorSettings.threshold)),
+           "0.9", default_text=_per_detector("threshold")),
     Option("anomaly_day_slots", Integer(1, 86_400), None,
-           "seasonal detector: time-of-day slots with their own expected value and spread.",
-           "24", default_text=f"{DetectorSettings.day_slots} (half hours)"),
+           "seasonal and novelty detectors: time-of-day slots with their own expected value "
+           "and spread.", "24", default_text=f"{DetectorSettings.day_slots} (half hours)"),
     Option("anomaly_warmup_values", Integer(0, 10**9), None,
-           "seasonal detector: values per metric scored 0 while it learns.", "100",
-           default_text=str(DetectorSettings.warmup_values)),
+           "seasonal and novelty detectors: values per metric scored 0 while they learn.",
+           "100", default_text=str(DetectorSettings.warmup_values)),
     Option("anomaly_cooldown_values", Integer(0, 10**9), None,
-           "seasonal detector: values scored 0 after an alert, so one incident pages once.",
-           "30", default_text=str(DetectorSettings.cooldown_values)),
+           "seasonal and novelty detectors: values scored 0 after an alert, so one incident "
+           "pages once.", "30", default_text=_per_detector("cooldown_values")),
     Option("context", Text(), None,
            "JSON file of playbook entries ([{id, title, text, kind}, ...]; kind \"fraud\" "
            "(default): context for the deep analysis; \"runbook\": for anomaly "
@@ -476,7 +483,8 @@ class RealtimeAiOptions(PipelineOptions):
         for option, setting in _DETECTOR_OPTIONS.items():
             if getattr(self, option) is not None:
                 overrides[setting] = getattr(self, option)
-        return dataclasses.replace(DetectorSettings(), **overrides)
+        # built afresh, not replaced: the defaults of the chosen detector apply
+        return DetectorSettings(**overrides)
 
 
 class BudgetWorkers(NamedTuple):
