@@ -654,7 +654,9 @@ def alert_figures(messages: list[dict], folder: pathlib.Path, percentile) -> dic
     figures = {"messages": len(messages), "published_ids": len(first),
                "batch_ids": len(batch_ids), "ids_equal_batch": set(first) == batch_ids,
                "missing_ids": len(batch_ids - set(first)),
-               "extra_ids": len(set(first) - batch_ids)}
+               "extra_ids": len(set(first) - batch_ids),
+               # which ones, to look them up in the outputs
+               "missing_id_sample": sorted(batch_ids - set(first))[:20]}
     latencies = collections.defaultdict(list)
     for message in first.values():
         event_time = datetime.fromisoformat(message["event_time"].replace("Z", "+00:00"))
