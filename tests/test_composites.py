@@ -177,7 +177,7 @@ def test_values_late_for_their_insight_window_are_dead_lettered_and_counted():
         equal_to([("checkout", T0, 1)]), label="OneInsight")
     assert_that(dead | "Reasons" >> beam.Map(
         lambda letter: (letter.source, letter.error.split(": ")[0], json.loads(
-            letter.payload)["record"]["value"])),
+            letter.payload)["value"])),
         equal_to([("insights", f"{rows.LATE_FOR_INSIGHT} 2026-03-02T09:00:00Z to "
                                "2026-03-02T09:05:00Z", 102.0)]), label="LateValue")
     p.run().wait_until_finish()

@@ -177,22 +177,48 @@ class DashboardWindow:
     alert_ids: tuple[str, ...] = ()  # sorted
 
 
+# What the insight step takes of each value, as plain dicts: Beam groups them without pickling,
+# and one that comes too late is dead-lettered as it is.
+_METRIC_ENTRY_FIELDS = ("metric", "event_micros", "value", "is_anomaly", "anomaly_score")
+_TRANSACTION_FIELDS = ("transaction_id", "escalated", "new_country", "new_merchant_category",
+                       "velocity_1h", "amount_zscore")
+_ALERT_FIELDS = ("alert_id", "kind", "subject")
+
+
+def insight_metric_value(scored: ScoredMetric) -> dict[str, Any]:
+    """A metric value of a dashboard, as the insight step takes it."""
+    return {"dashboard_id": scored.record.dashboard_id,
+            **dict(zip(_METRIC_ENTRY_FIELDS, window_entry(scored), strict=True))}
+
+
+def insight_transaction(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A transaction row (rows.transaction_row), as the insight step takes it."""
+    return {name: row[name] for name in _TRANSACTION_FIELDS}
+
+
+def insight_alert(alert: Mapping[str, Any]) -> dict[str, Any]:
+    """An alert row, as the insight step takes it."""
+    return {name: alert[name] for name in _ALERT_FIELDS}
+
+
 def dashboard_windows(window_start: datetime, window_end: datetime,
-                      scored: Iterable[ScoredMetric],
+                      metric_values: Iterable[Mapping[str, Any]],
                       transaction_rows: Iterable[Mapping[str, Any]],
                       alerts: Iterable[Mapping[str, Any]]) -> list[DashboardWindow]:
-    """Every dashboard's window of one insight window, from what fell in it: each metric
-    dashboard's values, the payments (the transactions dashboard, when there were any), and
-    the alerts raised, each linked to its dashboard: a metric's alert to the dashboard its
-    values name (the alert itself does not say), a payment's to the transactions dashboard.
-    Sorted by dashboard; input order never changes the result."""
-    by_dashboard: dict[str, list[ScoredMetric]] = {}
+    """Every dashboard's window of one insight window, from what fell in it
+    (`insight_metric_value`, `insight_transaction`, `insight_alert`): each metric dashboard's
+    values, the payments (the transactions dashboard, when there were any), and the alerts
+    raised, each linked to its dashboard: a metric's alert to the dashboard its values name
+    (the alert itself does not say), a payment's to the transactions dashboard. Sorted by
+    dashboard; input order never changes the result."""
+    by_dashboard: dict[str, list[tuple]] = {}
     dashboard_of_metric: dict[str, str] = {}
-    for item in scored:
-        dashboard_id = item.record.dashboard_id
+    for item in metric_values:
+        dashboard_id = item["dashboard_id"]
         if dashboard_id:
-            by_dashboard.setdefault(dashboard_id, []).append(item)
-            dashboard_of_metric[item.record.metric] = dashboard_id
+            by_dashboard.setdefault(dashboard_id, []).append(
+                tuple(item[name] for name in _METRIC_ENTRY_FIELDS))
+            dashboard_of_metric[item["metric"]] = dashboard_id
     transaction_rows = list(transaction_rows)
     alert_ids: dict[str, list[str]] = {}
     for alert in alerts:
@@ -201,9 +227,9 @@ def dashboard_windows(window_start: datetime, window_end: datetime,
         if dashboard_id:
             alert_ids.setdefault(dashboard_id, []).append(alert["alert_id"])
     windows = [DashboardWindow(dashboard_id, window_start, window_end,
-                               summarise_window(values),
+                               summarise_entries(entries),
                                alert_ids=tuple(sorted(alert_ids.get(dashboard_id, ()))))
-               for dashboard_id, values in by_dashboard.items()]
+               for dashboard_id, entries in by_dashboard.items()]
     if transaction_rows:
         windows.append(DashboardWindow(
             TRANSACTIONS_DASHBOARD, window_start, window_end, (),

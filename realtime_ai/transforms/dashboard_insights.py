@@ -75,9 +75,12 @@ class DashboardInsights(beam.PTransform):
     def expand(self, inputs):
         pipeline = next(iter(inputs.values())).pipeline
         bounded = all(pcoll.is_bounded for pcoll in inputs.values())
+        # plain: grouped without pickling (model_inputs.insight_*)
+        plain = {SCORED: model_inputs.insight_metric_value,
+                 TRANSACTIONS: model_inputs.insight_transaction, ALERTS: model_inputs.insight_alert}
         tagged = [inputs[name] | f"Tag{name.title()}" >> beam.Map(
-            lambda value, name=name: (name, value)) for name in (SCORED, TRANSACTIONS, ALERTS)
-            if name in inputs]
+            lambda value, name=name: (name, plain[name](value)))
+            for name in (SCORED, TRANSACTIONS, ALERTS) if name in inputs]
         windows, late = (
             tuple(tagged)
             | "AllWindowValues" >> beam.Flatten(pipeline=pipeline)
