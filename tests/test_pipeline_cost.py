@@ -4,14 +4,18 @@ Beam's FastPrimitivesCoder pickles anything that is not a plain value (lists, tu
 text, numbers): a record pickled at a GroupByKey or a Flatten costs several times the CPU
 of the rest of its trip (benchmarks/pipeline_cost.py measures the whole)."""
 import collections
+import gc
 import itertools
 import pathlib
 import pickle
+
+import pytest
 
 from realtime_ai.pipelines.main import run
 
 SAMPLES = pathlib.Path(__file__).resolve().parents[1] / "samples"
 TRANSACTIONS, METRICS = 1000, 3000
+DEFAULT_GC_THRESHOLD = (700, 10, 10)  # CPython's
 # What one event may still carry across a shuffle: Beam samples the encoded size of a few
 # elements of each output (fewer and fewer as more pass), and alerts and dead letters are
 # joined from both streams.
@@ -26,7 +30,11 @@ def _head(name: str, lines: int, folder: pathlib.Path) -> str:
     return str(path)
 
 
-def test_a_batch_run_pickles_no_event_on_its_way(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def batch_run(tmp_path_factory):
+    """A main run on the first lines of samples/: (what was pickled by type, the garbage
+    collector's thresholds after it, from CPython's defaults before)."""
+    tmp_path = tmp_path_factory.mktemp("cost")
     pickled: collections.Counter = collections.Counter()
     dumps = pickle.dumps
 
@@ -34,13 +42,30 @@ def test_a_batch_run_pickles_no_event_on_its_way(tmp_path, monkeypatch):
         pickled[type(obj).__name__] += 1
         return dumps(obj, *args, **kwargs)
 
+    saved_threshold = gc.get_threshold()
+    gc.set_threshold(*DEFAULT_GC_THRESHOLD)
     # Beam's PickleCoder takes pickle.dumps when the worker builds its coders: in this
     # process on the DirectRunner.
-    monkeypatch.setattr(pickle, "dumps", counted)
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    run([f"--transactions={_head('transactions.jsonl', TRANSACTIONS, tmp_path)}",
-         f"--metrics={_head('metrics.jsonl', METRICS, tmp_path)}",
-         f"--output={tmp_path / 'out'}", "--runner=DirectRunner"])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pickle, "dumps", counted)
+        patch.delenv("OPENAI_API_KEY", raising=False)
+        try:
+            run([f"--transactions={_head('transactions.jsonl', TRANSACTIONS, tmp_path)}",
+                 f"--metrics={_head('metrics.jsonl', METRICS, tmp_path)}",
+                 f"--output={tmp_path / 'out'}", "--runner=DirectRunner"])
+            threshold = gc.get_threshold()
+        finally:
+            gc.set_threshold(*saved_threshold)
+    return pickled, threshold
+
+
+def test_a_batch_run_pickles_no_event_on_its_way(batch_run):
+    pickled, _ = batch_run
     per_event = sum(pickled[name] for name in PER_EVENT_TYPES) / (TRANSACTIONS + METRICS)
     # 4.4 before records crossed the shuffles plain and rows were no longer flattened
     assert per_event < 0.5, pickled.most_common(8)
+
+
+def test_a_batch_worker_runs_full_garbage_collections_rarely(batch_run):
+    _, threshold = batch_run
+    assert threshold[2] >= 1000, threshold

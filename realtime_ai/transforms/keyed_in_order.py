@@ -130,6 +130,9 @@ class _BatchInOrderDoFn(beam.DoFn):
         self._step = step
         self._duplicates = Metrics.counter(NAMESPACE, f"{source}_duplicates")
 
+    def setup(self):
+        sdk_workarounds.rarer_full_collections()
+
     def process(self, element):
         _, entries = element
         from_plain = self._step.sequence.record_from_plain

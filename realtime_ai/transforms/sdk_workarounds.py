@@ -5,6 +5,7 @@ on any runner (Dataflow, Flink, Prism, the DirectRunner's embedded worker).
 """
 from __future__ import annotations
 
+import gc
 import threading
 
 import objsize
@@ -37,3 +38,20 @@ def cheap_state_cache_sizing() -> None:
         if not _applied:
             statecache.get_deep_size = _deep_size_without_module_walk
             _applied = True
+
+
+# Young (generation 1) collections between two full ones; CPython's default is 10.
+FULL_COLLECTION_EVERY = 1000
+
+
+def rarer_full_collections() -> None:
+    """Makes the cyclic garbage collector's full collections 100 times rarer in this worker.
+
+    A batch worker holds every record of a grouping at once (the runner's buffers, a key's
+    group), millions of long-lived objects that each full collection walks again: at 160k
+    records 35 full collections took 4.1 s of the job's 66 s of CPU; with this, one took
+    0.14 s, for the same peak memory (reference counting frees almost everything; young
+    collections still free new cycles). Only ever raises the setting."""
+    young, middle, full = gc.get_threshold()
+    if full < FULL_COLLECTION_EVERY:
+        gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
