@@ -25,6 +25,8 @@ import tempfile
 import time
 import urllib.request
 
+import pyarrow.parquet as pq
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RESULTS_FILE = REPO / "benchmarks" / "results" / "model_overlap.json"
 
@@ -72,8 +74,15 @@ def _run(path: pathlib.Path, output: pathlib.Path, server: Server, concurrency: 
          f"--llm_concurrency={concurrency}"],
         cwd=REPO, check=True, capture_output=True,
         env={**os.environ, "OPENAI_API_KEY": "benchmark-key"})
-    return {"wall_s": round(time.monotonic() - started, 2),
-            "requests": server.requests() - before}
+    wall_s = round(time.monotonic() - started, 2)
+    # Rows the local rules answered because the server's answers were refused: a run of them
+    # measures no model at all (the server's command line once answered every request 401).
+    models = pq.read_table(output / "transactions", columns=["model"]).column("model")
+    degraded = sum(1 for model in models.to_pylist() if model and "degraded" in model)
+    if degraded:
+        raise SystemExit(f"{degraded} of {len(models)} rows were answered by the local rules "
+                         "(degraded): the test server's answers were refused")
+    return {"wall_s": wall_s, "requests": server.requests() - before}
 
 
 def main() -> int:
