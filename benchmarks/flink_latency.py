@@ -90,6 +90,7 @@ _STREAM_BENCH = _repo_module("benchmarks/stream_bench.py")
 source_files = _STREAM_BENCH.source_files
 slice_inputs = _STREAM_BENCH.slice_inputs
 alert_figures = _STREAM_BENCH.alert_figures  # published alert ids against batch; latency in ms
+pull_alerts = _STREAM_BENCH.pull_alerts
 
 
 # --- services ---------------------------------------------------------------------------------
@@ -153,17 +154,6 @@ def delete_alerts_channel(topic: str, subscription: str) -> None:
             publisher.delete_topic(topic=topic, timeout=30)
         except NotFound:
             pass
-
-
-def pull_alerts(subscription: str) -> list[dict]:
-    from google.cloud import pubsub_v1
-
-    pull_all = _repo_module("tests/pubsub_helpers.py").pull_all
-    with pubsub_v1.SubscriberClient() as subscriber:
-        messages = pull_all(subscriber, subscription)
-    return [{"alert_id": m.attributes["alert_id"], "kind": m.attributes["kind"],
-             "publish_time": m.publish_time.timestamp(),
-             "event_time": json.loads(m.data)["event_time"]} for m in messages]
 
 
 # --- CPU, from /proc: who used the 2 shared cores while the events were published ------------

@@ -458,7 +458,7 @@ def run_stream(rate: float, seconds: float, inputs: pathlib.Path, counts: dict[s
             if "error" in result or job.returncode != 0:
                 result["job_log_tail"] = log.tail()
         try:
-            pulled = _pull_alerts(channels["alerts_subscription"]) if job else []
+            pulled = pull_alerts(channels["alerts_subscription"]) if job else []
         finally:
             delete_channels(channels)
 
@@ -547,7 +547,7 @@ def _load_figures(marks: dict, cpu_start: dict[str, float], cpu_end: dict[str, f
     }
 
 
-def _pull_alerts(subscription: str) -> list[dict]:
+def pull_alerts(subscription: str) -> list[dict]:
     from google.cloud import pubsub_v1
 
     pull_all = _repo_module("tests/pubsub_helpers.py").pull_all
