@@ -1,4 +1,5 @@
 """The live replay's schedule: one timeline, re-timed to the start, spacing kept / speed."""
+import itertools
 import json
 import time
 from datetime import datetime, timezone
@@ -75,7 +76,10 @@ def test_publish_sends_each_stream_at_its_rate(rates, expected, monkeypatch, tmp
     for name, rate in expected.items():
         times = [moment for topic, moment in sent if topic == f"projects/p/topics/{name}"]
         assert len(times) == 24
-        measured = (len(times) - 1) / (times[-1] - times[0])
+        # the median gap: a stall of the machine delays a send or two, which the schedule
+        # then catches up, and would skew a rate over the whole span (13.6/s for 20/s once)
+        gaps = sorted(later - earlier for earlier, later in itertools.pairwise(times))
+        measured = 1 / gaps[len(gaps) // 2]
         assert measured == pytest.approx(rate, rel=0.15), name
 
 
