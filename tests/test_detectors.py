@@ -286,3 +286,18 @@ def test_value_novelty_state_stays_bounded_as_the_range_grows():
     _, _, low, high, previous, learned, seen = novelty.state()
     assert high - low < 8 and low <= previous <= high and learned == 20_000
     assert len(seen) <= 8 * 8 + 8 + 1  # levels, steps between them, and the first value
+
+
+def test_silenced_scores_do_not_extend_the_silence_past_a_new_incident():
+    """Bursts that keep scoring at the threshold once kept the detector quiet (each silenced
+    score restarted the cooldown), so a value far beyond anything seen went unflagged."""
+    rng = random.Random(3)
+    values = [rng.gauss(50, 3) for _ in range(3000)]
+    for start in range(1200, 1700, 60):
+        for i in range(start, start + 3):
+            values[i] += 25
+    values[1650] = 200.0
+    scorer = MetricScorer(DetectorSettings())
+    flagged = [i for i, v in enumerate(values) if scorer.update(v, i * 300.0).is_anomaly]
+    assert 1650 in flagged
+    assert len([i for i in flagged if 1200 <= i < 1700]) <= 5  # bursts: one alert per cooldown

@@ -21,7 +21,8 @@ The default detector, `novelty`, adds to that likelihood what it cannot see: a l
 value, or a step between levels, that the metric never showed (`ValueNovelty`, after
 Numenta's contextual anomaly detector, CAD OSE). Its score is the larger of the two, the
 novelty halved in a calm stretch (likelihood below `novelty_gate`); it is silent during
-warm-up and for a cooldown after an alert, extended while the incident goes on. The
+warm-up and for a cooldown after an alert (counted from the alert: silenced scores do not
+extend it, or a metric whose scores hover at the threshold would stay blind). The
 likelihood catches what is unusual for the time of day or the metric's usual surprise; the
 novelty catches a new range or a new pattern that a spiky metric's likelihood learned to
 shrug off. On NAB the two miss different anomalies (see README).
@@ -413,15 +414,15 @@ class SeasonalNovelty:
             novelty = 0.0
         elif likely < s.novelty_gate:  # new, but in a calm stretch: often just noise
             novelty *= 0.5
-        anomaly = likely if likely > novelty else novelty
         if self._quiet:
-            score = 0.0
             self._quiet -= 1
-        else:
-            score = anomaly
-        if anomaly >= s.threshold:  # a long incident keeps the detector quiet: one alert
+            return 0.0
+        anomaly = likely if likely > novelty else novelty
+        # Only an alert starts the silence: were every silenced score above the threshold to
+        # extend it, a metric whose scores hover there would stay blind to a new incident.
+        if anomaly >= s.threshold:
             self._quiet = s.cooldown_values
-        return score
+        return anomaly
 
 
 # Version of MetricScorer's saved state: [3, rolling statistics, detector name, detector].
