@@ -301,3 +301,16 @@ def test_silenced_scores_do_not_extend_the_silence_past_a_new_incident():
     flagged = [i for i, v in enumerate(values) if scorer.update(v, i * 300.0).is_anomaly]
     assert 1650 in flagged
     assert len([i for i in flagged if 1200 <= i < 1700]) <= 5  # bursts: one alert per cooldown
+
+
+@pytest.mark.parametrize("recent_values", [2, 3, 4])
+def test_novelty_flags_a_lone_spike_whatever_its_recent_window(recent_values):
+    """The recent surprise is summed: averaged, a spike counted 1/recent_values of itself,
+    and a window of 4 missed this 8-sigma spike that 2 and 3 flagged."""
+    rng = random.Random(4)
+    values = ([50 + 45 * math.sin(i / 20) for i in range(400)]  # the range, learned early
+              + [rng.gauss(50, 5) for _ in range(2600)])
+    values[2500] += 40
+    scorer = MetricScorer(DetectorSettings(recent_values=recent_values))
+    flagged = [i for i, v in enumerate(values) if scorer.update(v, i * 300.0).is_anomaly]
+    assert flagged == [2500]
