@@ -314,3 +314,18 @@ def test_novelty_flags_a_lone_spike_whatever_its_recent_window(recent_values):
     scorer = MetricScorer(DetectorSettings(recent_values=recent_values))
     flagged = [i for i, v in enumerate(values) if scorer.update(v, i * 300.0).is_anomaly]
     assert flagged == [2500]
+
+
+def test_a_version_3_metric_state_continues_as_its_version_scored():
+    """tests/golden/metric_state_v3.json: what the previous version saved for a metric after
+    600 values under `novelty`. The layout is unchanged; at the default window of 3 the summed
+    recent surprise scores what the average did, so the scores go on as that version's."""
+    saved = json.loads((GOLDEN / "metric_state_v3.json").read_text())
+    scorer = MetricScorer(DetectorSettings(), saved)
+    after = [103.487, 107.035, 103.837, 102.003, 102.173]
+    got = [scorer.update(v, 1_700_000_000 + (600 + i) * 300.0).anomaly_score
+           for i, v in enumerate(after)]
+    assert got == pytest.approx([0.034988931337551266, 0.045124201755310615,
+                                 0.02662059633761151, 0.03408446984917835, 0.02722453446802537])
+    version, _, name, _ = scorer.state()
+    assert (version, name) == (SCORER_STATE_VERSION, "novelty")
