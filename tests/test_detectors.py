@@ -329,3 +329,30 @@ def test_a_version_3_metric_state_continues_as_its_version_scored():
                                  0.02662059633761151, 0.03408446984917835, 0.02722453446802537])
     version, _, name, _ = scorer.state()
     assert (version, name) == (SCORER_STATE_VERSION, "novelty")
+
+
+def test_novelty_flags_every_injected_sample_anomaly_within_5_minutes_and_nothing_else():
+    """samples/metrics.jsonl (what `make run` reads) and its 18 labelled anomalies, as the
+    README says."""
+    samples = pathlib.Path(__file__).parent.parent / "samples"
+
+    def seconds(stamp):
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+    values = {}
+    for line in (samples / "metrics.jsonl").read_text().splitlines():
+        event = json.loads(line)
+        values.setdefault(event["metric"], []).append((seconds(event["timestamp"]), event["value"]))
+    alerts = []
+    for metric, rows in values.items():
+        scorer = MetricScorer(DetectorSettings())
+        alerts += [(metric, t) for t, v in sorted(rows) if scorer.update(v, t).is_anomaly]
+    labels = [json.loads(line)
+              for line in (samples / "metrics_labels.jsonl").read_text().splitlines()]
+
+    def explains(label, alert):
+        return alert[0] == label["metric"] and 0 <= alert[1] - seconds(label["timestamp"]) <= 300
+
+    assert len(labels) == 18
+    assert all(any(explains(label, alert) for alert in alerts) for label in labels)
+    assert all(any(explains(label, alert) for label in labels) for alert in alerts)

@@ -19,7 +19,8 @@ The `seasonal` detector scores how unlikely the recent surprise is:
 
 The default detector, `novelty`, adds to that likelihood what it cannot see: a level of
 value, or a step between levels, that the metric never showed (`ValueNovelty`, after
-Numenta's contextual anomaly detector, CAD OSE). Its score is the larger of the two, the
+Numenta's contextual anomaly detector, CAD OSE). Its likelihood sums the recent surprise
+instead of averaging it (see `SeasonalLikelihood`). Its score is the larger of the two, the
 novelty halved in a calm stretch (likelihood below `novelty_gate`); it is silent during
 warm-up and for a cooldown after an alert (counted from the alert: silenced scores do not
 extend it, or a metric whose scores hover at the threshold would stay blind). The
