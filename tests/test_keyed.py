@@ -154,3 +154,26 @@ def test_a_day_of_ids_stays_small():
 def test_unknown_state_version_is_refused_with_the_reason():
     with pytest.raises(ValueError, match="format 99 is not one this code reads"):
         decode_state(b"[99]")
+
+
+def test_expiry_timer_looks_again_until_the_key_has_been_idle_for_the_ttl():
+    step = _step(lateness=0, ttl=100, horizon=0)
+    state = KeyState()
+    step.offer(state, 10 * SECOND, Rec("a", 10))
+    assert step.expiry_check(state, 50 * SECOND) == 150 * SECOND  # waiting: not idle
+    step.release(state, END)
+    # armed at the first release (110 s); the key moved on to 60 s since
+    step.offer(state, 60 * SECOND, Rec("b", 60))
+    step.release(state, END)
+    assert step.expiry_check(state, 110 * SECOND) == 160 * SECOND
+    assert step.expiry_check(state, 160 * SECOND) is None
+
+
+def test_the_encoded_size_is_remembered_for_the_runners_cache():
+    state = KeyState()
+    _step().offer(state, SECOND, Rec("a", 1))
+    assert state.encoded_size is None
+    data = encode_state(state)
+    assert state.encoded_size == len(data)
+    assert decode_state(data).encoded_size == len(data)
+    assert state.copy().encoded_size == len(data)

@@ -94,11 +94,12 @@ class KeyState:
     from `saved` on first use and saved back only when the state is encoded, so a key touched
     by many records in a row is restored once."""
 
-    __slots__ = ("saved", "live", "save_live", "frontier", "flush_at", "waiting", "seen")
+    __slots__ = ("saved", "live", "save_live", "frontier", "flush_at", "waiting", "seen",
+                 "encoded_size")
 
     def __init__(self, saved: Any = None, frontier: int | None = None,
                  flush_at: int | None = None, waiting: list | None = None,
-                 seen: dict | None = None):
+                 seen: dict | None = None, encoded_size: int | None = None):
         self.saved = saved  # the sequence's plain state; stale once `live` is set
         self.live: Any = None
         self.save_live: Callable[[Any], Any] | None = None  # the sequence's `save`
@@ -109,6 +110,9 @@ class KeyState:
         # id_hash(event id) -> event micros of every record processed or waiting within the
         # horizon, in insertion order, which is (nearly) event-time order: pruned from the front
         self.seen: dict[int, int] = seen if seen is not None else {}
+        # Bytes of its latest encoding (None until encoded or decoded): what a runner's state
+        # cache can weigh it by without walking every object in it.
+        self.encoded_size = encoded_size
 
     def live_object(self, sequence: KeyedSequence) -> Any:
         if self.live is None:
@@ -123,7 +127,7 @@ class KeyState:
         """An independent copy: what a runner cached must not change before it is committed
         (`save` returns new data and `restore` keeps no reference into it)."""
         return KeyState(self.plain_saved(), self.frontier, self.flush_at, list(self.waiting),
-                        dict(self.seen))
+                        dict(self.seen), self.encoded_size)
 
 
 def _pack_seen(seen: dict[int, int]) -> str:
@@ -144,10 +148,12 @@ def _unpack_seen(packed: str) -> dict[int, int]:
 
 
 def encode_state(state: KeyState) -> bytes:
-    return json.dumps([
+    data = json.dumps([
         STATE_FORMAT_VERSION, state.plain_saved(), state.frontier, state.flush_at,
         state.waiting, _pack_seen(state.seen),
     ], separators=(",", ":")).encode()
+    state.encoded_size = len(data)
+    return data
 
 
 def decode_state(data: bytes) -> KeyState:
@@ -158,7 +164,7 @@ def decode_state(data: bytes) -> KeyState:
                          f"(it reads {STATE_FORMAT_VERSION}): restore with the version that "
                          "wrote it, or add a migration")
     _, saved, frontier, flush_at, waiting, seen = value
-    return KeyState(saved, frontier, flush_at, waiting, _unpack_seen(seen))
+    return KeyState(saved, frontier, flush_at, waiting, _unpack_seen(seen), len(data))
 
 
 class Offer(NamedTuple):
@@ -249,6 +255,15 @@ class KeyedStep:
         if state.frontier is None:
             return None
         return state.frontier + self._settings.state_ttl_micros
+
+    def expiry_check(self, state: KeyState, fired_micros: int) -> int | None:
+        """The expiry timer, set once per key (moving it on every release would cost a timer
+        write each), fired at `fired_micros`: when to look again, or None if the key has
+        been idle for `state_ttl` and nothing waits (its state may be cleared)."""
+        if state.waiting:
+            return fired_micros + self._settings.state_ttl_micros
+        expiry = self.expiry_time(state)
+        return expiry if expiry is not None and expiry > fired_micros else None
 
     def _release_time(self, micros: int) -> int:
         step = self._settings.release_step_micros

@@ -12,7 +12,8 @@ the earliest record waiting, rounded up to the release step (one second); it hol
 watermark there, and when it fires at T the records up to T are processed in order and the
 timer moves on to the next one waiting. Outputs trail the watermark by up to one step, which
 the windows downstream allow for (their grace is at least a step). An expiry timer
-`state_ttl` after the frontier clears an idle key's cell.
+`state_ttl` after the frontier clears an idle key's cell; it is set once and moved on when it
+fires, not at every release.
 
 Both paths make the same decisions (`KeyedStep`), so batch and streaming give the same rows.
 """
@@ -61,7 +62,8 @@ class _StreamingInOrderDoFn(beam.DoFn):
     KEY_STATE = ReadModifyWriteStateSpec("key_state", KeyStateCoder())
     # At the earliest record waiting: fires once the watermark passes it.
     RELEASE = TimerSpec("release", TimeDomain.WATERMARK)
-    # `state_ttl` after the frontier: the key has been idle that long.
+    # `state_ttl` after the frontier: the key has been idle that long. Set at a key's first
+    # release, then moved on only when it fires (KeyedStep.expiry_check).
     EXPIRE = TimerSpec("expire", TimeDomain.WATERMARK)
 
     def __init__(self, step: KeyedStep, source: str):
@@ -108,21 +110,28 @@ class _StreamingInOrderDoFn(beam.DoFn):
                    cell=beam.DoFn.StateParam(KEY_STATE), release=beam.DoFn.TimerParam(RELEASE),
                    expire=beam.DoFn.TimerParam(EXPIRE)):
         state = self._state(cell)
+        first_release = state.frontier is None
         outputs = self._step.release(state, fire_time.micros)
         if state.flush_at is not None:
             release.set(Timestamp(micros=state.flush_at))
         expiry = self._step.expiry_time(state)
-        if expiry is not None:
+        if first_release and expiry is not None:
             expire.set(Timestamp(micros=expiry))
         cell.write(state)
         for micros, output in outputs:
             yield TimestampedValue(output, Timestamp(micros=micros))
 
     @on_timer(EXPIRE)
-    def on_expire(self, cell=beam.DoFn.StateParam(KEY_STATE)):
+    def on_expire(self, fire_time=beam.DoFn.TimestampParam,
+                  cell=beam.DoFn.StateParam(KEY_STATE), expire=beam.DoFn.TimerParam(EXPIRE)):
         state = cell.read()
-        if state is not None and not state.waiting:
+        if state is None:
+            return
+        check_again = self._step.expiry_check(state, fire_time.micros)
+        if check_again is None:
             cell.clear()
+        else:
+            expire.set(Timestamp(micros=check_again))
 
 
 class _BatchInOrderDoFn(beam.DoFn):
