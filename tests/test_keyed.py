@@ -1,4 +1,5 @@
 """Pure tests of the keyed, event-time-ordered step and its saved state (no Beam)."""
+import json
 import random
 
 import pytest
@@ -100,7 +101,7 @@ def test_state_is_plain_versioned_json():
         step.offer(state, i * SECOND, _tx(i, minutes=i))
     step.release(state, 1 * SECOND)
     encoded = encode_state(state)
-    assert encoded.startswith(b"[1,")  # format version first
+    assert encoded.startswith(b"[2,")  # format version first
     restored = decode_state(encoded)
     assert restored.frontier == state.frontier and restored.waiting == state.waiting
     profile = CustomerProfile.restore(5, restored.saved)
@@ -147,8 +148,11 @@ def test_a_day_of_ids_stays_small():
         step.offer(state, i * 10 * SECOND, Rec(f"2026-01-05T00:00:{i:05d}Z|{i}.5", i))
         step.release(state, i * 10 * SECOND)
     encoded = encode_state(state)
-    assert len(encoded) < 250_000  # 16 bytes an id (base64: 22), not the ids' text
+    assert len(encoded) < 250_000  # 16 bytes an id, not the ids' text
     assert decode_state(encoded).seen == state.seen
+    # the ids are the bytes after the JSON, copied, not re-encoded at every write
+    head, _, ids = encoded.partition(b"\n")
+    assert json.loads(head)[0] == 2 and len(ids) == 16 * len(state.seen)
 
 
 def test_unknown_state_version_is_refused_with_the_reason():

@@ -46,7 +46,7 @@ NAMESPACE = "realtime_ai"
 
 
 class KeyStateCoder(beam.coders.Coder):
-    """The one state cell per key, as versioned plain JSON (see core/keyed.py)."""
+    """The one state cell per key, in its plain, versioned encoding (see core/keyed.py)."""
 
     def encode(self, value: KeyState) -> bytes:
         return encode_state(value)
