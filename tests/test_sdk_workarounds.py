@@ -2,7 +2,13 @@
 from apache_beam.runners.worker import statecache
 
 from realtime_ai.core.features import customer_sequence
-from realtime_ai.core.keyed import KeyedStep, KeyState, OrderingSettings, encode_state
+from realtime_ai.core.keyed import (
+    KeyedStep,
+    KeyState,
+    OrderingSettings,
+    encode_state,
+    to_micros,
+)
 from realtime_ai.core.parsing import parse_transaction
 from realtime_ai.transforms import sdk_workarounds
 from tests.test_degraded_mode import SAMPLES
@@ -15,7 +21,7 @@ def _customer_states():
         for line in fh:
             tx = parse_transaction(line, 100_000)
             state = states.setdefault(tx.customer_id, KeyState())
-            step.offer(state, int(tx.event_time.timestamp() * 1e6), tx)
+            step.offer(state, to_micros(tx.event_time), tx)
     for state in states.values():
         step.release(state, 10**18)
         encode_state(state)

@@ -36,7 +36,9 @@ _LIST_BYTES = 64
 
 def _state_cache_weight(*objs) -> int:
     # The cache holds a state cell as the list of its values; a KeyState cell (our only one in
-    # streaming) is weighed by its encoding's length, which the coder has just measured.
+    # streaming) is weighed by the length of its latest encoding or decoding. Beam puts a
+    # written value in the cache before encoding it, so that is the previous write's length:
+    # close enough, as a key's state grows a record at a time.
     weight = 0
     for obj in objs:
         if type(obj) is not list or not all(
