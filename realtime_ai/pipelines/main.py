@@ -282,9 +282,14 @@ def _on_dataflow(options: PipelineOptions) -> bool:
     return runner_name(options) in ("dataflowrunner", "dataflow")
 
 
+# The fixes scripts/prism.sh builds Prism with (its FIXES): part of the binary's folder name.
+PRISM_FIXES = "busywait1"
+
+
 def prism_binary() -> str | None:
     """The Prism runner built by scripts/prism.sh for the pinned Beam version, if built."""
-    path = os.path.expanduser(f"~/.cache/realtime-ai/prism-v{beam.__version__}/prism")
+    path = os.path.expanduser(
+        f"~/.cache/realtime-ai/prism-v{beam.__version__}-{PRISM_FIXES}/prism")
     return path if os.access(path, os.X_OK) else None
 
 
