@@ -2,16 +2,22 @@
 # Beam's Prism runner binary: scripts/prism.sh path
 # Prints the path of the prism binary for the Beam version pinned in requirements.txt, building
 # it once (about 4 minutes) into ~/.cache/realtime-ai/prism-vVERSION-FIXES/ with the Go
-# toolchain, with the fix below. Run a pipeline on it with
+# toolchain, with the fixes below. Run a pipeline on it with
 # --runner=PrismRunner --prism_location="$(scripts/prism.sh path)": Beam's runner would
 # otherwise download a release zip from GitHub on every new version.
 #
-# The fix (FIXES=busywait1; realtime_ai/pipelines/main.py names the same folder): Prism's
-# loop that waits for a bundle (`stage.Execute` in internal/stage.go) selects on the channel
-# closed once the bundle's outputs are all in, and never stops selecting on it, so from then
-# until the SDK's answer it spins on a core: for the whole bundle when a stage has no outputs
-# (the file writes). At 300 events/s that was as much CPU as the SDK worker itself, on a
-# 2-core machine. The fix stops selecting on the channel once it has fired.
+# The fixes (FIXES; realtime_ai/pipelines/main.py names the same folder), both in Prism's loop
+# that waits for a bundle (`stage.Execute` in internal/stage.go):
+# - It selects on the channel closed once the bundle's outputs are all in, and never stops
+#   selecting on it, so from then until the SDK's answer it spins on a core: for the whole
+#   bundle when a stage has no outputs (the file writes). At 300 events/s that was as much CPU
+#   as the SDK worker itself, on a 2-core machine. Fixed: it stops selecting on it once fired.
+# - It asks the SDK for the bundle's progress every 100 ms, to decide on splitting it. With
+#   splits turned off (the command turns them off: `_prism_settings` in pipelines/main.py) the
+#   answers only update metrics while the bundle runs, and each costs the Python SDK the
+#   monitoring data of every transform of the stage, under its GIL: with a bundle of a
+#   thousand customers taking seconds, 4-7 s of every 10 s. Fixed: every 30 s (Prism's
+#   longest interval) when splits are off.
 # Exit 3 ("unavailable") when there is no Go to build it with, saying in one line how to get it.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -20,14 +26,32 @@ source "${here}/lib.sh"
 
 version=$(sed -n 's/^apache-beam\(\[[a-z,]*\]\)\?==\([0-9.]*\)$/\2/p' "${here}/../requirements.txt")
 [ -n "$version" ] || die "no apache-beam==VERSION pin in requirements.txt"
-fixes=busywait1
+fixes=fixed2
 name="prism-v${version}-${fixes}"
 dir="${CACHE_DIR}/${name}"
 binary="${dir}/prism"
 
-# The one line of stage.go the fix follows, and the line it adds.
+# Each fix: the one line of stage.go it follows, the line before that, and the lines it adds.
 fired='			dataFinished = true'
-fix='			dataReady = nil // fired: a closed channel is always ready, a nil one never'
+fired_before='		case <-dataReady:'
+fired_fix='			dataReady = nil // fired: a closed channel is always ready, a nil one never'
+tick='	baseTick := s.baseProgTick.Load().(time.Duration)'
+tick_before='	unsplit := true'
+tick_fix='	if !s.sdfSplittable { // progress only serves splitting, and metrics meanwhile
+		baseTick = maximumProgTick
+	}'
+
+add_after() {  # add_after FILE LINE LINE_BEFORE ADDED: ADDED after the one LINE of FILE
+  local file=$1 line=$2 before=$3 added=$4
+  [ "$(grep -c -x -F -- "$line" "$file")" = 1 ] \
+    && grep -x -F -B1 -- "$line" "$file" | head -1 | grep -q -x -F -- "$before" \
+    || { echo "Prism v${version}'s $(basename "$file") is not the one the fixes were made for" >&2
+         return 1; }
+  local at
+  at=$(grep -n -x -F -- "$line" "$file" | cut -d: -f1)
+  { head -n "$at" "$file"; printf '%s\n' "$added"; tail -n "+$((at + 1))" "$file"; } > "${file}.fixed"
+  mv "${file}.fixed" "$file"
+}
 
 build() {  # build STAGING: the fixed prism into STAGING/prism
   local staging=$1 source
@@ -39,12 +63,8 @@ build() {  # build STAGING: the fixed prism into STAGING/prism
   cp -r "${source}/go.mod" "${source}/go.sum" "${source}/go" "${staging}/src/"
   chmod -R u+w "${staging}/src"
   local stage_go="${staging}/src/go/pkg/beam/runners/prism/internal/stage.go"
-  # Exactly one such line, right after `case <-dataReady:`, or this version's loop differs.
-  [ "$(grep -c -x -F -- "$fired" "$stage_go")" = 1 ] \
-    && grep -x -F -B1 -- "$fired" "$stage_go" | head -1 | grep -q -x -F $'\t\tcase <-dataReady:' \
-    || { echo "Prism v${version}'s stage.go is not the one the fix was made for" >&2; return 1; }
-  sed -i "/^${fired}\$/a\\
-${fix}" "$stage_go"
+  add_after "$stage_go" "$fired" "$fired_before" "$fired_fix"
+  add_after "$stage_go" "$tick" "$tick_before" "$tick_fix"
   (cd "${staging}/src" && GOFLAGS=-mod=mod go build -o "${staging}/prism" ./go/cmd/prism)
 }
 

@@ -1,5 +1,5 @@
 """The Prism runner scripts/prism.sh builds: the one the command runs a Pub/Sub stream on, and
-built with the fix of its bundle wait (see the script)."""
+built with the fixes of its bundle wait (see the script)."""
 import os
 import pathlib
 import time
@@ -7,6 +7,7 @@ import time
 import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.worker import sdk_worker
 
 from realtime_ai.pipelines.main import prism_binary
 
@@ -52,13 +53,43 @@ class _MeasurePrismWhileBusy(beam.DoFn):
         pathlib.Path(self._report).write_text(str(_cpu_seconds(pid) - before))
 
 
-def test_prism_waits_for_a_long_bundle_without_spinning(prism, tmp_path):
-    report = tmp_path / "prism_cpu_seconds"
-    options = PipelineOptions(["--runner=PrismRunner", f"--prism_location={prism}",
-                               "--environment_type=LOOPBACK",
-                               "--experiments=disable_prism_server_singleton"])
-    with beam.Pipeline(options=options) as pipeline:
-        _ = (pipeline | beam.Create([1])
-             | beam.ParDo(_MeasurePrismWhileBusy(prism, str(report))))
+class LongBundle:
+    def __init__(self, prism: str, folder: pathlib.Path):
+        """One bundle of BUNDLE_SECONDS on `prism`, with splits off as the command runs it
+        (pipelines/main.py); the requests for its progress, counted in this process, which is
+        also the job's SDK worker (LOOPBACK)."""
+        report = folder / "prism_cpu_seconds"
+        self.progress_requests = 0
+        count = self._count_progress_requests
+        options = PipelineOptions([
+            "--runner=PrismRunner", f"--prism_location={prism}", "--environment_type=LOOPBACK",
+            "--experiments=disable_prism_server_singleton",
+            "--experiments=prism_disable_sdf_split"])
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(sdk_worker.SdkWorker, "process_bundle_progress",
+                          lambda worker, *args: count(worker, *args))
+            with beam.Pipeline(options=options) as pipeline:
+                _ = (pipeline | beam.Create([1])
+                     | beam.ParDo(_MeasurePrismWhileBusy(prism, str(report))))
+        self.prism_cpu_seconds = float(report.read_text())
+
+    _progress = sdk_worker.SdkWorker.process_bundle_progress
+
+    def _count_progress_requests(self, worker, *args):
+        self.progress_requests += 1
+        return LongBundle._progress(worker, *args)
+
+
+@pytest.fixture(scope="module")
+def long_bundle(prism, tmp_path_factory) -> LongBundle:
+    return LongBundle(prism, tmp_path_factory.mktemp("long_bundle"))
+
+
+def test_prism_waits_for_a_long_bundle_without_spinning(long_bundle):
     # Unfixed, Prism spins on a core for the whole bundle: about BUNDLE_SECONDS of CPU.
-    assert float(report.read_text()) < BUNDLE_SECONDS / 6
+    assert long_bundle.prism_cpu_seconds < BUNDLE_SECONDS / 6
+
+
+def test_prism_asks_no_progress_of_a_bundle_it_may_not_split(long_bundle):
+    # Unfixed, every 100 ms: about 30 requests.
+    assert long_bundle.progress_requests <= 1

@@ -283,7 +283,7 @@ def _on_dataflow(options: PipelineOptions) -> bool:
 
 
 # The fixes scripts/prism.sh builds Prism with (its FIXES): part of the binary's folder name.
-PRISM_FIXES = "busywait1"
+PRISM_FIXES = "fixed2"
 
 
 def prism_binary() -> str | None:
