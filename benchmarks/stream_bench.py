@@ -89,6 +89,9 @@ SETTLE_SECONDS = 40
 # The job cancels itself at --max_run_seconds; Beam then waits up to a minute for it.
 EXIT_GRACE_SECONDS = 150
 SAMPLE_SECONDS = 0.5
+# The Pub/Sub emulator drops a message nobody pulled for 10 minutes (pstest's fixed retention):
+# the alerts are pulled every so often while the job runs, or a soak loses its first ones.
+PULL_ALERTS_SECONDS = 120
 EMULATOR_PORT = 8087
 TEST_SERVER_LATENCY_MS = 200
 BATCH_TIMEOUT_SECONDS = 3600
@@ -396,6 +399,7 @@ def run_stream(rate: float, seconds: float, inputs: pathlib.Path, counts: dict[s
     if emulator:
         sampler.roots[emulator] = "emulator"
     publishers: dict[str, subprocess.Popen] = {}
+    pulled: list[dict] = []  # alert messages
     job = log = None
     try:
         started = time.time()
@@ -425,9 +429,13 @@ def run_stream(rate: float, seconds: float, inputs: pathlib.Path, counts: dict[s
         cpu_at_start = sampler.cpu_by_label()
         published = {}
         deadline = started + max_run + EXIT_GRACE_SECONDS
+        pulled_at = time.time()
         while usage is None:
             time.sleep(SAMPLE_SECONDS)
             sampler.sample()
+            if time.time() - pulled_at > PULL_ALERTS_SECONDS:
+                pulled += pull_alerts(channels["alerts_subscription"])
+                pulled_at = time.time()
             for name, publisher in publishers.items():
                 if name not in published and publisher.poll() is not None:
                     published[name] = publisher.communicate()[0]
@@ -458,7 +466,8 @@ def run_stream(rate: float, seconds: float, inputs: pathlib.Path, counts: dict[s
             if "error" in result or job.returncode != 0:
                 result["job_log_tail"] = log.tail()
         try:
-            pulled = pull_alerts(channels["alerts_subscription"]) if job else []
+            if job:
+                pulled += pull_alerts(channels["alerts_subscription"])
         finally:
             delete_channels(channels)
 
