@@ -60,24 +60,22 @@ class LongBundle:
         also the job's SDK worker (LOOPBACK)."""
         report = folder / "prism_cpu_seconds"
         self.progress_requests = 0
-        count = self._count_progress_requests
+        answer_progress = sdk_worker.SdkWorker.process_bundle_progress
+
+        def count_and_answer(worker, *args):
+            self.progress_requests += 1
+            return answer_progress(worker, *args)
+
         options = PipelineOptions([
             "--runner=PrismRunner", f"--prism_location={prism}", "--environment_type=LOOPBACK",
             "--experiments=disable_prism_server_singleton",
             "--experiments=prism_disable_sdf_split"])
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(sdk_worker.SdkWorker, "process_bundle_progress",
-                          lambda worker, *args: count(worker, *args))
+            patch.setattr(sdk_worker.SdkWorker, "process_bundle_progress", count_and_answer)
             with beam.Pipeline(options=options) as pipeline:
                 _ = (pipeline | beam.Create([1])
                      | beam.ParDo(_MeasurePrismWhileBusy(prism, str(report))))
         self.prism_cpu_seconds = float(report.read_text())
-
-    _progress = sdk_worker.SdkWorker.process_bundle_progress
-
-    def _count_progress_requests(self, worker, *args):
-        self.progress_requests += 1
-        return LongBundle._progress(worker, *args)
 
 
 @pytest.fixture(scope="module")
