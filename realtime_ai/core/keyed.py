@@ -142,9 +142,7 @@ _PAIR = struct.Struct("<qq")  # (event id hash, event micros), little-endian
 class SeenIds:
     """The ids of the records a key has seen within the dedupe horizon, oldest first: a dict
     for lookups, beside the same pairs already packed as saved (`_PAIR`s). Encoding then
-    copies bytes instead of packing every pair again: a metric every 10 s has 8,640 ids a
-    day, written at every state write (2.2 ms each packed anew, the whole per-metric step
-    on Prism could not keep up with 200 values a second)."""
+    copies bytes instead of packing every pair again (why: see STATE_FORMAT_VERSION)."""
 
     __slots__ = ("_micros", "_packed")
 
