@@ -51,6 +51,7 @@ from realtime_ai.pipelines.options import (
     reads_stream,
     runner_name,
 )
+from realtime_ai.transforms import sdk_workarounds
 from realtime_ai.transforms.add_customer_features import AddCustomerFeatures
 from realtime_ai.transforms.ask_model import NAMESPACE
 from realtime_ai.transforms.dashboard_insights import DashboardInsights
@@ -72,6 +73,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
     folder (a batch run), the datasets are written there and reach --output only once all
     are written (io/publish.py): replacing the previous run's, or beside them for a redrive;
     without, in place."""
+    sdk_workarounds.remembered_dofn_specs()
     opts = options.view_as(RealtimeAiOptions)
     streaming = options.view_as(StandardOptions).streaming
     grace = opts.window_grace_seconds if streaming else 0.0

@@ -4,7 +4,10 @@ Every element a GroupByKey takes costs the runner its own encoding, and on the D
 (the FnApiRunner) a trigger driver's pass with state and timers whenever the windowing is not
 the default one (fixed windows, or a timestamp combiner such as OUTPUT_AT_EARLIEST): about
 as much CPU as everything else a value meets on its way. A bundle's values of one key and
-window are few lists, not many values.
+window are few lists, not many values. What must happen to every value on its way to the
+grouping (keying it, making it plain, finding its window) is done as it is listed
+(`key_value`), not in steps of its own: each step a value passes costs the SDK its own
+invocation, more than such small work.
 
 The groups come out as the GroupByKey's would: each key's values of a window together, in no
 particular order. Each list carries the earliest timestamp of its values, so the group's
@@ -15,26 +18,38 @@ on a stream would hold values back and change how panes are cut.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
+from typing import Any
 
 import apache_beam as beam
+from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
+
+KeyValue = Callable[[Any, Timestamp], tuple[Any, Any]]
 
 
 class _ListsPerBundleDoFn(beam.DoFn):
+    def __init__(self, key_value: KeyValue | None):
+        self._key_value = key_value
+
     def start_bundle(self):
         # (key, window) -> [earliest timestamp, values]
         self._lists: dict = {}
 
-    def process(self, element, timestamp=beam.DoFn.TimestampParam,
-                window=beam.DoFn.WindowParam):
-        key, value = element
-        held = self._lists.get((key, window))
-        if held is None:
-            self._lists[(key, window)] = [timestamp, [value]]
-            return
-        held[1].append(value)
-        if timestamp < held[0]:
-            held[0] = timestamp
+    # The whole windowed value, not WindowParam: a DoFn that asks for its window has Beam
+    # bind its arguments afresh for every element (runners/common.py PerWindowInvoker), about
+    # as much CPU as the rest of this method.
+    def process(self, element, windowed=beam.DoFn.WindowedValueParam):
+        timestamp = windowed.timestamp
+        key, value = element if self._key_value is None else self._key_value(element, timestamp)
+        for window in windowed.windows:
+            held = self._lists.get((key, window))
+            if held is None:
+                self._lists[(key, window)] = [timestamp, [value]]
+                continue
+            held[1].append(value)
+            if timestamp < held[0]:
+                held[0] = timestamp
 
     def finish_bundle(self):
         for (key, window), (timestamp, values) in self._lists.items():
@@ -47,22 +62,58 @@ def _concatenated(grouped):
     return key, itertools.chain.from_iterable(lists)
 
 
-class BundledGroupByKey(beam.PTransform):
-    """Bounded PCollection[(K, V)] -> PCollection[(K, Iterable[V])], as GroupByKey (see the
-    module docstring). `windowing`, if given, is applied to the lists just before they are
-    grouped (so a WindowInto into the global window with a timestamp combiner runs once per
-    list, not once per value)."""
+def _bounded_only(pcoll):
+    if not pcoll.is_bounded:
+        raise ValueError("BundledGroupByKey takes bounded input only")
+
+
+class ListsPerBundle(beam.PTransform):
+    """Bounded PCollection[E] -> PCollection[(K, list[V])]: per bundle, the values of each
+    key and window as one list, stamped with its earliest value's timestamp. Each element
+    becomes (K, V) by `key_value(element, timestamp)`, or is one already. GroupLists groups
+    the lists (of one or several such PCollections, flattened)."""
+
+    def __init__(self, key_value: KeyValue | None = None):
+        super().__init__()
+        self._key_value = key_value
+
+    def expand(self, elements):
+        _bounded_only(elements)
+        return elements | beam.ParDo(_ListsPerBundleDoFn(self._key_value))
+
+
+class GroupLists(beam.PTransform):
+    """PCollection[(K, list[V])] from ListsPerBundle -> PCollection[(K, Iterable[V])], as
+    GroupByKey of the values would give. `windowing`, if given, is applied to the lists just
+    before they are grouped: a WindowInto runs once per list, not once per value. All values
+    of a list take the window of its timestamp: lists made in other windows than these must
+    be keyed by the window their values belong in (as DashboardInsights does)."""
 
     def __init__(self, windowing: beam.WindowInto | None = None):
         super().__init__()
         self._windowing = windowing
 
-    def expand(self, keyed):
-        if not keyed.is_bounded:
-            raise ValueError("BundledGroupByKey takes bounded input only")
-        lists = keyed | "ListsPerBundle" >> beam.ParDo(_ListsPerBundleDoFn())
+    def expand(self, lists):
+        _bounded_only(lists)
         if self._windowing is not None:
             lists = lists | "Windowing" >> self._windowing
         return (lists
                 | "GroupByKey" >> beam.GroupByKey()
                 | "Concatenate" >> beam.Map(_concatenated))
+
+
+class BundledGroupByKey(beam.PTransform):
+    """Bounded PCollection[(K, V)] (or PCollection[E] with `key_value`, see ListsPerBundle)
+    -> PCollection[(K, Iterable[V])], as GroupByKey (see the module docstring). `windowing`:
+    see GroupLists."""
+
+    def __init__(self, windowing: beam.WindowInto | None = None,
+                 key_value: KeyValue | None = None):
+        super().__init__()
+        self._windowing = windowing
+        self._key_value = key_value
+
+    def expand(self, keyed):
+        return (keyed
+                | "ListsPerBundle" >> ListsPerBundle(self._key_value)
+                | "GroupLists" >> GroupLists(self._windowing))

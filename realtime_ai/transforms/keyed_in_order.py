@@ -19,6 +19,7 @@ Both paths make the same decisions (`KeyedStep`), so batch and streaming give th
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -152,11 +153,11 @@ class _BatchInOrderDoFn(beam.DoFn):
             yield TimestampedValue(output, Timestamp(micros=micros))
 
 
-def _with_event_micros(element, to_plain, timestamp=beam.DoFn.TimestampParam):
+def _keyed_plain(key_of: Callable[[Any], str], to_plain: Callable[[Any], Any], record,
+                 timestamp: Timestamp) -> tuple[str, tuple[int, Any]]:
     # Plain (lists, numbers, text): Beam encodes these natively across the GroupByKey, where
     # a record object would be pickled (several times the CPU of the rest of its trip).
-    key, record = element
-    return key, (timestamp.micros, to_plain(record))
+    return key_of(record), (timestamp.micros, to_plain(record))
 
 
 class Ordered(NamedTuple):
@@ -182,25 +183,24 @@ class InEventTimeOrder(beam.PTransform):
 
     def expand(self, records) -> Ordered:
         key_of = self._key_of
-        # Typed as before records were: the key's coder is the one of the state (and of the
-        # savepoints) of earlier versions.
-        keyed = records | "KeyBy" >> beam.Map(
-            lambda record: (key_of(record), record)).with_output_types(tuple[Any, Any])
-        # Outputs are whatever the sequence returns: not the (key, record) input type that
-        # Beam would otherwise infer for them.
-        if keyed.is_bounded:
+        if records.is_bounded:
+            # Keyed and made plain as they are listed for the grouping: no steps of their own.
             outputs = (
-                keyed
-                | "WithEventTime" >> beam.Map(
-                    _with_event_micros, self._step.sequence.record_to_plain).with_output_types(
-                    tuple[Any, tuple[int, Any]])
-                | "GroupByKey" >> BundledGroupByKey(beam.WindowInto(
-                    GlobalWindows(), timestamp_combiner=TimestampCombiner.OUTPUT_AT_EARLIEST))
+                records
+                | "GroupByKey" >> BundledGroupByKey(
+                    beam.WindowInto(GlobalWindows(),
+                                    timestamp_combiner=TimestampCombiner.OUTPUT_AT_EARLIEST),
+                    functools.partial(_keyed_plain, key_of, self._step.sequence.record_to_plain))
                 | "InEventTimeOrder" >> beam.ParDo(_BatchInOrderDoFn(
                     self._step, self._source)).with_output_types(self._output_type)
             )
-            return Ordered(outputs, keyed.pipeline | "NothingLate" >> beam.Create(
+            return Ordered(outputs, records.pipeline | "NothingLate" >> beam.Create(
                 []).with_output_types(DeadLetter))
+        # Typed as before records were: the key's coder is the one of the state (and of the
+        # savepoints) of earlier versions. Outputs are whatever the sequence returns: not the
+        # (key, record) input type that Beam would otherwise infer for them.
+        keyed = records | "KeyBy" >> beam.Map(
+            lambda record: (key_of(record), record)).with_output_types(tuple[Any, Any])
         results = keyed | "InEventTimeOrder" >> beam.ParDo(
             _StreamingInOrderDoFn(self._step, self._source)).with_output_types(
                 self._output_type).with_outputs(LATE, main="outputs")
