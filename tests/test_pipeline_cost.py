@@ -83,7 +83,7 @@ def test_a_batch_worker_runs_full_garbage_collections_rarely(batch_run):
 def test_a_batch_run_finds_a_values_insight_window_as_it_lists_it(batch_run):
     # Beam's WindowInto costs ~30 us a value (FixedWindows.assign, its context, the window
     # argument bound afresh): the insight step keys values by window as it lists them for
-    # the grouping, and windows the lists (dashboard_insights.py). What is left: each list,
-    # each dashboard window. 1.31 a record when every value was windowed.
+    # the grouping (dashboard_insights.py); lists and groups are windowed, a few per window.
+    # Windowed one by one, the values alone would take one each (5,229 in all, 1.31 a record).
     _, _, assignments = batch_run
-    assert assignments / (TRANSACTIONS + METRICS) < 0.7, assignments
+    assert assignments < TRANSACTIONS + METRICS, assignments
