@@ -344,14 +344,9 @@ def batch_run(work: pathlib.Path, fault: str) -> str | None:
     server = ModelServer(_free_port(), work / "batch-model-server.log")
     server.start()
     try:
-        return latency.run_batch(work, model_options(server))
+        return latency.run_batch(work, latency.with_model_at(server.base_url))
     finally:
         server.kill()
-
-
-def model_options(server: ModelServer) -> list[str]:
-    return [option for option in latency.SHARED_OPTIONS
-            if not option.startswith("--llm_backend")] + [f"--llm_base_url={server.base_url}"]
 
 
 def run_fault(fault: str, args: argparse.Namespace) -> dict:
@@ -370,7 +365,7 @@ def run_fault(fault: str, args: argparse.Namespace) -> dict:
     if fault == "model":
         server = context["model_server"] = ModelServer(_free_port(), work / "model-server.log")
         server.start()
-        shared = model_options(server)
+        shared = latency.with_model_at(server.base_url)
     job_name = f"flink-faults-{run_id}"
     # A safety net only: each job is drained once the events are processed (stop_job).
     max_run = SUBMIT_TIMEOUT_SECONDS + args.seconds + MAX_RUN_SPARE_SECONDS

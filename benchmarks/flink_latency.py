@@ -8,8 +8,10 @@ Mirrors tests/test_flink_streaming.py at a chosen rate:
 2. fresh Kafka topics (created here with --partitions partitions, before the job reads them)
    and a fresh alerts topic with its subscription on the Pub/Sub emulator, made before the job;
 3. `python -m realtime_ai.pipelines.main --runner=FlinkRunner` reading both topics, local
-   model, alerts to the emulator, bounded by --max_run_seconds (start-up + --seconds +
-   --settle); extra pipeline options after `--` (e.g. `-- --max_bundle_time_mills=100`);
+   model (or with --test-server our OpenAI-compatible server at 200 ms a call, in a process
+   of its own, for the job and the batch run alike), alerts to the emulator, bounded by
+   --max_run_seconds (start-up + --seconds + --settle); extra pipeline options after `--`
+   (e.g. `-- --max_bundle_time_mills=100`);
 4. once every vertex of the new Flink job is RUNNING, `python -m realtime_ai.samples publish`
    per stream, each at its share of R (`--dump` keeps the re-timed events);
 5. meanwhile, every --sample-every seconds, Flink's REST API: each vertex's input watermark
@@ -28,7 +30,7 @@ Needs the services running (this script starts none; stop only what you started)
     eval "$(scripts/pubsub-emulator.sh start)"; export PUBSUB_EMULATOR_HOST
 
     .venv/bin/python benchmarks/flink_latency.py [--rate 330] [--seconds 60] [--settle 60]
-        [--partitions 1] [--work DIR] [--label NAME] [-- PIPELINE OPTIONS...]
+        [--partitions 1] [--test-server] [--work DIR] [--label NAME] [-- PIPELINE OPTIONS...]
 
 Writes WORK/result.json (everything, watermark timeline included) and prints a summary.
 """
@@ -56,6 +58,7 @@ STREAMS = ("transactions", "metrics")
 # As tests/test_flink_streaming.py (its SHARED_OPTIONS less the runner, STREAMING_OPTIONS).
 SHARED_OPTIONS = ["--anomaly_detector=zscore", "--insight_window_seconds=10",
                   "--llm_backend=local"]
+TEST_SERVER_LATENCY_MS = 200
 STREAMING_OPTIONS = ["--file_window_seconds=10", "--window_grace_seconds=15"]
 ACTIVE_STATES = {"INITIALIZING", "CREATED", "RUNNING", "RESTARTING", "FAILING"}
 SUBMIT_TIMEOUT_SECONDS = 240  # job server + expansion service start, jar staging, deployment
@@ -360,7 +363,17 @@ def _publisher(name: str, path: pathlib.Path, topic: str, rate: float,
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def run(args: argparse.Namespace, pipeline_options: list[str]) -> dict:
+def with_model_at(base_url: str | None) -> list[str]:
+    """SHARED_OPTIONS, with the model at `base_url` (our test server) instead of the local
+    one when given."""
+    if base_url is None:
+        return list(SHARED_OPTIONS)
+    return [option for option in SHARED_OPTIONS
+            if not option.startswith("--llm_backend")] + [f"--llm_base_url={base_url}"]
+
+
+def run(args: argparse.Namespace, pipeline_options: list[str],
+        shared_options: list[str]) -> dict:
     work = pathlib.Path(args.work or tempfile.mkdtemp(prefix="flink-latency-"))
     work.mkdir(parents=True, exist_ok=True)
     events = round(args.rate * args.seconds)
@@ -372,7 +385,8 @@ def run(args: argparse.Namespace, pipeline_options: list[str]) -> dict:
     alerts_topic, alerts_sub = alerts_channel(run_id)
     result: dict = {"label": args.label, "work": str(work), "rate": args.rate,
                     "seconds": args.seconds, "events": counts, "inputs": origin,
-                    "partitions": args.partitions, "pipeline_options": pipeline_options}
+                    "partitions": args.partitions, "pipeline_options": pipeline_options,
+                    "shared_options": shared_options}
     job_name = f"flink-latency-{run_id}"
     busy_jobs = [job["jid"] for job in rest(args.flink, "/jobs/overview")["jobs"]
                  if job["state"] in ACTIVE_STATES]
@@ -385,7 +399,7 @@ def run(args: argparse.Namespace, pipeline_options: list[str]) -> dict:
                f"--metrics=kafka://{args.kafka}/{topics['metrics']}",
                f"--output={work}/stream", f"--alerts_topic={alerts_topic}",
                f"--job_name={job_name}",
-               *SHARED_OPTIONS, *STREAMING_OPTIONS, f"--max_run_seconds={max_run}",
+               *shared_options, *STREAMING_OPTIONS, f"--max_run_seconds={max_run}",
                *pipeline_options]
     result["job_command"] = command
     publishers: dict[str, subprocess.Popen] = {}
@@ -459,7 +473,7 @@ def run(args: argparse.Namespace, pipeline_options: list[str]) -> dict:
     log_text = (work / "job.log").read_text()
     result["job_log_has_traceback"] = "Traceback" in log_text
     result["job_log_tail"] = log_text.strip().splitlines()[-12:]
-    failed = run_batch(work)
+    failed = run_batch(work, shared_options)
     if failed:
         result["batch_error"] = failed
         result["alert_messages"] = pulled
@@ -551,6 +565,9 @@ def main() -> int:
     parser.add_argument("--kafka", default="127.0.0.1:9092")
     parser.add_argument("--work", default=None)
     parser.add_argument("--label", default="")
+    parser.add_argument("--test-server", action="store_true",
+                        help=f"our model server at {TEST_SERVER_LATENCY_MS} ms a call, not "
+                        "the local model")
     parser.add_argument("--results", default=None,
                         help="also write the result here (e.g. benchmarks/results/...json)")
     args = parser.parse_args(argv)
@@ -561,7 +578,16 @@ def main() -> int:
     except (OSError, urllib.error.URLError):
         raise SystemExit(
             f"no Flink cluster at {args.flink}: scripts/flink-cluster.sh start") from None
-    result = run(args, pipeline_options)
+    server = _repo_module("benchmarks/llm_throughput.py").Server(
+        "--latency_ms", str(TEST_SERVER_LATENCY_MS)) if args.test_server else None
+    try:
+        result = run(args, pipeline_options, with_model_at(server.base_url if server else None))
+        if server:
+            result["model"] = f"test server, {TEST_SERVER_LATENCY_MS} ms a call"
+            result["llm_requests"] = server.stats()["requests"]
+    finally:
+        if server:
+            server.stop()
     path = pathlib.Path(result["work"]) / "result.json"
     path.write_text(json.dumps(result, indent=1, default=str))
     if args.results:
