@@ -87,6 +87,13 @@ class _ByTargetWindowDoFn(beam.DoFn):
                 yield (key, _plain_window(target)), (timestamp.micros, values)
 
 
+# How a timestamp combiner stamps a group from its lists' earliest timestamps (None: at the
+# end of its window).
+_COMBINED_STAMPS = {TimestampCombiner.OUTPUT_AT_EARLIEST: min,
+                    TimestampCombiner.OUTPUT_AT_LATEST: max,
+                    TimestampCombiner.OUTPUT_AT_EOW: None}
+
+
 class _RestoredGroupsDoFn(beam.DoFn):
     """((K, window), [(earliest micros, list), ...]) -> (K, Iterable[V]) in that window,
     stamped as `timestamp_combiner` would stamp the group."""
@@ -94,23 +101,17 @@ class _RestoredGroupsDoFn(beam.DoFn):
     def __init__(self, timestamp_combiner):
         if timestamp_combiner not in _COMBINED_STAMPS:
             raise ValueError(f"BundledGroupByKey: no {timestamp_combiner} timestamps")
-        self._timestamp_combiner = timestamp_combiner
+        self._combine = _COMBINED_STAMPS[timestamp_combiner]
 
     def process(self, element):
         (key, plain_window), stamped_lists = element
         stamped_lists = list(stamped_lists)
         window = GlobalWindow() if plain_window is None else IntervalWindow(
             Timestamp(micros=plain_window[0]), Timestamp(micros=plain_window[1]))
-        combine = _COMBINED_STAMPS[self._timestamp_combiner]
-        timestamp = (window.max_timestamp() if combine is None else
-                     Timestamp(micros=combine(micros for micros, _ in stamped_lists)))
+        timestamp = (window.max_timestamp() if self._combine is None else
+                     Timestamp(micros=self._combine(micros for micros, _ in stamped_lists)))
         values = itertools.chain.from_iterable([values for _, values in stamped_lists])
         yield WindowedValue((key, values), timestamp, [window])
-
-
-_COMBINED_STAMPS = {TimestampCombiner.OUTPUT_AT_EARLIEST: min,
-                    TimestampCombiner.OUTPUT_AT_LATEST: max,
-                    TimestampCombiner.OUTPUT_AT_EOW: None}
 
 
 def _bounded_only(pcoll):
