@@ -10,7 +10,10 @@ setuptools.setup(
     python_requires=">=3.10",
     install_requires=[
         "apache-beam[gcp]==2.77.0",
-        "openai[aiohttp]>=3.57,<4",  # DefaultAioHttpClient over httpx2
+        # its exception types (llm/transport.py raises them) and the dashboard's streamed answers
+        "openai[aiohttp]>=3.57,<4",
+        # the CA bundle the model transport trusts, as the openai client did
+        "certifi>=2024.7.4",  # CVE-2024-39689, CVE-2023-37920, CVE-2022-23491
         # Floors at or above the release fixing each known advisory (PyPI advisory database,
         # GitHub advisories), listed in tests/test_dependency_floors.py.
         "numpy>=1.26",

@@ -13,7 +13,10 @@ Scenarios (each against a fresh server process on loopback, through the real `op
 - a server-side rate limit (`--rate_limit_rpm`) with the same client-side budget: the share of
   the limit sustained and of requests answered 429;
 - failures: 20% injected faults (429, 500, hangs, malformed JSON); every event must be
-  answered or dead-lettered.
+  answered or dead-lettered;
+- client CPU: the same risk requests, `--concurrency` in flight, sent by the OpenAI SDK's
+  generic post (over its aiohttp transport) and by our transport (llm/transport.py) in
+  alternating rounds against one server: CPU seconds of this process per request.
 Tokens per transaction are compared with an article-style prompt (our reconstruction:
 verbose instruction, pretty-printed event and history).
 
@@ -28,6 +31,7 @@ import math
 import os
 import pathlib
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,6 +39,7 @@ import time
 import urllib.request
 
 import apache_beam as beam
+import httpx2
 import openai
 
 from realtime_ai.core import model_inputs
@@ -43,6 +48,7 @@ from realtime_ai.core.parsing import parse_transaction
 from realtime_ai.core.replay import Replayable
 from realtime_ai.llm import base, tasks
 from realtime_ai.llm.base import LlmConfig
+from realtime_ai.llm.transport import ChatCompletions
 from realtime_ai.transforms.ask_model import AskModel
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -159,6 +165,54 @@ def pipeline_rate(server: Server, data: list[dict], concurrency: int, **config) 
         "prompt_tokens_per_event": round(stats.get("prompt_tokens", 0) / len(data), 1),
         "latencies_ms": latencies,
     }
+
+
+async def _client_cpu_ms(send, bodies: list[dict], concurrency: int) -> float:
+    """Process CPU milliseconds per request of sending `bodies`, `concurrency` at a time."""
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(body: dict) -> None:
+        async with slots:
+            json.loads(await send(body))
+
+    started = time.process_time()
+    await asyncio.gather(*(one(body) for body in bodies))
+    return (time.process_time() - started) * 1000.0 / len(bodies)
+
+
+async def client_cpu(base_url: str, data: list[dict], concurrency: int, rounds: int = 3
+                     ) -> dict:
+    """Median CPU ms per request of the SDK's post and of our transport, rounds alternating
+    (this machine's speed drifts within minutes); warmed up before measuring."""
+    bodies = [{"model": "fast", "messages": tasks.build_messages(base.TRANSACTION_RISK, item),
+               "temperature": 0, "max_tokens": 60,
+               "response_format": tasks.response_format(base.TRANSACTION_RISK)}
+              for item in data]
+    sdk = openai.AsyncOpenAI(base_url=base_url, api_key="benchmark", max_retries=0,
+                             http_client=openai.DefaultAioHttpClient())
+    ours = ChatCompletions(base_url, "benchmark", concurrency)
+
+    async def sdk_post(body: dict) -> bytes:
+        return (await sdk.post("/chat/completions", cast_to=httpx2.Response,
+                               body=body)).content
+
+    senders = {"openai_sdk_post": sdk_post, "ours": ours.post}
+    samples: dict[str, list[float]] = {name: [] for name in senders}
+    try:
+        for send in senders.values():
+            await _client_cpu_ms(send, bodies[:concurrency * 2], concurrency)
+        for _ in range(rounds):
+            for name, send in senders.items():
+                samples[name].append(await _client_cpu_ms(send, bodies, concurrency))
+    finally:
+        await sdk.close()
+        await ours.close()
+    result = {f"{name}_cpu_ms_per_request": round(statistics.median(values), 3)
+              for name, values in samples.items()}
+    result["requests_per_round"] = len(bodies)
+    result["sdk_over_ours"] = round(result["openai_sdk_post_cpu_ms_per_request"]
+                                    / result["ours_cpu_ms_per_request"], 2)
+    return result
 
 
 def svg_cdf(series: dict[str, list[float]], path: pathlib.Path) -> None:
@@ -280,6 +334,13 @@ def main() -> None:
     failures.pop("latencies_ms")
     failures["lost"] = failures["events"] - failures["answered"] - failures["dead_lettered"]
     result["failures_20_percent"] = failures
+
+    server = Server("--latency_ms", "200")
+    try:
+        result["client_cpu_200ms"] = asyncio.run(client_cpu(server.base_url, data[:2000],
+                                                            args.concurrency))
+    finally:
+        server.stop()
 
     ours_tokens = sum(tasks.estimate_tokens(tasks.build_messages(base.TRANSACTION_RISK, d))
                       for d in data[:500]) / 500

@@ -32,7 +32,7 @@ class SignInFailed(Exception):
 
 
 class BearerTokens:
-    """An async token provider for the openai client (its `api_key`, asked before every
+    """An async token provider for the model transport (asked before every
     request): the credential's current token, fetched again before it expires.
 
     `make_credential` is called once, on first use on the worker; the credential's

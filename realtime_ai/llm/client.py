@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import random
 import time
 from collections.abc import Mapping
 from typing import Any
 
-import httpx2
 import openai
 
 from realtime_ai.llm import auth, base, budgets, failures, tasks
@@ -29,19 +29,20 @@ from realtime_ai.llm.local_model import DegradingBackend, LocalBackend
 from realtime_ai.llm.memo import MemoBackend
 from realtime_ai.llm.packing import PackingBackend
 from realtime_ai.llm.routing import LatencyRouter
+from realtime_ai.llm.transport import ChatCompletions
 
 BACKOFF_BASE_SECONDS = 0.25
 BACKOFF_CAP_SECONDS = 20.0
-# The openai client insists on a key; endpoints such as vLLM or Ollama ignore it.
+# A bearer is always sent, as the openai client did; endpoints such as vLLM or Ollama ignore it.
 PLACEHOLDER_KEY = "no-key-configured"
 # Answer tokens reserved from the token budget before a call; the answer's usage corrects it.
 EXPECTED_ANSWER_TOKENS = 60
 
 
-def _json_body(raw: httpx2.Response) -> dict:
+def _json_body(raw: bytes) -> dict:
     """The response body as a JSON object, or InvalidAnswer."""
     try:
-        body = raw.json()
+        body = json.loads(raw)
     except ValueError:  # not JSON, or not text at all
         raise tasks.InvalidAnswer("response body is not JSON") from None
     if not isinstance(body, dict):
@@ -111,17 +112,11 @@ class OpenAiBackend:
         # Requests in flight; callers may hold more elements than this when they are packed.
         self._request_slots = asyncio.Semaphore(config.concurrency)
 
-    def _openai(self, endpoint: Endpoint) -> openai.AsyncOpenAI:
+    def _transport(self, endpoint: Endpoint) -> ChatCompletions:
         if endpoint.client is None:  # created on the event loop that will use it
-            # aiohttp, not the default httpx transport: a third less client CPU per call
-            # and no server-side stall reading request bodies (benchmarks/llm_throughput.py).
-            # One connection per request slot, all kept alive.
-            limits = httpx2.Limits(max_connections=self._config.concurrency,
-                                   max_keepalive_connections=self._config.concurrency)
-            endpoint.client = openai.AsyncOpenAI(
-                api_key=self._tokens or self._api_key, base_url=endpoint.base_url,
-                timeout=self._config.timeout_seconds, max_retries=0,
-                http_client=openai.DefaultAioHttpClient(limits=limits))
+            # one connection per request slot, all kept alive
+            endpoint.client = ChatCompletions(endpoint.label, self._tokens or self._api_key,
+                                              connections=self._config.concurrency)
         return endpoint.client
 
     def endpoints(self) -> list[Endpoint]:
@@ -188,23 +183,18 @@ class OpenAiBackend:
             # when the request can go: load and health as they are now (CircuitOpen when
             # every endpoint of the tier is failing)
             endpoint = self._pools[tier].pick()
-            openai_client = self._openai(endpoint)  # made once: not part of any request's time
+            transport = self._transport(endpoint)  # made once: not part of any request's time
             endpoint.in_flight += 1
             endpoint.requests += 1
             started = time.perf_counter()
             try:
-                # One deadline for the whole request (connect, send, the whole answer): the
-                # client's own timeout applies per read, so an answer dripped a byte at a
-                # time would never time out.
+                # One deadline for the whole request (connect, send, the whole answer): a
+                # timeout per read would let an answer dripped a byte at a time run forever.
                 async with asyncio.timeout(self._config.timeout_seconds):
-                    # The client's generic post sends our ready JSON body and returns the raw
-                    # response: create() re-walks the deep schema and builds pydantic models
-                    # for every call, CPU that capped a worker below its concurrency bound.
-                    raw = await openai_client.post(
-                        "/chat/completions", cast_to=httpx2.Response,
-                        body={"model": model, "messages": messages, "temperature": 0,
-                              "max_tokens": max_tokens,
-                              "response_format": tasks.response_format(task)})
+                    raw = await transport.post(
+                        {"model": model, "messages": messages, "temperature": 0,
+                         "max_tokens": max_tokens,
+                         "response_format": tasks.response_format(task)})
             except (TimeoutError, asyncio.CancelledError) as error:
                 # sent and never answered (timed out, or cut by the latency budget): the
                 # endpoint may bill the prompt, so it is counted as estimated

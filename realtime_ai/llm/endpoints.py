@@ -25,7 +25,7 @@ class Endpoint:
 
     base_url: str | None
     breaker: CircuitBreaker
-    client: Any = None  # its openai client, made on the event loop that uses it
+    client: Any = None  # its transport.ChatCompletions, made on the loop that uses it
     in_flight: int = 0
     requests: int = 0
     answers: int = 0

@@ -72,7 +72,7 @@ def classify(error: BaseException) -> Failure:
         return Failure(True, str(error), kind=SIGN_IN)
     if isinstance(error, CircuitOpen):
         return Failure(False, "circuit open", error.retry_after, kind=CIRCUIT_OPEN)
-    # The openai client's aiohttp transport reports a failed connect (refused, no such host)
+    # The openai client's own aiohttp transport reports a failed connect (refused, no such host)
     # as a connect *timeout*, with the socket's error behind it.
     causes = _causes(error)
     if any(isinstance(cause, ConnectionRefusedError) for cause in causes):
