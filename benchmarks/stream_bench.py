@@ -503,8 +503,10 @@ def memory_growth(timeline: list[tuple[float, dict[str, int]]], publish_start: f
                   publish_end: float) -> dict:
     """The job's memory (its processes' summed RSS) while events were published: the peak in
     the warm-up (the first WARM_UP_SECONDS of publishing), the peak after it, and the
-    least-squares slope after it. A job whose state or buffers leak grows steadily; one that
-    holds steady only wobbles around its warm-up peak."""
+    least-squares slope after it and over the second half of publishing. A job whose state or
+    buffers leak grows steadily to the end; one whose state fills as new keys appear (most
+    customers of a generated set show up in its first minutes, and Beam's state cache fills to
+    its cap) levels off, which the second half's slope tells apart."""
     samples = [(t - publish_start, rss.get("job", 0) / 1024) for t, rss in timeline
                if publish_start <= t <= publish_end]
     warm = [mb for t, mb in samples if t <= WARM_UP_SECONDS]
@@ -512,20 +514,26 @@ def memory_growth(timeline: list[tuple[float, dict[str, int]]], publish_start: f
     figures: dict = {"warm_up_s": WARM_UP_SECONDS,
                      "warm_up_peak_mb": round(max(warm), 1) if warm else None,
                      "rss_mb_every_30s": [round(mb, 1) for mb in _every(samples, 30)]}
-    if len(after) >= 2:
-        mean_t = sum(t for t, _ in after) / len(after)
-        mean_mb = sum(mb for _, mb in after) / len(after)
-        spread = sum((t - mean_t) ** 2 for t, _ in after)
-        slope = sum((t - mean_t) * (mb - mean_mb) for t, mb in after) / spread
+    second_half = [(t, mb) for t, mb in samples if t >= (publish_end - publish_start) / 2]
+    if len(after) >= 2 and len(second_half) >= 2:
         figures.update({
             "after_warm_up_peak_mb": round(max(mb for _, mb in after), 1),
-            "after_warm_up_slope_mb_per_min": round(slope * 60, 2),
+            "after_warm_up_slope_mb_per_min": round(_slope(after) * 60, 2),
+            "second_half_slope_mb_per_min": round(_slope(second_half) * 60, 2),
             "after_warm_up_first_minute_mean_mb": round(
                 _mean([mb for t, mb in after if t <= WARM_UP_SECONDS + 60]), 1),
             "after_warm_up_last_minute_mean_mb": round(
                 _mean([mb for t, mb in after if t >= after[-1][0] - 60]), 1),
         })
     return figures
+
+
+def _slope(samples: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (t, value) samples, per second."""
+    mean_t = sum(t for t, _ in samples) / len(samples)
+    mean_value = sum(value for _, value in samples) / len(samples)
+    spread = sum((t - mean_t) ** 2 for t, _ in samples)
+    return sum((t - mean_t) * (value - mean_value) for t, value in samples) / spread
 
 
 def _every(samples: list[tuple[float, float]], seconds: float) -> list[float]:
@@ -883,7 +891,8 @@ def main() -> None:
         if "after_warm_up_slope_mb_per_min" in memory:
             print(f"{run['rate']:>6g}/s memory: {memory['warm_up_peak_mb']} MB peak in the first "
                   f"{WARM_UP_SECONDS} s, {memory['after_warm_up_peak_mb']} MB peak after; "
-                  f"{memory['after_warm_up_slope_mb_per_min']:+} MB/min after warm-up "
+                  f"{memory['after_warm_up_slope_mb_per_min']:+} MB/min after warm-up, "
+                  f"{memory['second_half_slope_mb_per_min']:+} MB/min in the second half "
                   f"(first/last minute means {memory['after_warm_up_first_minute_mean_mb']}/"
                   f"{memory['after_warm_up_last_minute_mean_mb']} MB)")
 
