@@ -1,19 +1,28 @@
 """The Prism runner scripts/prism.sh builds: the one the command runs a Pub/Sub stream on, and
-built with the fixes of its bundle wait (see the script)."""
+built with the fixes of its bundle wait and of its bundle requests (see the script)."""
 import os
 import pathlib
 import time
 
 import apache_beam as beam
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam import coders
+from apache_beam.options.pipeline_options import PipelineOptions, WorkerOptions
 from apache_beam.runners.worker import sdk_worker
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.utils.timestamp import Timestamp
 
+from realtime_ai.pipelines import main
 from realtime_ai.pipelines.main import prism_binary
 
 pytestmark = pytest.mark.integration
 
 BUNDLE_SECONDS = 3.0
+PRISM_OPTIONS = ["--runner=PrismRunner", "--environment_type=LOOPBACK",
+                 "--experiments=disable_prism_server_singleton",
+                 "--experiments=prism_disable_sdf_split"]
 
 
 def test_the_command_runs_the_prism_the_script_built(prism):
@@ -66,10 +75,7 @@ class LongBundle:
             self.progress_requests += 1
             return answer_progress(worker, *args)
 
-        options = PipelineOptions([
-            "--runner=PrismRunner", f"--prism_location={prism}", "--environment_type=LOOPBACK",
-            "--experiments=disable_prism_server_singleton",
-            "--experiments=prism_disable_sdf_split"])
+        options = PipelineOptions([*PRISM_OPTIONS, f"--prism_location={prism}"])
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(sdk_worker.SdkWorker, "process_bundle_progress", count_and_answer)
             with beam.Pipeline(options=options) as pipeline:
@@ -91,3 +97,53 @@ def test_prism_waits_for_a_long_bundle_without_spinning(long_bundle):
 def test_prism_asks_no_progress_of_a_bundle_it_may_not_split(long_bundle):
     # Unfixed, every 100 ms: about 30 requests.
     assert long_bundle.progress_requests <= 1
+
+
+class _WriteThenReadWhenTheTimerFires(beam.DoFn):
+    """Writes each key's value; reads it back in the timer's bundle, which Prism runs after the
+    elements' bundle."""
+
+    VALUE = ReadModifyWriteStateSpec("value", coders.VarIntCoder())
+    LATER = TimerSpec("later", TimeDomain.WATERMARK)
+
+    def process(self, element, value=beam.DoFn.StateParam(VALUE),
+                later=beam.DoFn.TimerParam(LATER)):
+        value.write(element[1])
+        later.set(Timestamp(10))
+
+    @on_timer(LATER)
+    def on_later(self, key=beam.DoFn.KeyParam, value=beam.DoFn.StateParam(VALUE)):
+        yield key, value.read()
+
+
+def test_a_keys_state_is_read_from_the_sdks_cache_in_its_next_bundle(prism, monkeypatch):
+    # Unfixed, Prism sends no cache token: the timer's bundle reads every key's state from
+    # Prism again (one request per key, one after another).
+    reads = []
+    read_from_prism = sdk_worker.GrpcStateHandler.get_raw
+
+    def count_and_read(handler, state_key, *args):
+        reads.append(state_key)
+        return read_from_prism(handler, state_key, *args)
+
+    monkeypatch.setattr(sdk_worker.GrpcStateHandler, "get_raw", count_and_read)
+    keys = [f"k{i}" for i in range(20)]
+    with beam.Pipeline(options=PipelineOptions([*PRISM_OPTIONS, f"--prism_location={prism}",
+                                                "--max_cache_memory_usage_mb=10"])) as pipeline:
+        values = (pipeline | beam.Create([(key, i) for i, key in enumerate(keys)])
+                  | beam.ParDo(_WriteThenReadWhenTheTimerFires()))
+        assert_that(values, equal_to([(key, i) for i, key in enumerate(keys)]))
+    assert [key for key in reads if key.HasField("bag_user_state")] == []
+
+
+def test_a_prism_job_gets_a_user_state_cache_unless_told():
+    # Beam starts a LOOPBACK job's worker with none: the cache token above would go unused.
+    options = PipelineOptions(["--runner=PrismRunner"])
+    main._prism_settings(options)
+    assert options.view_as(WorkerOptions).max_cache_memory_usage_mb == main.PRISM_STATE_CACHE_MB
+    chosen = PipelineOptions(["--runner=PrismRunner", "--max_cache_memory_usage_mb=20"])
+    main._prism_settings(chosen)
+    assert chosen.view_as(WorkerOptions).max_cache_memory_usage_mb == 20
+    elsewhere = PipelineOptions(["--runner=DirectRunner"])
+    main._prism_settings(elsewhere)
+    assert elsewhere.view_as(WorkerOptions).max_cache_memory_usage_mb == 0

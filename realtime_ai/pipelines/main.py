@@ -285,7 +285,7 @@ def _on_dataflow(options: PipelineOptions) -> bool:
 
 
 # The fixes scripts/prism.sh builds Prism with (its FIXES): part of the binary's folder name.
-PRISM_FIXES = "fixed2"
+PRISM_FIXES = "fixed3"
 
 
 def prism_binary() -> str | None:
@@ -314,6 +314,10 @@ def _stream_on_prism(options: PipelineOptions) -> None:
                                         prism.prism_location)
 
 
+# The worker's user-state cache on Prism, as on our Flink workers (scripts/flink-cluster.sh).
+PRISM_STATE_CACHE_MB = 100
+
+
 def _prism_settings(options: PipelineOptions) -> None:
     """On Prism (Beam 2.77):
     - a job server of this job's own: Beam shares one per process, created by the first Prism
@@ -324,11 +328,18 @@ def _prism_settings(options: PipelineOptions) -> None:
       frees its keys while timers of the same keys are in the residual, so another bundle can
       run a key concurrently with the first (github.com/apache/beam/issues/35771): the keyed
       step's state written by one is lost to the other, and rows came out twice. Our Pub/Sub
-      reader checkpoints by itself and needs no splits."""
+      reader checkpoints by itself and needs no splits;
+    - a user-state cache in the job's SDK worker (PRISM_STATE_CACHE_MB unless the command line
+      sets another --max_cache_memory_usage_mb): Beam starts the worker of a LOOPBACK job with none,
+      so every read of a keyed step's state went to Prism and back, one after another; with
+      the cache token scripts/prism.sh makes Prism send, a key's state stays in the worker
+      from one bundle to the next."""
     if runner_name(options) in ("prismrunner", "prism"):
         debug = options.view_as(DebugOptions)
         debug.add_experiment("disable_prism_server_singleton")
         debug.add_experiment("prism_disable_sdf_split")
+        if options.get_all_options(drop_default=True).get("max_cache_memory_usage_mb") is None:
+            options.view_as(WorkerOptions).max_cache_memory_usage_mb = PRISM_STATE_CACHE_MB
 
 
 # How long the command may watch a job on a portable runner: a month, i.e. no deadline.
