@@ -2,7 +2,7 @@
 
 The pipeline sends a ready JSON body and reads the raw answer; the OpenAI SDK's generic `post`
 did the same through its request builder and an httpx layer over this very aiohttp transport,
-at 1.23 ms of CPU a request against 0.32 ms here (benchmarks/llm_throughput.py), in the job's
+at 3-4x the CPU a request (1.41 ms against 0.41 ms, benchmarks/llm_throughput.py), in the job's
 one process, where every other step waits on the same GIL. What the SDK sent is kept: the same
 headers (key or Entra ID token as bearer, organization and project from the environment),
 the body encoded as its httpx does, the proxy and CA bundle from the environment, redirects
