@@ -184,9 +184,9 @@ async def client_cpu(base_url: str, data: list[dict], concurrency: int, rounds: 
                      ) -> dict:
     """Median CPU ms per request of the SDK's post and of our transport, rounds alternating
     (this machine's speed drifts within minutes); warmed up before measuring."""
-    bodies = [{"model": "fast", "messages": tasks.build_messages(base.TRANSACTION_RISK, item),
-               "temperature": 0, "max_tokens": 60,
-               "response_format": tasks.response_format(base.TRANSACTION_RISK)}
+    task = base.TRANSACTION_RISK
+    bodies = [tasks.chat_request(task, "fast", tasks.build_messages(task, item),
+                                 tasks.max_answer_tokens(task, item))
               for item in data]
     sdk = openai.AsyncOpenAI(base_url=base_url, api_key="benchmark", max_retries=0,
                              http_client=openai.DefaultAioHttpClient())

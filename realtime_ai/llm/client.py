@@ -192,9 +192,7 @@ class OpenAiBackend:
                 # timeout per read would let an answer dripped a byte at a time run forever.
                 async with asyncio.timeout(self._config.timeout_seconds):
                     raw = await transport.post(
-                        {"model": model, "messages": messages, "temperature": 0,
-                         "max_tokens": max_tokens,
-                         "response_format": tasks.response_format(task)})
+                        tasks.chat_request(task, model, messages, max_tokens))
             except (TimeoutError, asyncio.CancelledError) as error:
                 # sent and never answered (timed out, or cut by the latency budget): the
                 # endpoint may bill the prompt, so it is counted as estimated

@@ -277,6 +277,12 @@ def response_format(task: str) -> dict:
                             "schema": strict_schema.provider_schema(SCHEMAS[task])}}
 
 
+def chat_request(task: str, model: str, messages: list[dict], max_tokens: int) -> dict:
+    """The chat completion request body for `task`: deterministic, strict JSON answer."""
+    return {"model": model, "messages": messages, "temperature": 0, "max_tokens": max_tokens,
+            "response_format": response_format(task)}
+
+
 def _max_answer_chars(schema: Mapping[str, Any]) -> int:
     """Characters of the longest compact JSON `schema` lets through parse_answer."""
     kind = schema.get("type")
