@@ -66,9 +66,21 @@ SAMPLES = REPO / "samples"
 STREAMS = ("transactions", "metrics")
 DEFAULT_RATES = "50,100,300,1000"
 QUICK_RATES, QUICK_SECONDS = "37,300", 30
-# The memory soak: 300 events/s for 10 minutes; memory after the first WARM_UP_SECONDS of
-# publishing (caches, the state of every key seen, Prism's buffers) must not keep growing.
-SOAK_RATE, SOAK_SECONDS, WARM_UP_SECONDS = "300", 600, 120
+# The memory soak: 300 events/s for 10 minutes; memory after the first SOAK_WARM_UP_SECONDS
+# of publishing (caches, the state of every key seen, Prism's buffers) must not keep growing.
+# A key's state grows until it holds its bounds: the ids seen within --dedupe_horizon_seconds
+# (one day by default: 16 bytes an id encoded, ~140 in Python) and --history_size
+# transactions a customer (50). With the defaults and the 4,200 customers of a set this size
+# (14 transactions each in the 10 minutes) that takes days, so a soak with them measures the
+# state filling, not whether anything else grows. The soak bounds both within its warm-up: a
+# 60 s horizon (and allowed lateness, which it may not be below), and SOAK_CUSTOMERS
+# customers with as many transactions in all (about 260 each in the 10 minutes: half of them
+# hold 50 after 2 minutes, all after 3.5).
+SOAK_RATE, SOAK_SECONDS, SOAK_WARM_UP_SECONDS = "300", 600, 240
+SOAK_CUSTOMERS = 200
+SOAK_JOB_OPTIONS = ["--allowed_lateness_seconds=60", "--dedupe_horizon_seconds=60"]
+# The other sweeps' warm-up, for the same memory figures.
+WARM_UP_SECONDS = 120
 # As tests/test_streaming_pubsub.py: alerts of both kinds within a minute of samples (the
 # seasonal detector is silent for its first 300 values per metric), and windows short enough
 # to close within the settle time.
@@ -95,7 +107,8 @@ PULL_ALERTS_SECONDS = 120
 EMULATOR_PORT = 8087
 TEST_SERVER_LATENCY_MS = 200
 BATCH_TIMEOUT_SECONDS = 3600
-SAMPLE_CUSTOMERS, SAMPLE_METRICS_HOURS = 200, 3  # what samples/ was generated with
+# What samples/ was generated with (the generator's defaults but for --metrics-hours).
+SAMPLE_CUSTOMERS, SAMPLE_HOURS, SAMPLE_METRICS_HOURS = 200, 48, 3
 CANCEL_LINE = "reached: cancelling the job"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -280,19 +293,23 @@ def _lines(path: pathlib.Path) -> list[str]:
     return [line for line in path.read_text().splitlines() if line.strip()]
 
 
-def source_files(events: int, work: pathlib.Path) -> tuple[dict[str, pathlib.Path], str]:
+def source_files(events: int, work: pathlib.Path, customers: int | None = None
+                 ) -> tuple[dict[str, pathlib.Path], str]:
     """Files holding at least `events` events in the samples' proportions: samples/ when it
-    does, else a larger set from the project's generator."""
+    does (and no number of customers is asked for), else a larger set from the project's
+    generator, of `customers` customers if given."""
     samples = {name: SAMPLES / f"{name}.jsonl" for name in STREAMS}
     held = sum(len(_lines(path)) for path in samples.values())
-    if events <= held:
+    if events <= held and customers is None:
         return samples, "samples/"
-    # The generator's transactions scale with customers, its metrics with hours; 5% spare
-    # for the random number of fraud transactions.
-    scale = math.ceil(events / held * 1.05)
+    # The generator's transactions scale with customers times hours, its metrics with metrics
+    # hours; 5% spare for the random number of fraud transactions.
+    scale = max(1, math.ceil(events / held * 1.05))
+    customers = customers or SAMPLE_CUSTOMERS * scale
+    hours = math.ceil(SAMPLE_HOURS * SAMPLE_CUSTOMERS * scale / customers)
     folder = work / "generated"
     command = [sys.executable, "-m", "realtime_ai.samples", "generate", "--out", str(folder),
-               "--customers", str(SAMPLE_CUSTOMERS * scale),
+               "--customers", str(customers), "--hours", str(hours),
                "--metrics-hours", str(SAMPLE_METRICS_HOURS * scale)]
     subprocess.run(command, cwd=REPO, check=True, capture_output=True)
     return ({name: folder / f"{name}.jsonl" for name in STREAMS},
@@ -381,8 +398,10 @@ def _stop_group(process: subprocess.Popen) -> None:
 
 
 def run_stream(rate: float, seconds: float, inputs: pathlib.Path, counts: dict[str, int],
-               folder: pathlib.Path, env: dict, job_options: list[str]) -> dict:
-    """Runs the job for one rate and publishes the inputs to it; what happened, as measured."""
+               folder: pathlib.Path, env: dict, job_options: list[str],
+               warm_up_seconds: float) -> dict:
+    """Runs the job for one rate and publishes the inputs to it; what happened, as measured
+    (memory growth after the first `warm_up_seconds` of publishing)."""
     run_id = uuid.uuid4().hex[:8]
     channels = create_channels(run_id)
     events = sum(counts.values())
@@ -493,25 +512,24 @@ def run_stream(rate: float, seconds: float, inputs: pathlib.Path, counts: dict[s
         "job")
     result["job_peak_rss_mb"] = round(sampler.peak_rss_kb["job"] / 1024, 1)
     result["job_memory"] = memory_growth(sampler.rss_timeline, marks["publish_start"][0],
-                                         marks.get("publish_end", (ended,))[0])
+                                         marks.get("publish_end", (ended,))[0], warm_up_seconds)
     result["alert_messages"] = pulled
     result["publish_end_epoch"] = publish_end
     return result
 
 
 def memory_growth(timeline: list[tuple[float, dict[str, int]]], publish_start: float,
-                  publish_end: float) -> dict:
+                  publish_end: float, warm_up_seconds: float) -> dict:
     """The job's memory (its processes' summed RSS) while events were published: the peak in
-    the warm-up (the first WARM_UP_SECONDS of publishing), the peak after it, and the
+    the warm-up (the first `warm_up_seconds` of publishing), the peak after it, and the
     least-squares slope after it and over the second half of publishing. A job whose state or
-    buffers leak grows steadily to the end; one whose state fills as new keys appear (most
-    customers of a generated set show up in its first minutes, and Beam's state cache fills to
-    its cap) levels off, which the second half's slope tells apart."""
+    buffers leak grows steadily to the end; one whose keys' state has reached its bounds (see
+    SOAK_JOB_OPTIONS) levels off, which the second half's slope tells apart."""
     samples = [(t - publish_start, rss.get("job", 0) / 1024) for t, rss in timeline
                if publish_start <= t <= publish_end]
-    warm = [mb for t, mb in samples if t <= WARM_UP_SECONDS]
-    after = [(t, mb) for t, mb in samples if t > WARM_UP_SECONDS]
-    figures: dict = {"warm_up_s": WARM_UP_SECONDS,
+    warm = [mb for t, mb in samples if t <= warm_up_seconds]
+    after = [(t, mb) for t, mb in samples if t > warm_up_seconds]
+    figures: dict = {"warm_up_s": warm_up_seconds,
                      "warm_up_peak_mb": round(max(warm), 1) if warm else None,
                      "rss_mb_every_30s": [round(mb, 1) for mb in _every(samples, 30)]}
     second_half = [(t, mb) for t, mb in samples if t >= (publish_end - publish_start) / 2]
@@ -521,7 +539,7 @@ def memory_growth(timeline: list[tuple[float, dict[str, int]]], publish_start: f
             "after_warm_up_slope_mb_per_min": round(_slope(after) * 60, 2),
             "second_half_slope_mb_per_min": round(_slope(second_half) * 60, 2),
             "after_warm_up_first_minute_mean_mb": round(
-                _mean([mb for t, mb in after if t <= WARM_UP_SECONDS + 60]), 1),
+                _mean([mb for t, mb in after if t <= warm_up_seconds + 60]), 1),
             "after_warm_up_last_minute_mean_mb": round(
                 _mean([mb for t, mb in after if t >= after[-1][0] - 60]), 1),
         })
@@ -792,7 +810,9 @@ def main() -> None:
                         help=f"rates {QUICK_RATES} for {QUICK_SECONDS} s each")
     parser.add_argument("--soak", action="store_true",
                         help=f"the memory soak: {SOAK_RATE} events/s for {SOAK_SECONDS} s, memory "
-                             f"growth after a {WARM_UP_SECONDS} s warm-up")
+                             f"growth after a {SOAK_WARM_UP_SECONDS} s warm-up, with each key's "
+                             f"state bounded within it ({' '.join(SOAK_JOB_OPTIONS)}, "
+                             f"{SOAK_CUSTOMERS} customers)")
     parser.add_argument("--test-server", action="store_true",
                         help="our OpenAI-compatible server at "
                              f"{TEST_SERVER_LATENCY_MS} ms a call instead of the local model")
@@ -810,10 +830,12 @@ def main() -> None:
                                                if args.soak else DEFAULT_RATES)).split(",")]
     seconds = args.seconds or (QUICK_SECONDS if args.quick else SOAK_SECONDS if args.soak
                                else 60.0)
-    job_options = shlex.split(args.job_options)
+    # The soak's bounds come first, so that --job-options may override them.
+    job_options = [*(SOAK_JOB_OPTIONS if args.soak else []), *shlex.split(args.job_options)]
+    warm_up = SOAK_WARM_UP_SECONDS if args.soak else WARM_UP_SECONDS
     named = "quick" if args.quick else "soak" if args.soak else "default"
     sweep = ("custom" if args.rates else named) + ("-test-server" if args.test_server else "") + (
-        "-options" if job_options else "")
+        "-options" if args.job_options else "")
     code_at_start = _code_version()
     work = args.work or pathlib.Path(tempfile.mkdtemp(prefix="stream-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -827,7 +849,8 @@ def main() -> None:
     runs = []
     try:
         prism = prism_path()
-        sources, source = source_files(round(max(rates) * seconds), work)
+        sources, source = source_files(round(max(rates) * seconds), work,
+                                       SOAK_CUSTOMERS if args.soak else None)
         for rate in rates:
             folder = work / f"rate-{rate:g}"
             counts = slice_inputs(sources, round(rate * seconds), folder / "in")
@@ -839,7 +862,8 @@ def main() -> None:
                 print(f"rate {rate:g}/s: {sum(counts.values())} events {counts}, "
                       f"load {os.getloadavg()[0]:.2f}", flush=True)
                 run = run_stream(rate, seconds, folder / "in", counts, folder, env,
-                                 [*shared, *STREAMING_OPTIONS, f"--prism_location={prism}"])
+                                 [*shared, *STREAMING_OPTIONS, f"--prism_location={prism}"],
+                                 warm_up)
                 if "error" not in run:
                     if server:
                         run["llm_requests_stream"] = server.stats()["requests"]
@@ -890,7 +914,7 @@ def main() -> None:
         memory = run.get("job_memory", {})
         if "after_warm_up_slope_mb_per_min" in memory:
             print(f"{run['rate']:>6g}/s memory: {memory['warm_up_peak_mb']} MB peak in the first "
-                  f"{WARM_UP_SECONDS} s, {memory['after_warm_up_peak_mb']} MB peak after; "
+                  f"{memory['warm_up_s']} s, {memory['after_warm_up_peak_mb']} MB peak after; "
                   f"{memory['after_warm_up_slope_mb_per_min']:+} MB/min after warm-up, "
                   f"{memory['second_half_slope_mb_per_min']:+} MB/min in the second half "
                   f"(first/last minute means {memory['after_warm_up_first_minute_mean_mb']}/"

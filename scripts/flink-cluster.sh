@@ -59,12 +59,62 @@ assemble_job_server() {
   mvn -q -B -f "$pom" -Dmaven.repo.local="${CACHE_DIR}/m2" \
     dependency:copy-dependencies -DoutputDirectory="$staging/lib" \
     > "${RUN_DIR}/mvn-jobserver.log" 2>&1 || die "mvn failed: see ${RUN_DIR}/mvn-jobserver.log"
+  fix_runner "$staging" > "${RUN_DIR}/flink-runner-fix.log" 2>&1 \
+    || die "fixing Beam's Flink runner failed: see ${RUN_DIR}/flink-runner-fix.log"
   launcher_jar "$staging" org.apache.beam.runners.flink.FlinkJobServerDriver \
     "$(basename "$JOB_SERVER_JAR")"
   launcher_jar "$staging" org.apache.beam.sdk.expansion.service.ExpansionService \
     "$(basename "$EXPANSION_SERVICE_JAR")"
   cp "$pom" "$staging/pom.xml"
   rm -rf "$JOB_SERVER_DIR" && mv "$staging" "$JOB_SERVER_DIR"
+}
+
+# Two fixes to Beam's Flink runner 2.62, compiled into the job server's copy of its jar (which
+# the job server stages with every job, so the TaskManager runs them too). A stage passes its
+# watermark downstream only while no bundle is open (DoFnOperator.maybeEmitWatermark), and under
+# a steady stream one nearly always is; the runner means to pass it on between bundles, but:
+# - ExecutableStageDoFnOperator.finishBundleCallback, when the bundle just finished set a timer
+#   that is already due, defers the watermark to a processing-time callback, which runs after
+#   the next element has opened a new bundle;
+# - DoFnOperator.processInputWatermark fires the timers a new watermark makes due, which opens a
+#   bundle, before it passes the watermark on.
+# The per-customer ordering step sets such timers all the time: at 330 events/s its output
+# watermark stood still for up to 38 s while its input's trailed the clock by 4-5 s, and every
+# step and window after it waited (benchmarks/flink_latency.py). Fixed: a finished bundle, and
+# a new watermark before its timers fire, pass the watermark on at once, as far as the pending
+# timers' holds allow (a timer holds the watermark at its output time until it fires, so
+# nothing it outputs can be late); the timers then fire as before.
+RUNNER_JAR=beam-runners-flink-1.19-2.62.0.jar
+RUNNER_SOURCES=org.apache.beam:beam-runners-flink-1.19:2.62.0:jar:sources
+# Compile-only: the annotations the runner's sources name (class-file retention, not run).
+ANNOTATIONS=com.github.spotbugs:spotbugs-annotations:4.8.6
+OPERATORS=org/apache/beam/runners/flink/translation/wrappers/streaming
+finished_line='    minEventTimeTimerTimestampInLastBundle = minEventTimeTimerTimestampInCurrentBundle;'
+finished_before='  private void finishBundleCallback() {'
+finished_fix='    updateOutputWatermark(); // realtime-ai: before anything opens the next bundle'
+watermark_line='    long inputWatermarkHold = applyInputWatermarkHold(getEffectiveInputWatermark());'
+watermark_before='  private void processInputWatermark(boolean advanceInputWatermark) throws Exception {'
+watermark_fix='    // realtime-ai: pass the watermark on before the timers it makes due open a bundle
+    maybeEmitWatermark(
+        applyOutputWatermarkHold(
+            currentOutputWatermark, computeOutputWatermark(inputWatermarkHold)));'
+
+fix_runner() {  # fix_runner STAGING: the fixes into STAGING/lib/RUNNER_JAR
+  local work="$1/runner-fix" artifact
+  for artifact in "$RUNNER_SOURCES" "$ANNOTATIONS"; do
+    mvn -q -B -f "${REPO}/scripts/jobserver/pom.xml" -Dmaven.repo.local="${CACHE_DIR}/m2" \
+      dependency:copy -Dartifact="$artifact" -DoutputDirectory="$work"
+  done
+  (cd "$work" && jar xf ./*-sources.jar "${OPERATORS}/ExecutableStageDoFnOperator.java" \
+    "${OPERATORS}/DoFnOperator.java")
+  add_after "${work}/${OPERATORS}/ExecutableStageDoFnOperator.java" \
+    "$finished_line" "$finished_before" "$finished_fix"
+  add_after "${work}/${OPERATORS}/DoFnOperator.java" \
+    "$watermark_line" "$watermark_before" "$watermark_fix"
+  javac -nowarn -proc:none --release 11 -cp "$1/lib/*:${work}/*" -d "${work}/classes" \
+    "${work}/${OPERATORS}/ExecutableStageDoFnOperator.java" "${work}/${OPERATORS}/DoFnOperator.java"
+  jar --update --file "$1/lib/${RUNNER_JAR}" -C "${work}/classes" .
+  rm -rf "$work"
 }
 
 # launcher_jar DIR MAIN_CLASS NAME: DIR/NAME runs MAIN_CLASS with DIR/lib/*.jar.
@@ -174,6 +224,7 @@ start_worker_pool() {
 
 start() {
   require java openjdk-17-jdk-headless
+  require javac openjdk-17-jdk-headless  # jar and javac build the job server (the JDK's)
   require mvn maven
   assemble_flink_home
   assemble_job_server

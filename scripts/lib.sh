@@ -1,4 +1,4 @@
-# Shared by the local-service scripts (redis.sh, pubsub-emulator.sh); source it, it only defines.
+# Shared by the local-service scripts (redis.sh, pubsub-emulator.sh, ...); source it, it only defines.
 # Their contract: `start` prints one NAME=VALUE line on stdout and everything else on stderr;
 # exit 3 means "cannot be installed here" (tests skip on it), any other failure is a failure.
 CACHE_DIR="${HOME}/.cache/realtime-ai"
@@ -96,4 +96,18 @@ require() {
   local log="${RUN_DIR}/apt-$2.log"
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2"; } \
     > "$log" 2>&1 || unavailable "apt-get install $2 failed: see $log"
+}
+
+# add_after FILE LINE LINE_BEFORE ADDED: ADDED after the one LINE of FILE, which must follow
+# LINE_BEFORE: how prism.sh and flink-cluster.sh fix the upstream sources they build, failing
+# (status 1) when a source is not the one the fix was made for.
+add_after() {
+  local file=$1 line=$2 before=$3 added=$4
+  [ "$(grep -c -x -F -- "$line" "$file")" = 1 ] \
+    && grep -x -F -B1 -- "$line" "$file" | head -1 | grep -q -x -F -- "$before" \
+    || { echo "$(basename "$file") is not the one the fixes were made for" >&2; return 1; }
+  local at
+  at=$(grep -n -x -F -- "$line" "$file" | cut -d: -f1)
+  { head -n "$at" "$file"; printf '%s\n' "$added"; tail -n "+$((at + 1))" "$file"; } > "${file}.fixed"
+  mv "${file}.fixed" "$file"
 }

@@ -55,18 +55,6 @@ token_fix='				CacheTokens: []*fnpb.ProcessBundleRequest_CacheToken{{ // user st
 					Token: []byte("user-state:" + wk.ID),
 				}},'
 
-add_after() {  # add_after FILE LINE LINE_BEFORE ADDED: ADDED after the one LINE of FILE
-  local file=$1 line=$2 before=$3 added=$4
-  [ "$(grep -c -x -F -- "$line" "$file")" = 1 ] \
-    && grep -x -F -B1 -- "$line" "$file" | head -1 | grep -q -x -F -- "$before" \
-    || { echo "Prism v${version}'s $(basename "$file") is not the one the fixes were made for" >&2
-         return 1; }
-  local at
-  at=$(grep -n -x -F -- "$line" "$file" | cut -d: -f1)
-  { head -n "$at" "$file"; printf '%s\n' "$added"; tail -n "+$((at + 1))" "$file"; } > "${file}.fixed"
-  mv "${file}.fixed" "$file"
-}
-
 build() {  # build STAGING: the fixed prism into STAGING/prism
   local staging=$1 source
   # The module's source as Go fetched it (read-only, shared): a copy of its Go part to fix.

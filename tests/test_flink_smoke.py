@@ -17,7 +17,11 @@ from apache_beam.runners.runner import PipelineState
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from realtime_ai.pipelines import main
-from realtime_ai.pipelines.flink_defaults import flink_defaults, job_server_jar_exists
+from realtime_ai.pipelines.flink_defaults import (
+    JOB_SERVER_DIR,
+    flink_defaults,
+    job_server_jar_exists,
+)
 from realtime_ai.pipelines.flink_jobs import active_job_ids, cancel_flink_jobs, flink_job_name
 
 JOB_TIMEOUT_MS = 180_000  # a lost worker leaves a Flink job RUNNING forever
@@ -112,3 +116,22 @@ def test_kafka_broker_creates_topics(kafka):
                              text=True, timeout=120)
     assert created.returncode == 0, created.stderr
     assert f"Topic: {topic}" in created.stdout and "PartitionCount: 1" in created.stdout
+
+
+def _bytecode(jar, class_name: str, method: str) -> list[str]:
+    """The invoked methods' names, in order, in `method` of `class_name` in `jar` (javap)."""
+    listing = subprocess.run(["javap", "-c", "-p", "-cp", str(jar), class_name],
+                             capture_output=True, text=True, check=True).stdout
+    body = listing.split(f" {method}(", 1)[1].split("\n\n", 1)[0]
+    return [line.split("Method ", 1)[1].split(":", 1)[0].rsplit(".", 1)[-1]
+            for line in body.splitlines() if "// Method " in line or "// InterfaceMethod " in line]
+
+
+def test_the_jobs_flink_runner_passes_a_stages_watermark_on_between_bundles(flink):
+    # scripts/flink-cluster.sh's two fixes, in the runner jar the job server stages with jobs
+    runner = JOB_SERVER_DIR / "lib" / "beam-runners-flink-1.19-2.62.0.jar"
+    package = "org.apache.beam.runners.flink.translation.wrappers.streaming."
+    finished = _bytecode(runner, package + "ExecutableStageDoFnOperator", "finishBundleCallback")
+    assert finished[0] == "updateOutputWatermark", finished
+    watermark = _bytecode(runner, package + "DoFnOperator", "processInputWatermark")
+    assert watermark.index("maybeEmitWatermark") < watermark.index("advanceWatermark"), watermark

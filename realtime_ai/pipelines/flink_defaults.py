@@ -11,7 +11,11 @@ from pathlib import Path
 from apache_beam.options.pipeline_options import PipelineOptions
 
 FLINK_VERSION = "1.19"
-JOB_SERVER_DIR = Path.home() / ".cache" / "realtime-ai" / "beam-flink-1.19-job-server-2.62.0"
+# The job server's runner jar carries a fix (scripts/flink-cluster.sh, `fix_runner`); the folder
+# is named after it, so that a machine with an older assembly builds this one.
+JOB_SERVER_FIXES = "fixed1"
+JOB_SERVER_DIR = (Path.home() / ".cache" / "realtime-ai"
+                  / f"beam-flink-1.19-job-server-2.62.0-{JOB_SERVER_FIXES}")
 JOB_SERVER_JAR = JOB_SERVER_DIR / "job-server-launcher.jar"
 # Serves KafkaIO (Beam 2.62) for kafka:// inputs; its Java transforms run EMBEDDED in the
 # TaskManager. Started on demand by the pipeline (JavaJarExpansionService).
