@@ -248,6 +248,13 @@ def stop_emulator(port: int) -> None:
                    cwd=REPO, check=True, capture_output=True)
 
 
+def _exit_on_sigterm(signum, _frame) -> None:
+    # Python's default for SIGTERM ends the process at once, skipping the `finally` blocks
+    # that stop the job and the emulator the benchmark started (a `kill` of a soak left its
+    # emulator running): unwind as an interrupt does instead.
+    raise SystemExit(128 + signum)
+
+
 def prism_path() -> str:
     return subprocess.run(["bash", "scripts/prism.sh", "path"], cwd=REPO, check=True,
                           capture_output=True, text=True).stdout.strip()
@@ -842,6 +849,7 @@ def main() -> None:
     print(f"work folder: {work}", flush=True)
     llm_throughput = _repo_module("benchmarks/llm_throughput.py")
 
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     host, started_emulator = start_emulator(args.emulator_port)
     # The local model unless --test-server: no key is inherited, none is needed for our server.
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
