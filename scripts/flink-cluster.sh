@@ -79,7 +79,7 @@ assemble_job_server() {
 # - DoFnOperator.processInputWatermark fires the timers a new watermark makes due, which opens a
 #   bundle, before it passes the watermark on.
 # The per-customer ordering step sets such timers all the time: at 330 events/s its output
-# watermark stood still for up to 38 s while its input's trailed the clock by 4-5 s, and every
+# watermark stood still for up to 38-64 s while its input's trailed the clock by 4-5 s, and every
 # step and window after it waited (benchmarks/flink_latency.py). Fixed: a finished bundle, and
 # a new watermark before its timers fire, pass the watermark on at once, as far as the pending
 # timers' holds allow (a timer holds the watermark at its output time until it fires, so
@@ -99,21 +99,23 @@ watermark_fix='    // realtime-ai: pass the watermark on before the timers it ma
         applyOutputWatermarkHold(
             currentOutputWatermark, computeOutputWatermark(inputWatermarkHold)));'
 
+# Each step ends the function on failure: called in an `||` list, it runs without `set -e`.
 fix_runner() {  # fix_runner STAGING: the fixes into STAGING/lib/RUNNER_JAR
   local work="$1/runner-fix" artifact
   for artifact in "$RUNNER_SOURCES" "$ANNOTATIONS"; do
     mvn -q -B -f "${REPO}/scripts/jobserver/pom.xml" -Dmaven.repo.local="${CACHE_DIR}/m2" \
-      dependency:copy -Dartifact="$artifact" -DoutputDirectory="$work"
+      dependency:copy -Dartifact="$artifact" -DoutputDirectory="$work" || return 1
   done
   (cd "$work" && jar xf ./*-sources.jar "${OPERATORS}/ExecutableStageDoFnOperator.java" \
-    "${OPERATORS}/DoFnOperator.java")
+    "${OPERATORS}/DoFnOperator.java") || return 1
   add_after "${work}/${OPERATORS}/ExecutableStageDoFnOperator.java" \
-    "$finished_line" "$finished_before" "$finished_fix"
+    "$finished_line" "$finished_before" "$finished_fix" || return 1
   add_after "${work}/${OPERATORS}/DoFnOperator.java" \
-    "$watermark_line" "$watermark_before" "$watermark_fix"
+    "$watermark_line" "$watermark_before" "$watermark_fix" || return 1
   javac -nowarn -proc:none --release 11 -cp "$1/lib/*:${work}/*" -d "${work}/classes" \
-    "${work}/${OPERATORS}/ExecutableStageDoFnOperator.java" "${work}/${OPERATORS}/DoFnOperator.java"
-  jar --update --file "$1/lib/${RUNNER_JAR}" -C "${work}/classes" .
+    "${work}/${OPERATORS}/ExecutableStageDoFnOperator.java" \
+    "${work}/${OPERATORS}/DoFnOperator.java" || return 1
+  jar --update --file "$1/lib/${RUNNER_JAR}" -C "${work}/classes" . || return 1
   rm -rf "$work"
 }
 

@@ -62,13 +62,14 @@ build() {  # build STAGING: the fixed prism into STAGING/prism
     | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
   [ -d "$source" ] || { echo "go mod download gave no source folder" >&2; return 1; }
   mkdir -p "${staging}/src"
-  cp -r "${source}/go.mod" "${source}/go.sum" "${source}/go" "${staging}/src/"
+  cp -r "${source}/go.mod" "${source}/go.sum" "${source}/go" "${staging}/src/" || return 1
   chmod -R u+w "${staging}/src"
   local stage_go="${staging}/src/go/pkg/beam/runners/prism/internal/stage.go"
-  add_after "$stage_go" "$fired" "$fired_before" "$fired_fix"
-  add_after "$stage_go" "$tick" "$tick_before" "$tick_fix"
+  # Each fix ends the build on failure: called in an `||` list, it runs without `set -e`.
+  add_after "$stage_go" "$fired" "$fired_before" "$fired_fix" || return 1
+  add_after "$stage_go" "$tick" "$tick_before" "$tick_fix" || return 1
   add_after "${staging}/src/go/pkg/beam/runners/prism/internal/worker/bundle.go" \
-    "$token" "$token_before" "$token_fix"
+    "$token" "$token_before" "$token_fix" || return 1
   (cd "${staging}/src" && GOFLAGS=-mod=mod go build -o "${staging}/prism" ./go/cmd/prism)
 }
 
