@@ -23,8 +23,8 @@ POOL_PROGRAM=apache_beam.runners.worker.worker_pool_main
 export FLINK_HOME FLINK_CONF_DIR="${FLINK_HOME}/conf"
 
 [ -x "$PY" ] || die "no ${PY}: run 'make venv' first"
-# The launcher jars' paths are defined once, in Python, where the pipeline reads them.
-read -r JOB_SERVER_JAR EXPANSION_SERVICE_JAR \
+# The jars' paths are defined once, in Python, where the pipeline reads them.
+read -r JOB_SERVER_JAR EXPANSION_SERVICE_JAR RUNNER_JAR \
   < <(PYTHONPATH="$REPO" "$PY" -m realtime_ai.pipelines.flink_defaults)
 JOB_SERVER_DIR=$(dirname "$JOB_SERVER_JAR")
 
@@ -84,7 +84,6 @@ assemble_job_server() {
 # a new watermark before its timers fire, pass the watermark on at once, as far as the pending
 # timers' holds allow (a timer holds the watermark at its output time until it fires, so
 # nothing it outputs can be late); the timers then fire as before.
-RUNNER_JAR=beam-runners-flink-1.19-2.62.0.jar
 RUNNER_SOURCES=org.apache.beam:beam-runners-flink-1.19:2.62.0:jar:sources
 # Compile-only: the annotations the runner's sources name (class-file retention, not run).
 ANNOTATIONS=com.github.spotbugs:spotbugs-annotations:4.8.6
@@ -100,7 +99,7 @@ watermark_fix='    // realtime-ai: pass the watermark on before the timers it ma
             currentOutputWatermark, computeOutputWatermark(inputWatermarkHold)));'
 
 # Each step ends the function on failure: called in an `||` list, it runs without `set -e`.
-fix_runner() {  # fix_runner STAGING: the fixes into STAGING/lib/RUNNER_JAR
+fix_runner() {  # fix_runner STAGING: the fixes into RUNNER_JAR's copy in STAGING/lib
   local work="$1/runner-fix" artifact
   for artifact in "$RUNNER_SOURCES" "$ANNOTATIONS"; do
     mvn -q -B -f "${REPO}/scripts/jobserver/pom.xml" -Dmaven.repo.local="${CACHE_DIR}/m2" \
@@ -115,7 +114,7 @@ fix_runner() {  # fix_runner STAGING: the fixes into STAGING/lib/RUNNER_JAR
   javac -nowarn -proc:none --release 11 -cp "$1/lib/*:${work}/*" -d "${work}/classes" \
     "${work}/${OPERATORS}/ExecutableStageDoFnOperator.java" \
     "${work}/${OPERATORS}/DoFnOperator.java" || return 1
-  jar --update --file "$1/lib/${RUNNER_JAR}" -C "${work}/classes" . || return 1
+  jar --update --file "$1/lib/$(basename "$RUNNER_JAR")" -C "${work}/classes" . || return 1
   rm -rf "$work"
 }
 

@@ -1,4 +1,5 @@
-# Shared by the local-service scripts (redis.sh, pubsub-emulator.sh, ...); source it, it only defines.
+# Shared by the local-service and build scripts (redis.sh, pubsub-emulator.sh, prism.sh, ...);
+# source it, it only defines.
 # Their contract: `start` prints one NAME=VALUE line on stdout and everything else on stderr;
 # exit 3 means "cannot be installed here" (tests skip on it), any other failure is a failure.
 CACHE_DIR="${HOME}/.cache/realtime-ai"

@@ -18,7 +18,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from realtime_ai.pipelines import main
 from realtime_ai.pipelines.flink_defaults import (
-    JOB_SERVER_DIR,
+    RUNNER_JAR,
     flink_defaults,
     job_server_jar_exists,
 )
@@ -129,9 +129,9 @@ def _bytecode(jar, class_name: str, method: str) -> list[str]:
 
 def test_the_jobs_flink_runner_passes_a_stages_watermark_on_between_bundles(flink):
     # scripts/flink-cluster.sh's two fixes, in the runner jar the job server stages with jobs
-    runner = JOB_SERVER_DIR / "lib" / "beam-runners-flink-1.19-2.62.0.jar"
     package = "org.apache.beam.runners.flink.translation.wrappers.streaming."
-    finished = _bytecode(runner, package + "ExecutableStageDoFnOperator", "finishBundleCallback")
+    finished = _bytecode(RUNNER_JAR, package + "ExecutableStageDoFnOperator",
+                         "finishBundleCallback")
     assert finished[0] == "updateOutputWatermark", finished
-    watermark = _bytecode(runner, package + "DoFnOperator", "processInputWatermark")
+    watermark = _bytecode(RUNNER_JAR, package + "DoFnOperator", "processInputWatermark")
     assert watermark.index("maybeEmitWatermark") < watermark.index("advanceWatermark"), watermark

@@ -20,9 +20,14 @@ from realtime_ai.pipelines.main import prism_binary
 pytestmark = pytest.mark.integration
 
 BUNDLE_SECONDS = 3.0
-PRISM_OPTIONS = ["--runner=PrismRunner", "--environment_type=LOOPBACK",
-                 "--experiments=disable_prism_server_singleton",
-                 "--experiments=prism_disable_sdf_split"]
+
+
+def _prism_options(prism: str, *more: str) -> PipelineOptions:
+    """A LOOPBACK job on `prism` with the settings the command gives a Prism job."""
+    options = PipelineOptions(["--runner=PrismRunner", "--environment_type=LOOPBACK",
+                               f"--prism_location={prism}", *more])
+    main._prism_settings(options)
+    return options
 
 
 def test_the_command_runs_the_prism_the_script_built(prism):
@@ -75,7 +80,7 @@ class LongBundle:
             self.progress_requests += 1
             return answer_progress(worker, *args)
 
-        options = PipelineOptions([*PRISM_OPTIONS, f"--prism_location={prism}"])
+        options = _prism_options(prism)
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(sdk_worker.SdkWorker, "process_bundle_progress", count_and_answer)
             with beam.Pipeline(options=options) as pipeline:
@@ -128,8 +133,7 @@ def test_a_keys_state_is_read_from_the_sdks_cache_in_its_next_bundle(prism, monk
 
     monkeypatch.setattr(sdk_worker.GrpcStateHandler, "get_raw", count_and_read)
     keys = [f"k{i}" for i in range(20)]
-    with beam.Pipeline(options=PipelineOptions([*PRISM_OPTIONS, f"--prism_location={prism}",
-                                                "--max_cache_memory_usage_mb=10"])) as pipeline:
+    with beam.Pipeline(options=_prism_options(prism, "--max_cache_memory_usage_mb=10")) as pipeline:
         values = (pipeline | beam.Create([(key, i) for i, key in enumerate(keys)])
                   | beam.ParDo(_WriteThenReadWhenTheTimerFires()))
         assert_that(values, equal_to([(key, i) for i, key in enumerate(keys)]))

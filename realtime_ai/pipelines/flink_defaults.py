@@ -3,16 +3,16 @@
 Maven Central as reachable here has no Beam Flink job-server jar, so the script assembles the
 Beam 2.62 Flink 1.19 job server and a launcher jar at JOB_SERVER_JAR; Python workers come from
 the script's worker pool (the EXTERNAL environment).
-`python -m realtime_ai.pipelines.flink_defaults` prints JOB_SERVER_JAR and EXPANSION_SERVICE_JAR:
-the script builds them there.
+`python -m realtime_ai.pipelines.flink_defaults` prints JOB_SERVER_JAR, EXPANSION_SERVICE_JAR
+and RUNNER_JAR: the script builds them there.
 """
 from pathlib import Path
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
 FLINK_VERSION = "1.19"
-# The job server's runner jar carries a fix (scripts/flink-cluster.sh, `fix_runner`); the folder
-# is named after it, so that a machine with an older assembly builds this one.
+# The job server's runner jar carries fixes (scripts/flink-cluster.sh, `fix_runner`); the folder
+# is named after them, so that a machine with an older assembly builds this one.
 JOB_SERVER_FIXES = "fixed1"
 JOB_SERVER_DIR = (Path.home() / ".cache" / "realtime-ai"
                   / f"beam-flink-1.19-job-server-2.62.0-{JOB_SERVER_FIXES}")
@@ -20,6 +20,8 @@ JOB_SERVER_JAR = JOB_SERVER_DIR / "job-server-launcher.jar"
 # Serves KafkaIO (Beam 2.62) for kafka:// inputs; its Java transforms run EMBEDDED in the
 # TaskManager. Started on demand by the pipeline (JavaJarExpansionService).
 EXPANSION_SERVICE_JAR = JOB_SERVER_DIR / "expansion-service-launcher.jar"
+# Beam's Flink runner among the job server's jars (as Maven names it): the one the fixes go in.
+RUNNER_JAR = JOB_SERVER_DIR / "lib" / "beam-runners-flink-1.19-2.62.0.jar"
 WORKER_POOL = "localhost:50000"
 # Python worker processes per TaskManager (Beam's default: 1). With one, every step's bundles
 # share one interpreter: the per-customer step, which waits on a state round trip per key,
@@ -88,4 +90,4 @@ def job_server_jar_exists() -> bool:
 
 
 if __name__ == "__main__":
-    print(JOB_SERVER_JAR, EXPANSION_SERVICE_JAR)
+    print(JOB_SERVER_JAR, EXPANSION_SERVICE_JAR, RUNNER_JAR)
