@@ -82,6 +82,18 @@ def test_enrich_transactions_escalates_only_what_the_fast_model_rates_high():
         assert_that(dead, equal_to([]), label="NoDeadLetters")
 
 
+def test_streaming_asks_the_deep_model_in_the_fast_models_gathered_bundles():
+    # One keyed hop (GatherForModel) before the two model calls, not one before each: the
+    # deep model's gathering was a second shuffle that every alert waited for.
+    p = beam.Pipeline(options=PipelineOptions(streaming=True))
+    _ = (p | TestStream().advance_watermark_to_infinity()
+         | EnrichTransactions(LlmConfig(backend="openai"), risk_threshold=0.8))
+    gathers = [transform.unique_name
+               for transform in p.to_runner_api().components.transforms.values()
+               if transform.unique_name.endswith("/GatherForModel")]
+    assert gathers == ["EnrichTransactions/ScoreRisk/GatherForModel"]
+
+
 def test_explain_anomalies_asks_only_for_anomalies_and_alerts_on_severe_ones():
     spike = _scored(_metric(0, 180.0), z=9.0, anomaly_score=0.995)  # critical
     usual = _scored(_metric(1, 101.0), z=0.2, anomaly_score=0.05)

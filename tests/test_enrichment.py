@@ -110,6 +110,31 @@ def test_streaming_gathers_elements_for_the_event_loop_only():
     assert _gathers(LOOP_CONFIG) and not _gathers(CONFIG)
 
 
+
+def test_streaming_answers_of_an_already_gathered_input_are_asked_in_its_bundles(loop_backend):
+    # A second AskModel behind a first takes the first's answers as they come, in the first's
+    # gathered bundles: nothing is gathered (or lost) twice.
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    stream = (TestStream()
+              .add_elements([TimestampedValue(n, n * 10) for n in range(5)])
+              .advance_processing_time(1)
+              .advance_watermark_to_infinity())
+    with TestPipeline(runner="BundleBasedDirectRunner", options=options) as p:
+        first, _ = (p | stream
+                    | "First" >> AskModel(LOOP_CONFIG, base.DASHBOARD_INSIGHT, base.FAST,
+                                          _insight_data, _replayable, clock=lambda: 0.0))
+        second, dead = first | "Second" >> AskModel(
+            LOOP_CONFIG, base.DASHBOARD_INSIGHT, base.FAST, lambda item: _insight_data(item[0]),
+            _replayable, clock=lambda: 0.0, already_gathered=True)
+        assert_that(second | beam.Map(lambda item: (item[0][0], item[1] is not None)),
+                    equal_to([(n, True) for n in range(5)]), label="Answered")
+        assert_that(dead, equal_to([]), label="NoDeadLetters")
+    assert [transform.unique_name
+            for transform in p.to_runner_api().components.transforms.values()
+            if transform.unique_name.endswith("/GatherForModel")] == ["First/GatherForModel"]
+
+
 def test_a_job_on_the_local_model_never_imports_the_openai_client():
     # A fresh process: the openai package (~700 modules) is not needed by the local model.
     script = textwrap.dedent("""

@@ -216,7 +216,9 @@ class AskModel(beam.PTransform):
 
     Unbounded input is first gathered into bundles of up to concurrency x fast_batch_size
     elements, each waiting at most `batch_wait_ms` (see gather.py); bounded input is not, nor
-    is any input of the embedded local model, which answers each element as it comes.
+    is any input of the embedded local model, which answers each element as it comes, nor
+    input `already_gathered`: the answers of another AskModel, which come in its gathered
+    bundles (the step is fused behind it: no keyed hop between the two calls).
 
     An element whose request failed permanently reaches the dead-letter output as
     `to_replayable(element)` says (core/replay.py); with `keep_failed` it is also passed on
@@ -234,11 +236,12 @@ class AskModel(beam.PTransform):
                  to_replayable: Callable[[Any], Replayable] | None, keep_failed: bool = False,
                  clock: Callable[[], float] = time.time,
                  asks: Callable[[Any], bool] | None = None, answer_type: AnswerType = ModelAnswer,
-                 shadow: bool = False):
+                 shadow: bool = False, already_gathered: bool = False):
         super().__init__()
         self._config = config
         self._clock = clock  # processing time, for how long GatherForModel lets elements wait
         self._local = config.backend == "local"
+        self._gathers = not (self._local or already_gathered)
         self._asks = asks
         self._answer_type = answer_type
         # The local model never fails: keep_failed has nothing to keep.
@@ -248,7 +251,7 @@ class AskModel(beam.PTransform):
                                        keep_failed, answer_type, shadow))
 
     def expand(self, elements):
-        if not elements.is_bounded and not self._local:
+        if not elements.is_bounded and self._gathers:
             return self._gathered_then_asked(elements)
         results = self._asked(elements)
         return results.answered, results[DEAD_LETTER]

@@ -64,12 +64,15 @@ class EnrichTransactions(beam.PTransform):
         scored, score_failed = featured | "ScoreRisk" >> AskModel(
             self._config, base.TRANSACTION_RISK, base.FAST, model_inputs.transaction_risk_data,
             replay.featured_transaction, answer_type=ScoredTransaction)
-        # escalated ones get the deep model's analysis; the others None
+        # Escalated ones get the deep model's analysis; the others None. Asked as the scores
+        # come out of ScoreRisk's gathered bundles: gathered again, every alert would wait for
+        # one more keyed hop (1-1.3 s of its 7.5-9.8 s p50 on the local Flink cluster at 330
+        # events/s, benchmarks/flink_latency.py --test-server).
         analysed, analysis_failed = scored | "AnalyseHighRisk" >> AskModel(
             self._config, base.TRANSACTION_ANALYSIS, base.DEEP,
             self._analysis_data, _scored_replayable, keep_failed=True,
             asks=lambda scored: rows.is_high_risk(scored.risk, threshold),
-            answer_type=AnalysedTransaction)
+            answer_type=AnalysedTransaction, already_gathered=True)
         transaction_rows = analysed | "TransactionRows" >> beam.Map(
             lambda analysed: rows.transaction_row(
                 analysed.scored.featured, analysed.scored.risk, threshold, analysed.analysis)
