@@ -1,4 +1,5 @@
 """benchmarks/stream_bench.py stops what it started when it is terminated."""
+import importlib.util
 import signal
 import subprocess
 import sys
@@ -35,3 +36,16 @@ def test_a_terminated_benchmark_stops_the_emulator_it_started(tmp_path):
                                  capture_output=True, text=True)
         subprocess.run([*EMULATOR, "stop", "--port", str(PORT)], cwd=REPO, capture_output=True)
     assert stopped.returncode == 1, stopped.stdout
+
+
+def test_cpu_the_host_took_is_reported_as_stolen_not_as_busy():
+    # /proc/stat's cpu line: user nice system idle iowait irq softirq steal guest guest_nice
+    spec = importlib.util.spec_from_file_location("stream_bench",
+                                                  REPO / "benchmarks" / "stream_bench.py")
+    stream_bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stream_bench)
+    ticks = stream_bench.CLOCK_TICKS
+    busy, stolen = stream_bench.machine_cpu_seconds(
+        f"cpu  {100 * ticks} 0 {50 * ticks} {1000 * ticks} {10 * ticks} 0 {5 * ticks} "
+        f"{45 * ticks} 0 0")
+    assert (busy, stolen) == (155.0, 45.0)
