@@ -90,7 +90,7 @@ FLINK_KAFKA_PUBSUB := scripts/flink-cluster.sh start && scripts/kafka.sh start &
 .PHONY: bench-flink
 bench-flink: venv
 	$(FLINK_KAFKA_PUBSUB) && \
-	$(PY) benchmarks/flink_latency.py --results benchmarks/results/flink_latency.json \
+	$(PY) benchmarks/flink_latency.py --save \
 	  $(FLINK_BENCH_ARGS)
 # The Flex Template's parameters, from the option declarations (pipelines/options.py).
 template: venv

@@ -32,7 +32,9 @@ Needs the services running (this script starts none; stop only what you started)
     .venv/bin/python benchmarks/flink_latency.py [--rate 330] [--seconds 60] [--settle 60]
         [--partitions 1] [--test-server] [--work DIR] [--label NAME] [-- PIPELINE OPTIONS...]
 
-Writes WORK/result.json (everything, watermark timeline included) and prints a summary.
+Writes WORK/result.json (everything, watermark timeline included) and prints a summary;
+with --save also benchmarks/results/flink_latency.json (local model) or, under its rate,
+benchmarks/results/flink_latency_test_server.json (--test-server).
 """
 from __future__ import annotations
 
@@ -52,6 +54,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STREAMS = ("transactions", "metrics")
@@ -59,6 +62,9 @@ STREAMS = ("transactions", "metrics")
 SHARED_OPTIONS = ["--anomaly_detector=zscore", "--insight_window_seconds=10",
                   "--llm_backend=local"]
 TEST_SERVER_LATENCY_MS = 200
+RESULTS_DIR = REPO / "benchmarks" / "results"
+LOCAL_MODEL_RESULTS = RESULTS_DIR / "flink_latency.json"
+TEST_SERVER_RESULTS = RESULTS_DIR / "flink_latency_test_server.json"  # by rate
 STREAMING_OPTIONS = ["--file_window_seconds=10", "--window_grace_seconds=15"]
 ACTIVE_STATES = {"INITIALIZING", "CREATED", "RUNNING", "RESTARTING", "FAILING"}
 SUBMIT_TIMEOUT_SECONDS = 240  # job server + expansion service start, jar staging, deployment
@@ -372,8 +378,11 @@ def with_model_at(base_url: str | None) -> list[str]:
             if not option.startswith("--llm_backend")] + [f"--llm_base_url={base_url}"]
 
 
-def run(args: argparse.Namespace, pipeline_options: list[str],
-        shared_options: list[str]) -> dict:
+def run(args: argparse.Namespace, pipeline_options: list[str], shared_options: list[str],
+        model_requests: Callable[[], int] | None = None) -> dict:
+    """The streaming job over the events published, then the batch run to compare with;
+    `model_requests`: how many requests the model server has answered so far (our test
+    server), read before the batch run, whose requests are not the job's."""
     work = pathlib.Path(args.work or tempfile.mkdtemp(prefix="flink-latency-"))
     work.mkdir(parents=True, exist_ok=True)
     events = round(args.rate * args.seconds)
@@ -473,6 +482,8 @@ def run(args: argparse.Namespace, pipeline_options: list[str],
     log_text = (work / "job.log").read_text()
     result["job_log_has_traceback"] = "Traceback" in log_text
     result["job_log_tail"] = log_text.strip().splitlines()[-12:]
+    if model_requests:
+        result["llm_requests"] = model_requests()
     failed = run_batch(work, shared_options)
     if failed:
         result["batch_error"] = failed
@@ -548,6 +559,21 @@ def summary(result: dict) -> str:
     return "\n".join(lines)
 
 
+def save(result: dict, test_server: bool, folder: pathlib.Path) -> pathlib.Path:
+    """Keeps `result` in `folder`: a local-model run as LOCAL_MODEL_RESULTS, a test-server run
+    under its rate in TEST_SERVER_RESULTS (whose other rates it keeps): a test-server run
+    written over the local model's figures had to be put back by hand."""
+    if not test_server:
+        path = folder / LOCAL_MODEL_RESULTS.name
+        path.write_text(json.dumps(result, indent=1, default=str))
+        return path
+    path = folder / TEST_SERVER_RESULTS.name
+    by_rate = json.loads(path.read_text()) if path.exists() else {}
+    by_rate[f"{result['rate']:g}"] = result
+    path.write_text(json.dumps(by_rate, indent=1, default=str))
+    return path
+
+
 def main() -> int:
     argv = sys.argv[1:]
     pipeline_options = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -568,8 +594,10 @@ def main() -> int:
     parser.add_argument("--test-server", action="store_true",
                         help=f"our model server at {TEST_SERVER_LATENCY_MS} ms a call, not "
                         "the local model")
-    parser.add_argument("--results", default=None,
-                        help="also write the result here (e.g. benchmarks/results/...json)")
+    parser.add_argument("--save", action="store_true",
+                        help=f"also keep the result in {LOCAL_MODEL_RESULTS.name}, or with "
+                        f"--test-server under its rate in {TEST_SERVER_RESULTS.name} "
+                        f"(in {RESULTS_DIR.relative_to(REPO)})")
     args = parser.parse_args(argv)
     if not os.environ.get("PUBSUB_EMULATOR_HOST"):
         raise SystemExit("set PUBSUB_EMULATOR_HOST: eval \"$(scripts/pubsub-emulator.sh start)\"")
@@ -581,17 +609,17 @@ def main() -> int:
     server = _repo_module("benchmarks/llm_throughput.py").Server(
         "--latency_ms", str(TEST_SERVER_LATENCY_MS)) if args.test_server else None
     try:
-        result = run(args, pipeline_options, with_model_at(server.base_url if server else None))
+        result = run(args, pipeline_options, with_model_at(server.base_url if server else None),
+                     (lambda: server.stats()["requests"]) if server else None)
         if server:
             result["model"] = f"test server, {TEST_SERVER_LATENCY_MS} ms a call"
-            result["llm_requests"] = server.stats()["requests"]
     finally:
         if server:
             server.stop()
     path = pathlib.Path(result["work"]) / "result.json"
     path.write_text(json.dumps(result, indent=1, default=str))
-    if args.results:
-        pathlib.Path(args.results).write_text(json.dumps(result, indent=1, default=str))
+    if args.save:
+        save(result, args.test_server, RESULTS_DIR)
     print(summary(result))
     print(f"details: {path}")
     return 0
