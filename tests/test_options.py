@@ -209,3 +209,13 @@ def test_past_alerts_must_be_an_alerts_dataset(base_argv, capsys, tmp_path):
     pq.write_table(pa.table({"transaction_id": ["t1"]}), other / "part-0.parquet")
     assert "has no column alert_id, kind" in _error([*base_argv, f"--past_alerts={other}"],
                                                     capsys)
+
+
+def test_flink_can_be_told_to_drop_the_state_of_a_step_the_version_no_longer_has(base_argv):
+    # A savepoint of a version before the deep analysis lost its gathering holds that step's
+    # state: Flink refuses it unless told (Beam's allowNonRestoredState).
+    from realtime_ai.pipelines.options import parse_options
+
+    options = parse_options([*base_argv, "--runner=FlinkRunner", "--savepoint_path=/tmp/sp",
+                             "--allow_non_restored_state"])
+    assert options.get_all_options()["allow_non_restored_state"] is True

@@ -80,6 +80,12 @@ class FlinkJavaRunnerOptions(PipelineOptions):
             help="Flink: start the job from this savepoint (or retained checkpoint), e.g. one "
                  "written by Flink's REST /jobs/ID/stop; the pipeline's steps must be the same.")
         parser.add_argument(
+            "--allow_non_restored_state", action="store_true", default=False,
+            help="Flink: with --savepoint_path, start even where the savepoint holds the state "
+                 "of a step this version no longer has, which is dropped (a savepoint of a "
+                 "version that gathered before the deep analysis: stop that job with drain, "
+                 "so the step holds nothing).")
+        parser.add_argument(
             "--shutdown_sources_after_idle_ms", type=int, default=None,
             help="Flink streaming: stop a source this long after it reached the end, in ms.")
 
