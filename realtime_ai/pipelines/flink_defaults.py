@@ -82,9 +82,9 @@ class FlinkJavaRunnerOptions(PipelineOptions):
         parser.add_argument(
             "--allow_non_restored_state", action="store_true", default=False,
             help="Flink: with --savepoint_path, start even where the savepoint holds the state "
-                 "of a step this version no longer has, which is dropped (a savepoint of a "
-                 "version that gathered before the deep analysis: stop that job with drain, "
-                 "so the step holds nothing).")
+                 "of a step this version no longer has; what that step held is dropped (a "
+                 "savepoint of a version that gathered before the deep analysis: take it while "
+                 "no transaction waits there, see the README).")
         parser.add_argument(
             "--shutdown_sources_after_idle_ms", type=int, default=None,
             help="Flink streaming: stop a source this long after it reached the end, in ms.")
