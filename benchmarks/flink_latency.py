@@ -63,8 +63,8 @@ SHARED_OPTIONS = ["--anomaly_detector=zscore", "--insight_window_seconds=10",
                   "--llm_backend=local"]
 TEST_SERVER_LATENCY_MS = 200
 RESULTS_DIR = REPO / "benchmarks" / "results"
-LOCAL_MODEL_RESULTS = RESULTS_DIR / "flink_latency.json"
-TEST_SERVER_RESULTS = RESULTS_DIR / "flink_latency_test_server.json"  # by rate
+LOCAL_MODEL_RESULTS = "flink_latency.json"
+TEST_SERVER_RESULTS = "flink_latency_test_server.json"  # by rate
 STREAMING_OPTIONS = ["--file_window_seconds=10", "--window_grace_seconds=15"]
 ACTIVE_STATES = {"INITIALIZING", "CREATED", "RUNNING", "RESTARTING", "FAILING"}
 SUBMIT_TIMEOUT_SECONDS = 240  # job server + expansion service start, jar staging, deployment
@@ -564,10 +564,10 @@ def save(result: dict, test_server: bool, folder: pathlib.Path) -> pathlib.Path:
     under its rate in TEST_SERVER_RESULTS (whose other rates it keeps): a test-server run
     written over the local model's figures had to be put back by hand."""
     if not test_server:
-        path = folder / LOCAL_MODEL_RESULTS.name
+        path = folder / LOCAL_MODEL_RESULTS
         path.write_text(json.dumps(result, indent=1, default=str))
         return path
-    path = folder / TEST_SERVER_RESULTS.name
+    path = folder / TEST_SERVER_RESULTS
     by_rate = json.loads(path.read_text()) if path.exists() else {}
     by_rate[f"{result['rate']:g}"] = result
     path.write_text(json.dumps(by_rate, indent=1, default=str))
@@ -595,8 +595,8 @@ def main() -> int:
                         help=f"our model server at {TEST_SERVER_LATENCY_MS} ms a call, not "
                         "the local model")
     parser.add_argument("--save", action="store_true",
-                        help=f"also keep the result in {LOCAL_MODEL_RESULTS.name}, or with "
-                        f"--test-server under its rate in {TEST_SERVER_RESULTS.name} "
+                        help=f"also keep the result in {LOCAL_MODEL_RESULTS}, or with "
+                        f"--test-server under its rate in {TEST_SERVER_RESULTS} "
                         f"(in {RESULTS_DIR.relative_to(REPO)})")
     args = parser.parse_args(argv)
     if not os.environ.get("PUBSUB_EMULATOR_HOST"):

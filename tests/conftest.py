@@ -1,4 +1,5 @@
 """Fixtures shared by the integration tests: local services started by the project's scripts."""
+import importlib.util
 import os
 import pathlib
 import subprocess
@@ -7,6 +8,14 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 UNAVAILABLE = 3  # scripts/lib.sh: the service cannot be installed on this machine
+
+
+def benchmark_script(name: str):
+    """benchmarks/NAME.py, loaded as a module (the benchmarks are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

@@ -33,6 +33,7 @@ from realtime_ai.transforms.enrich_transactions import EnrichTransactions
 from realtime_ai.transforms.explain_anomalies import ExplainAnomalies
 from realtime_ai.transforms.parse import ParseTransactions
 from realtime_ai.transforms.score_metrics import ScoreMetrics
+from tests.test_enrichment import gathering_steps
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 LOCAL = LlmConfig(backend="local")
@@ -88,10 +89,7 @@ def test_streaming_asks_the_deep_model_in_the_fast_models_gathered_bundles():
     p = beam.Pipeline(options=PipelineOptions(streaming=True))
     _ = (p | TestStream().advance_watermark_to_infinity()
          | EnrichTransactions(LlmConfig(backend="openai"), risk_threshold=0.8))
-    gathers = [transform.unique_name
-               for transform in p.to_runner_api().components.transforms.values()
-               if transform.unique_name.endswith("/GatherForModel")]
-    assert gathers == ["EnrichTransactions/ScoreRisk/GatherForModel"]
+    assert gathering_steps(p) == ["EnrichTransactions/ScoreRisk/GatherForModel"]
 
 
 def test_explain_anomalies_asks_only_for_anomalies_and_alerts_on_severe_ones():

@@ -94,6 +94,13 @@ def test_the_local_model_answers_in_the_bundle_not_through_the_event_loop(monkey
                     equal_to([(local_model.dashboard_insight(data), base.LOCAL_MODEL_LABEL)]))
 
 
+def gathering_steps(pipeline) -> list[str]:
+    """The unique names of the pipeline's GatherForModel steps."""
+    return [transform.unique_name
+            for transform in pipeline.to_runner_api().components.transforms.values()
+            if transform.unique_name.endswith("/GatherForModel")]
+
+
 def _gathers(config):
     options = PipelineOptions()
     options.view_as(StandardOptions).streaming = True
@@ -101,14 +108,12 @@ def _gathers(config):
     _ = (p | TestStream().add_elements([1]).advance_watermark_to_infinity()
          | AskModel(config, base.DASHBOARD_INSIGHT, base.FAST, _insight_data,
                                      _replayable))
-    return any("GatherForModel" in transform.unique_name
-               for transform in p.to_runner_api().components.transforms.values())
+    return bool(gathering_steps(p))
 
 
 def test_streaming_gathers_elements_for_the_event_loop_only():
     # Gathering fills the loop's request slots with one bundle; the local model has none.
     assert _gathers(LOOP_CONFIG) and not _gathers(CONFIG)
-
 
 
 def test_streaming_answers_of_an_already_gathered_input_are_asked_in_its_bundles(loop_backend):
@@ -130,9 +135,7 @@ def test_streaming_answers_of_an_already_gathered_input_are_asked_in_its_bundles
         assert_that(second | beam.Map(lambda item: (item[0][0], item[1] is not None)),
                     equal_to([(n, True) for n in range(5)]), label="Answered")
         assert_that(dead, equal_to([]), label="NoDeadLetters")
-    assert [transform.unique_name
-            for transform in p.to_runner_api().components.transforms.values()
-            if transform.unique_name.endswith("/GatherForModel")] == ["First/GatherForModel"]
+    assert gathering_steps(p) == ["First/GatherForModel"]
 
 
 def test_a_job_on_the_local_model_never_imports_the_openai_client():

@@ -1,6 +1,5 @@
 """The figures of benchmarks/flink_faults.py (`make test-faults`), on made-up job outputs and
 REST samples: what it calls lost, duplicated and recovered must be what happened."""
-import importlib.util
 import json
 import sys
 from datetime import datetime, timezone
@@ -8,13 +7,10 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tests.conftest import REPO
+from tests.conftest import REPO, benchmark_script
 
 sys.path.insert(0, str(REPO / "benchmarks"))  # where the script finds flink_latency
-_spec = importlib.util.spec_from_file_location("flink_faults",
-                                               REPO / "benchmarks" / "flink_faults.py")
-flink_faults = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(flink_faults)
+flink_faults = benchmark_script("flink_faults")
 
 
 def _dataset(folder, rows):

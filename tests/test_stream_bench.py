@@ -1,12 +1,11 @@
 """benchmarks/stream_bench.py stops what it started when it is terminated."""
-import importlib.util
 import signal
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, benchmark_script
 
 PORT = 8097  # an emulator port of this test's own
 EMULATOR = ["bash", "scripts/pubsub-emulator.sh"]
@@ -40,10 +39,7 @@ def test_a_terminated_benchmark_stops_the_emulator_it_started(tmp_path):
 
 def test_cpu_the_host_took_is_reported_as_stolen_not_as_busy():
     # /proc/stat's cpu line: user nice system idle iowait irq softirq steal guest guest_nice
-    spec = importlib.util.spec_from_file_location("stream_bench",
-                                                  REPO / "benchmarks" / "stream_bench.py")
-    stream_bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(stream_bench)
+    stream_bench = benchmark_script("stream_bench")
     ticks = stream_bench.CLOCK_TICKS
     busy, stolen = stream_bench.machine_cpu_seconds(
         f"cpu  {100 * ticks} 0 {50 * ticks} {1000 * ticks} {10 * ticks} 0 {5 * ticks} "
