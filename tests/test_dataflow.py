@@ -3,6 +3,7 @@
 import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.portability.api import beam_runner_api_pb2
 
 from realtime_ai.pipelines import main, options
 from realtime_ai.pipelines.main import build_pipeline
@@ -76,3 +77,32 @@ def test_workers_run_the_template_image_the_launcher_runs_in(monkeypatch):
                       "--sdk_container_image=gcr.io/p/other:1"])
     assert all(b"realtime-ai:abc" not in e.payload
                for e in given.job.proto_pipeline.components.environments.values())
+
+
+def test_a_streaming_job_of_one_input_has_no_bounded_branch():
+    # Before, the absent input's dataset was written from an empty Flatten: a bounded branch
+    # that finishes in a streaming job, and Flink will not restore a savepoint of a job in
+    # which some of a task's operators have finished ("mixed operator finished state").
+    # The run writes that dataset's empty file at its end instead (write_empty_datasets).
+    job, names = _translated(["--streaming",
+                              "--transactions=projects/my-project/subscriptions/tx"])
+    bounded = sorted(pcollection.unique_name for pcollection
+                     in job.proto_pipeline.components.pcollections.values()
+                     if pcollection.is_bounded == beam_runner_api_pb2.IsBounded.BOUNDED)
+    assert bounded == []
+    assert not any(name.startswith("WriteMetrics") for name in names)
+    assert "WriteTransactions/WriteWindowFiles" in names
+
+
+@pytest.mark.parametrize("runner, gathered", [("FlinkRunner", False), ("DirectRunner", True)])
+def test_model_requests_are_gathered_in_state_except_on_flink(runner, gathered):
+    # Beam's Flink runner closes bundles by time with whatever arrived: a gathering in keyed
+    # state only added a timer round before every model call (benchmarks/flink_latency.py).
+    options = PipelineOptions(["--streaming", f"--runner={runner}", "--output=/tmp/unused",
+                               "--transactions=projects/my-project/subscriptions/tx",
+                               "--llm_base_url=http://127.0.0.1:9/v1"])
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, options)
+    names = {t.unique_name for t in pipeline.to_runner_api().components.transforms.values()}
+    assert ("EnrichTransactions/ScoreRisk/GatherForModel" in names) == gathered
+    assert ("EnrichTransactions/ScoreRisk/HandOverToModel" in names) == (not gathered)
