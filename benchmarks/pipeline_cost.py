@@ -14,7 +14,8 @@ Per run: wall seconds of the run (importing the job's modules, building it, runn
 the end), events per second, CPU seconds
 of the process and of the children it reaped (a Prism binary included: from wait4, start-up
 included; `cpu_run_s` leaves out what the process spent before the run), peak RSS, and the
-main / pass-through ratios. With --repeat the pair runs several times, alternating, and the
+main / pass-through ratios, and the cores the host took from this VM meanwhile
+(`stolen_by_host_cores`). With --repeat the pair runs several times, alternating, and the
 ratios use the medians; every run is kept. The machine's load average is recorded before and
 after: other work on the machine slows wall time more than CPU time. Results go to
 benchmarks/results/pipeline_cost.json under the runner's name (other runners' are kept).
@@ -36,6 +37,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from stream_bench import machine_cpu_seconds  # benchmarks/, this script's folder
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RESULTS_FILE = REPO / "benchmarks" / "results" / "pipeline_cost.json"
@@ -170,12 +173,16 @@ def measure(pipeline: str, inputs: pathlib.Path, events: int, runner_args: list[
                    "--transactions", str(inputs / "transactions.jsonl"),
                    "--metrics", str(inputs / "metrics.jsonl"), "--output", str(work / "out"),
                    "--child_result", str(result_file), "--", *runner_args]
+        _, stolen_before = machine_cpu_seconds()
+        started = time.monotonic()
         with open(log_file, "w") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
                                        cwd=REPO)
             # wait4, not wait: the usage of this process and of every child it reaped
             _, status, usage = os.wait4(process.pid, 0)
             process.returncode = os.waitstatus_to_exitcode(status)
+        _, stolen_after = machine_cpu_seconds()
+        span = time.monotonic() - started
         if process.returncode != 0:
             raise SystemExit(f"{pipeline} run failed ({process.returncode}):\n"
                              + log_file.read_text()[-4000:])
@@ -191,6 +198,9 @@ def measure(pipeline: str, inputs: pathlib.Path, events: int, runner_args: list[
         "cpu_run_s": round(cpu - own["cpu_before_run_s"], 2),
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # the largest process of the run
         "python_peak_rss_mb": round(own["python_peak_rss_kb"] / 1024, 1),
+        # CPU the host took from this VM meanwhile (cores): a run with much of it is slower
+        # for reasons of the host's, not the job's
+        "stolen_by_host_cores": round((stolen_after - stolen_before) / span, 2),
         "rows": rows,
     }
 
