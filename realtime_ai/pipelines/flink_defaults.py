@@ -83,8 +83,8 @@ class FlinkJavaRunnerOptions(PipelineOptions):
             "--allow_non_restored_state", action="store_true", default=False,
             help="Flink: with --savepoint_path, start even where the savepoint holds the state "
                  "of a step this version no longer has; what that step held is dropped (a "
-                 "savepoint of an earlier version, which gathered model requests in state: "
-                 "take it while none waits there, see the README).")
+                 "savepoint of a version that gathered before the deep analysis: take it while "
+                 "no transaction waits there, see the README).")
         parser.add_argument(
             "--shutdown_sources_after_idle_ms", type=int, default=None,
             help="Flink streaming: stop a source this long after it reached the end, in ms.")
