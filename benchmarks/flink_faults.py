@@ -335,11 +335,11 @@ def vertices_by_step(plan: dict, samples: list[dict]) -> tuple[list[dict], list[
     return renamed, [keys[node["id"]] for node in nodes if not node.get("inputs")]
 
 
-def batch_run(work: pathlib.Path, fault: str) -> str | None:
+def batch_run(work: pathlib.Path, fault: str, test_server: bool) -> str | None:
     """The batch run over the events as published, with the model of the streaming job: our
     test server (same answers as the local model, other `model` and `prompt_version`) in the
-    model fault's run, so that only the rows of the outage differ."""
-    if fault != "model":
+    model fault's run and with --test-server, so that only the rows of the outage differ."""
+    if fault != "model" and not test_server:
         return latency.run_batch(work)
     server = ModelServer(_free_port(), work / "batch-model-server.log")
     server.start()
@@ -362,7 +362,7 @@ def run_fault(fault: str, args: argparse.Namespace) -> dict:
     context: dict = {"flink": args.flink, "work": work, "sample_every": args.sample_every,
                      "model_down_seconds": args.model_down}
     shared = list(latency.SHARED_OPTIONS)
-    if fault == "model":
+    if fault == "model" or args.test_server:
         server = context["model_server"] = ModelServer(_free_port(), work / "model-server.log")
         server.start()
         shared = latency.with_model_at(server.base_url)
@@ -374,7 +374,8 @@ def run_fault(fault: str, args: argparse.Namespace) -> dict:
                f"--transactions=kafka://{args.kafka}/{topics['transactions']}",
                f"--metrics=kafka://{args.kafka}/{topics['metrics']}",
                f"--output={work}/stream", f"--alerts_topic={alerts_topic}",
-               f"--job_name={job_name}", *shared, *latency.STREAMING_OPTIONS, *JOB_OPTIONS]
+               f"--job_name={job_name}", *shared, *latency.STREAMING_OPTIONS, *JOB_OPTIONS,
+               *args.job_options]
     result: dict = {"fault_name": fault, "rate": args.rate, "seconds": args.seconds,
                     "events": counts, "fault_at_s": args.fault_at, "job_command": command}
     watchers, publishers, launchers = [], {}, []
@@ -445,7 +446,7 @@ def run_fault(fault: str, args: argparse.Namespace) -> dict:
     (work / "alerts_pulled.json").write_text(json.dumps(pulled))
     log = (work / "job.log").read_text()
     result["job_log_has_traceback"] = "Traceback" in log
-    failed = batch_run(work, fault)
+    failed = batch_run(work, fault, args.test_server)
     if failed:
         result["batch_error"] = failed
         return result
@@ -487,6 +488,13 @@ def main() -> int:
     parser.add_argument("--kafka", default="127.0.0.1:9092")
     parser.add_argument("--work", default=None)
     parser.add_argument("--results", default=None, help="write the figures here too")
+    parser.add_argument("--test-server", action="store_true",
+                        help="every fault's job asks our test server, as the model fault's "
+                             "does: a job with a model endpoint builds the model steps "
+                             "(gathering or hand-over) that one with the local model has not")
+    parser.add_argument("--job-option", action="append", default=[], dest="job_options",
+                        help="one more option of the job, e.g. "
+                             "--job-option=--finish_bundle_before_checkpointing=false")
     args = parser.parse_args()
     faults = args.faults.split(",")
     if not set(faults) <= set(FAULTS):

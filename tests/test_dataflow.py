@@ -93,3 +93,16 @@ def test_a_streaming_job_of_one_input_has_no_bounded_branch():
     assert not any(name.startswith("WriteMetrics") for name in names)
     assert "WriteTransactions/WriteWindowFiles" in names
 
+
+@pytest.mark.parametrize("runner, gathered", [("FlinkRunner", False), ("DirectRunner", True)])
+def test_model_requests_are_gathered_in_state_except_on_flink(runner, gathered):
+    # Beam's Flink runner closes bundles by time with whatever arrived: a gathering in keyed
+    # state only added a timer round before every model call (benchmarks/flink_latency.py).
+    options = PipelineOptions(["--streaming", f"--runner={runner}", "--output=/tmp/unused",
+                               "--transactions=projects/my-project/subscriptions/tx",
+                               "--llm_base_url=http://127.0.0.1:9/v1"])
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, options)
+    names = {t.unique_name for t in pipeline.to_runner_api().components.transforms.values()}
+    assert ("EnrichTransactions/ScoreRisk/GatherForModel" in names) == gathered
+    assert ("EnrichTransactions/ScoreRisk/HandOverToModel" in names) == (not gathered)

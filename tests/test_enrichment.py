@@ -1,4 +1,5 @@
 """The model-calling DoFns in batch and in streaming: nothing lost, windows kept."""
+import dataclasses
 import pathlib
 import subprocess
 import sys
@@ -136,6 +137,28 @@ def test_streaming_answers_of_an_already_gathered_input_are_asked_in_its_bundles
                     equal_to([(n, True) for n in range(5)]), label="Answered")
         assert_that(dead, equal_to([]), label="NoDeadLetters")
     assert gathering_steps(p) == ["First/GatherForModel"]
+
+
+def test_streaming_input_handed_over_rather_than_gathered_is_answered_in_full(loop_backend):
+    # gather_in_state=False (Flink): a Reshuffle, no keyed state and no timers, before the
+    # model step; every element is still answered, each once.
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    stream = (TestStream()
+              .add_elements([TimestampedValue(n, n * 10) for n in range(5)])
+              .add_elements([TimestampedValue(n, n * 10) for n in range(5, 8)])
+              .advance_watermark_to_infinity())
+    config = dataclasses.replace(LOOP_CONFIG, gather_in_state=False)
+    with TestPipeline(runner="BundleBasedDirectRunner", options=options) as p:
+        answered, dead = (p | stream | AskModel(config, base.DASHBOARD_INSIGHT, base.FAST,
+                                                _insight_data, _replayable))
+        assert_that(answered | beam.Map(lambda item: (item[0], item[1] is not None)),
+                    equal_to([(n, True) for n in range(8)]), label="Answered")
+        assert_that(dead, equal_to([]), label="NoDeadLetters")
+    names = {transform.unique_name
+             for transform in p.to_runner_api().components.transforms.values()}
+    assert gathering_steps(p) == []
+    assert "AskModel/HandOverToModel" in names
 
 
 def test_a_job_on_the_local_model_never_imports_the_openai_client():

@@ -55,9 +55,15 @@ def test_kafka_events_become_pubsub_alerts_and_the_batch_runs_rows(flink, kafka,
     assert job.returncode == 0, job_log[-3000:]
     assert "Traceback" not in job_log, job_log[-3000:]
     with urllib.request.urlopen(f"http://{flink['FLINK_MASTER']}/jobs/overview") as response:
-        still_active = [job for job in json.load(response)["jobs"]
-                        if job["state"] in ACTIVE_STATES]
+        jobs = json.load(response)
+    still_active = [job for job in jobs["jobs"] if job["state"] in ACTIVE_STATES]
     assert still_active == []  # the cancelled job holds no task slots
+    newest = max(jobs["jobs"], key=lambda job: job["start-time"])
+    with urllib.request.urlopen(
+            f"http://{flink['FLINK_MASTER']}/jobs/{newest['jid']}/config") as response:
+        runner_options = json.load(response)["execution-config"]["user-config"]
+    # Outputs kept in a savepoint were sent on to the wrong dataset by the restored job.
+    assert runner_options["finishBundleBeforeCheckpointing"] == "true"
 
     assert main.main([f"--transactions={tmp_path}/published/tx.jsonl",
                       f"--metrics={tmp_path}/published/m.jsonl",

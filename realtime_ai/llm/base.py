@@ -54,6 +54,9 @@ class LlmConfig:
     concurrency: int = 64
     fast_batch_size: int = 1  # transactions packed into one fast-tier request
     batch_wait_ms: float = 50.0  # longest a request waits for others to pack or gather with
+    # Streaming: requests gathered in keyed state before the model step (GatherForModel); False:
+    # handed to it through a Reshuffle, where the runner's bundles carry what arrived (Flink)
+    gather_in_state: bool = True
     requests_per_minute: float | None = None  # client-side budgets of the job; None: none
     tokens_per_minute: float | None = None
     budget_workers: int = 1  # workers that split the budgets when no Redis bucket is shared

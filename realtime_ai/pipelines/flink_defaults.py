@@ -10,6 +10,8 @@ from pathlib import Path
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from realtime_ai.pipelines.option_values import TrueOrFalse
+
 FLINK_VERSION = "1.19"
 # The job server's runner jar carries fixes (scripts/flink-cluster.sh, `fix_runner`); the folder
 # is named after them, so that a machine with an older assembly builds this one.
@@ -69,6 +71,12 @@ class FlinkJavaRunnerOptions(PipelineOptions):
             "--max_bundle_size", type=int, default=None,
             help="Flink streaming: most elements in a bundle (Beam's default: 1000).")
         parser.add_argument(
+            "--finish_bundle_before_checkpointing", type=TrueOrFalse(), default=True,
+            help="Flink streaming: finish each step's open bundle, its outputs sent on, before "
+                 "a checkpoint's barrier, rather than inside the checkpoint with its outputs "
+                 "kept there to send after it (Beam's default: false; a job restored from "
+                 "such a savepoint sent them to the wrong dataset). Default: true.")
+        parser.add_argument(
             "--auto_watermark_interval", type=int, default=None,
             help="Flink streaming: how often sources emit their watermark, in ms "
                  "(Flink's default: 200).")
@@ -83,8 +91,8 @@ class FlinkJavaRunnerOptions(PipelineOptions):
             "--allow_non_restored_state", action="store_true", default=False,
             help="Flink: with --savepoint_path, start even where the savepoint holds the state "
                  "of a step this version no longer has; what that step held is dropped (a "
-                 "savepoint of a version that gathered before the deep analysis: take it while "
-                 "no transaction waits there, see the README).")
+                 "savepoint of an earlier version, which gathered model requests in state: "
+                 "take it while none waits there, see the README).")
         parser.add_argument(
             "--shutdown_sources_after_idle_ms", type=int, default=None,
             help="Flink streaming: stop a source this long after it reached the end, in ms.")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import functools
 import logging
 import os
@@ -78,7 +79,10 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
     streaming = options.view_as(StandardOptions).streaming
     grace = opts.window_grace_seconds if streaming else 0.0
     lateness = opts.allowed_lateness_seconds if streaming else 0.0
-    llm = opts.llm_config()
+    # Beam's Flink runner closes a bundle after --max_bundle_time_mills with whatever arrived:
+    # gathered in keyed state first, a request waited a timer round more (transforms/
+    # ask_model.py; benchmarks/flink_latency.py).
+    llm = dataclasses.replace(opts.llm_config(), gather_in_state=not _is_flink(options))
     native_pubsub = runner_name(options) in NATIVE_PUBSUB_RUNNERS
     kafka_beam_262 = kafka_expanded_by_beam_262(options)
     # A redrive's rows and alerts are of windows whose insights were made by the first run.

@@ -111,6 +111,19 @@ class Choice:
 
 
 @dataclasses.dataclass(frozen=True)
+class TrueOrFalse:
+    """`true` or `false`, for a setting that is on by default (a bare flag could not turn it
+    off)."""
+
+    regex: str | None = "^(true|false)$"
+
+    def __call__(self, text: str) -> bool:
+        if text not in ("true", "false"):
+            raise _invalid("true or false", text)
+        return text == "true"
+
+
+@dataclasses.dataclass(frozen=True)
 class Url:
     """An absolute URL with one of `schemes`, a host and, if any, a valid port."""
 

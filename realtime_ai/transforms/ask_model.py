@@ -215,7 +215,12 @@ class AskModel(beam.PTransform):
     `answer_type(element, LlmResult | None)` (core/answers.py; ModelAnswer unless told).
 
     Unbounded input is first gathered into bundles of up to concurrency x fast_batch_size
-    elements, each waiting at most `batch_wait_ms` (see gather.py); bounded input is not, nor
+    elements, each waiting at most `batch_wait_ms` (see gather.py), or, where the config says
+    not to gather in state (`gather_in_state`: Flink), handed over through a Reshuffle:
+    Beam's Flink runner makes it a rebalance, which breaks the fusion with the step before
+    (whose bundles would otherwise wait for the answers) with no state and no timer round,
+    and its bundles, closed after --max_bundle_time_mills, carry whatever arrived meanwhile.
+    Bounded input is not gathered, nor
     is any input of the embedded local model, which answers each element as it comes, nor
     input `already_gathered`: the answers of another AskModel, which come in its gathered
     bundles (the step is fused behind it: no keyed hop between the two calls).
@@ -268,9 +273,12 @@ class AskModel(beam.PTransform):
             answer_type = self._answer_type
             passed = unasked | "PassUnasked" >> beam.Map(
                 lambda element: answer_type(element, None)).with_output_types(answer_type)
-        gathered = elements | "GatherForModel" >> GatherForModel(
-            self._config.concurrency * self._config.fast_batch_size,
-            self._config.batch_wait_ms / 1000.0, self._clock)
+        if self._config.gather_in_state:
+            gathered = elements | "GatherForModel" >> GatherForModel(
+                self._config.concurrency * self._config.fast_batch_size,
+                self._config.batch_wait_ms / 1000.0, self._clock)
+        else:
+            gathered = elements | "HandOverToModel" >> beam.Reshuffle()
         results = self._asked(gathered)
         answered = results.answered
         if passed is not None:
