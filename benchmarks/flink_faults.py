@@ -335,11 +335,12 @@ def vertices_by_step(plan: dict, samples: list[dict]) -> tuple[list[dict], list[
     return renamed, [keys[node["id"]] for node in nodes if not node.get("inputs")]
 
 
-def batch_run(work: pathlib.Path, fault: str, test_server: bool) -> str | None:
+def batch_run(work: pathlib.Path, test_server: bool) -> str | None:
     """The batch run over the events as published, with the model of the streaming job: our
-    test server (same answers as the local model, other `model` and `prompt_version`) in the
-    model fault's run and with --test-server, so that only the rows of the outage differ."""
-    if fault != "model" and not test_server:
+    test server (same answers as the local model, other `model` and `prompt_version`) where
+    the job asked it (the model fault's, --test-server), so that only the rows of an outage
+    differ."""
+    if not test_server:
         return latency.run_batch(work)
     server = ModelServer(_free_port(), work / "batch-model-server.log")
     server.start()
@@ -362,7 +363,8 @@ def run_fault(fault: str, args: argparse.Namespace) -> dict:
     context: dict = {"flink": args.flink, "work": work, "sample_every": args.sample_every,
                      "model_down_seconds": args.model_down}
     shared = list(latency.SHARED_OPTIONS)
-    if fault == "model" or args.test_server:
+    asks_test_server = fault == "model" or args.test_server
+    if asks_test_server:
         server = context["model_server"] = ModelServer(_free_port(), work / "model-server.log")
         server.start()
         shared = latency.with_model_at(server.base_url)
@@ -446,7 +448,7 @@ def run_fault(fault: str, args: argparse.Namespace) -> dict:
     (work / "alerts_pulled.json").write_text(json.dumps(pulled))
     log = (work / "job.log").read_text()
     result["job_log_has_traceback"] = "Traceback" in log
-    failed = batch_run(work, fault, args.test_server)
+    failed = batch_run(work, asks_test_server)
     if failed:
         result["batch_error"] = failed
         return result

@@ -135,4 +135,3 @@ def test_the_jobs_flink_runner_passes_a_stages_watermark_on_between_bundles(flin
     assert finished[0] == "updateOutputWatermark", finished
     watermark = _bytecode(RUNNER_JAR, package + "DoFnOperator", "processInputWatermark")
     assert watermark.index("maybeEmitWatermark") < watermark.index("advanceWatermark"), watermark
-
