@@ -8,7 +8,8 @@ slope between the smallest and the largest N (so start-up, which a longer run pa
 not count): (N2 - N1) / (wall2 - wall1), of the median walls of --repeat runs of each
 (alternating sizes: a single pair moved the share of the bound between 74% and 88% on this
 2-core machine). Reported beside the bound, with the requests the server answered per
-transaction (deep analyses of escalated transactions are extra calls).
+transaction (deep analyses of escalated transactions are extra calls) and the server's answer
+rate while the model was asked (between the 10th and 90th percentile of its answer times).
 
     python benchmarks/model_overlap.py [--sizes 400,4000] [--latency-ms 200] [--concurrency 64]
         [--repeat 3]
@@ -61,9 +62,23 @@ class Server:
              str(latency_ms)], stdout=subprocess.PIPE, text=True, cwd=REPO)
         self.base_url = self._process.stdout.readline().split()[-1]
 
+    def _get(self, path: str):
+        with urllib.request.urlopen(self.base_url.removesuffix("/v1") + path) as response:
+            return json.load(response)
+
+    def reset(self) -> None:
+        urllib.request.urlopen(urllib.request.Request(
+            self.base_url.removesuffix("/v1") + "/stats/reset", method="POST")).close()
+
     def requests(self) -> int:
-        with urllib.request.urlopen(self.base_url.removesuffix("/v1") + "/stats") as response:
-            return json.load(response).get("requests", 0)
+        return self._get("/stats").get("requests", 0)
+
+    def model_phase_rate(self) -> float:
+        """Answers per second between the 10th and the 90th percentile of the answer times:
+        the rate while the model is asked, without the phases before and after it."""
+        times = sorted(self._get("/stats/answer_times"))
+        low, high = times[len(times) // 10], times[len(times) * 9 // 10]
+        return round((len(times) * 9 // 10 - len(times) // 10) / (high - low), 1)
 
     def stop(self) -> None:
         self._process.terminate()
@@ -71,7 +86,7 @@ class Server:
 
 
 def _run(path: pathlib.Path, output: pathlib.Path, server: Server, concurrency: int) -> dict:
-    before = server.requests()
+    server.reset()
     _, stolen_before = machine_cpu_seconds()
     started = time.monotonic()
     subprocess.run(
@@ -90,7 +105,8 @@ def _run(path: pathlib.Path, output: pathlib.Path, server: Server, concurrency: 
         raise SystemExit(f"{degraded} of {len(models)} rows were answered by the local rules "
                          "(degraded): the test server's answers were refused")
     # the cores this VM's host took meanwhile: a run with much of it measures the host
-    return {"wall_s": wall_s, "requests": server.requests() - before,
+    return {"wall_s": wall_s, "requests": server.requests(),
+            "model_phase_requests_per_s": server.model_phase_rate(),
             "stolen_by_host_cores": round((stolen_after - stolen_before) / wall_s, 2)}
 
 
@@ -116,6 +132,7 @@ def main() -> int:
                                args.concurrency)
                     runs.setdefault(size, []).append(run)
                     print(f"{size} transactions: {run['wall_s']} s, {run['requests']} requests"
+                          f" ({run['model_phase_requests_per_s']}/s while the model was asked)"
                           f", {run['stolen_by_host_cores']} cores stolen by the host", flush=True)
         finally:
             server.stop()
@@ -130,6 +147,8 @@ def main() -> int:
         "latency_ms": args.latency_ms, "concurrency": args.concurrency,
         "model_bound_events_per_s": round(bound, 1), "runs": runs, "median_wall_s": walls,
         "end_to_end_events_per_s": round(rate, 1),
+        "median_model_phase_requests_per_s": statistics.median(
+            run["model_phase_requests_per_s"] for run in runs[high]),
         "share_of_bound": round(rate / bound, 3),
         "requests_per_transaction": round(requests_per_transaction, 3),
         "model_bound_transactions_per_s": round(bound_in_transactions, 1),

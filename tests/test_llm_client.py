@@ -24,6 +24,12 @@ DATA = {"transaction": {"transaction_id": "tx-1", "customer_id": "c", "amount": 
                      "new_merchant_category": False, "last_country": "DE"}}
 
 
+def _another_transaction(amount: float) -> dict:
+    """DATA for another transaction (an answer asked for twice comes from the cache)."""
+    return {**DATA, "transaction": {**DATA["transaction"], "transaction_id": f"tx-{amount}",
+                                    "amount": float(amount)}}
+
+
 @pytest.fixture()
 def llm_server():
     handle = server.start_in_thread(port=0)
@@ -142,30 +148,53 @@ def test_deep_call_over_budget_is_answered_by_the_fast_model(monkeypatch):
     assert handle.stats["model:big"] == 1 and handle.stats["model:small"] == 1
 
 
-def test_concurrency_limit_holds_across_dofn_instances_of_a_worker():
-    config = LlmConfig(backend="local", concurrency=3)
-    assert runner.shared_slots(config) is runner.shared_slots(config)
-    running = {"now": 0, "max": 0}
+def test_concurrency_limit_holds_across_dofn_instances_of_a_worker(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    handle = server.start_in_thread(port=0, latency_ms=50)
+    try:
+        config = LlmConfig(backend="openai", base_url=handle.base_url, fast_model="small",
+                           concurrency=3)
+        assert runner.shared_slots(config) is runner.shared_slots(config)
+        backend = runner.shared_backend(config)
+        first, second = (runner.InFlight(runner.shared_slots(config)) for _ in range(2))
 
-    async def job():
-        running["now"] += 1
-        running["max"] = max(running["max"], running["now"])
-        await asyncio.sleep(0.01)
-        running["now"] -= 1
+        def feed(in_flight, first_amount):
+            for amount in range(first_amount, first_amount + 15):
+                in_flight.add(None, backend.complete(base.TRANSACTION_RISK,
+                                                     _another_transaction(amount), base.FAST))
 
-    first, second = (runner.InFlight(runner.shared_slots(config)) for _ in range(2))
+        threads = [threading.Thread(target=feed, args=(in_flight, 100 * n))
+                   for n, in_flight in enumerate((first, second))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        answers = first.drain_all() + second.drain_all()
+    finally:
+        handle.stop()
+    assert len(answers) == 30 and all(not isinstance(a, Exception) for _, a in answers)
+    assert handle.stats["max_in_flight"] == 3
 
-    def feed(in_flight):
-        for _ in range(15):
-            in_flight.add(None, job())
 
-    threads = [threading.Thread(target=feed, args=(f,)) for f in (first, second)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(first.drain_all()) == len(second.drain_all()) == 15
-    assert running["max"] <= 3
+def test_a_freed_request_slot_is_refilled_on_the_event_loop(monkeypatch):
+    """The bundle thread hands over the next requests before slots free up, so an answer's
+    slot is taken at once by a waiting request, not when that thread comes back."""
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    handle = server.start_in_thread(port=0, latency_ms=1000)
+    try:
+        config = LlmConfig(backend="openai", base_url=handle.base_url, fast_model="small",
+                           concurrency=2)
+        backend = runner.shared_backend(config)
+        in_flight = runner.InFlight(runner.shared_slots(config))
+        for i in range(4):
+            in_flight.add(i, backend.complete(base.TRANSACTION_RISK, _another_transaction(i),
+                                              base.FAST))
+        answered_while_adding = in_flight.drain_completed()
+        answers = in_flight.drain_all()
+    finally:
+        handle.stop()
+    assert answered_while_adding == []  # no add waited for an answer
+    assert len(answers) == 4 and handle.stats["max_in_flight"] == 2
 
 
 def test_long_lived_objects_are_frozen_at_most_once_per_interval(monkeypatch):
@@ -183,10 +212,11 @@ def test_long_lived_objects_are_frozen_at_most_once_per_interval(monkeypatch):
 
 def test_packing_lets_each_request_slot_carry_a_batch_of_elements():
     slots = runner.shared_slots(LlmConfig(backend="local", concurrency=3, fast_batch_size=4))
-    taken = [slots.acquire(blocking=False) for _ in range(13)]
+    held = runner.REQUESTS_HELD_PER_SLOT * 3 * 4
+    taken = [slots.acquire(blocking=False) for _ in range(held + 1)]
     for _ in range(sum(taken)):
         slots.release()
-    assert taken == [True] * 12 + [False]
+    assert taken == [True] * held + [False]
 
 
 def _post(handle, body):

@@ -2,9 +2,10 @@
 import json
 import subprocess
 import sys
+import time
 import urllib.request
 
-from realtime_ai.llm import base, local_model, tasks
+from realtime_ai.llm import base, local_model, server, tasks
 
 RISK_DATA = {
     "transaction": {"transaction_id": "tx-1", "amount": 40.0, "currency": "EUR",
@@ -42,3 +43,23 @@ def test_the_command_line_server_answers_and_shifts_one_models_risk():
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_the_time_taken_to_answer_is_part_of_the_latency(monkeypatch):
+    """--latency_ms is the time from the request to its answer, as with a provider: the
+    server's own work on a request used to come on top of it."""
+    answer = local_model.answer
+
+    def slow_answer(task, data):
+        time.sleep(1.0)
+        return answer(task, data)
+
+    monkeypatch.setattr(local_model, "answer", slow_answer)
+    handle = server.start_in_thread(port=0, latency_ms=1000)
+    try:
+        started = time.monotonic()
+        _risk(handle.base_url, "gpt-4o-mini")
+        elapsed = time.monotonic() - started
+    finally:
+        handle.stop()
+    assert 1.0 <= elapsed < 1.7

@@ -170,6 +170,7 @@ class _Server:
         return response
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
+        arrived = time.monotonic()
         required = self.settings.required_api_key
         presented = request.headers.get("Authorization", "").removeprefix("Bearer ")
         if required is not None and presented != required:
@@ -212,7 +213,10 @@ class _Server:
         wait = self._rate_limited_for()
         if wait is not None:
             return self._too_many(wait)
-        await asyncio.sleep(self._latency_seconds(model))
+        # The answer is due its latency after the request came in: the time taken to read,
+        # check and answer it is part of that latency, as it is of a provider's.
+        content = answer_text()
+        await asyncio.sleep(max(0.0, arrived + self._latency_seconds(model) - time.monotonic()))
         fault = self._next_fault()
         if fault == "rate_limited":
             return self._too_many(1.0)
@@ -222,7 +226,6 @@ class _Server:
         if fault == "hang":
             self.stats["hangs"] += 1
             await asyncio.sleep(HANG_SECONDS)
-        content = answer_text()
         if fault == "nan" and _asks_for_json(body):
             self.stats["nan"] += 1
             content = json.dumps(_nan_numbers(json.loads(content)))
