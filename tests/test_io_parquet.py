@@ -194,6 +194,32 @@ def test_streaming_late_rows_get_a_later_pane_of_their_own_window(tmp_path):
     }
 
 
+def _write_window_rows(output, rows: list) -> None:
+    """One streaming job that writes `rows` (TimestampedValues) and ends."""
+    events = (TestStream().advance_watermark_to(START.timestamp())
+              .add_elements(rows)
+              .advance_watermark_to(START.timestamp() + 200))
+    with _streaming_pipeline() as p:
+        _ = (p | events | WriteDataset(str(output), "metrics", METRICS_SCHEMA,
+                                       window_seconds=60, key_columns=("metric", "timestamp")))
+
+
+def test_a_window_written_again_from_its_first_pane_keeps_the_rows_written_before(tmp_path):
+    # A job restored from a savepoint took rows its predecessor's watermark had passed unread
+    # as the first pane of a window the predecessor had written: the second file replaced the
+    # first, and its rows were lost (benchmarks/flink_faults.py, savepoint fault).
+    _write_window_rows(tmp_path, _stamped(1, 2))
+    _write_window_rows(tmp_path, _stamped(3))
+    name = "date=2026-01-05/hour=10/20260105T100000-20260105T100100-pane-0.parquet"
+    assert _window_files(tmp_path / "metrics") == {name: [1, 2, 3]}
+    # a replay answers an event again: its row is replaced, not duplicated
+    _write_window_rows(tmp_path, [TimestampedValue({**_row(2), "value": 99.0},
+                                                   (START + timedelta(seconds=2)).timestamp())])
+    rows = read_dataset(str(tmp_path / "metrics")).to_pylist()
+    assert sorted((row["timestamp"], row["value"]) for row in rows) == [
+        ("1", 0.0), ("2", 99.0), ("3", 0.0)]
+
+
 def test_window_file_names_partition_by_the_windows_date_and_hour():
     start = datetime(2026, 12, 31, 23, 59, tzinfo=timezone.utc)
     assert window_file_name(start, start + timedelta(minutes=1), 2) == (

@@ -165,3 +165,12 @@ def test_insight_keeps_priority_and_a_quiet_window_needs_no_model():
     assert table.column("model").to_pylist() == ["fast-m", None]
     assert table.column("input_tokens").to_pylist() == [120, 0]
     assert "no anomaly" in plain["insight"]
+
+
+def test_rows_merged_by_key_keep_what_the_new_rows_do_not_cover():
+    kept = [{"id": "a", "v": 1}, {"id": "b", "v": 1}]
+    new = [{"id": "b", "v": 2}, {"id": "c", "v": 2}]
+    assert rows.merged_by_key(kept, new, ("id",)) == [{"id": "a", "v": 1}, *new]
+    # without key columns a row is its whole self: b's two versions are both kept
+    assert rows.merged_by_key(kept, new, None) == kept + new
+    assert rows.merged_by_key(kept, kept, None) == kept

@@ -255,6 +255,17 @@ SHADOW_SCHEMA = pa.schema([
     ("shadow_latency_ms", pa.float64()),
 ])
 
+# What identifies a row of each dataset (the event it is about): a streaming window's file
+# written again keeps the rows it had unless new ones of the same event replace them (see
+# io/parquet.py). A dataset not named here is keyed by the whole row.
+DATASET_KEYS = {
+    "transactions": ("transaction_id",),
+    "metrics": ("metric", "timestamp"),
+    "alerts": ("alert_id",),
+    "insights": ("dashboard_id", "window_start"),
+    SHADOW_DATASET: ("transaction_id",),
+}
+
 # Output dataset name -> schema; the names are the folders under --output.
 OUTPUT_SCHEMAS = {
     "transactions": TRANSACTIONS_SCHEMA,

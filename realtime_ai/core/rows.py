@@ -211,3 +211,16 @@ def json_value(value: Any) -> Any:
     if isinstance(value, datetime):
         return iso(value)
     raise TypeError(f"cannot render {type(value).__name__} as JSON")
+
+
+def merged_by_key(kept: list[Row], new: list[Row], key_columns: tuple[str, ...] | None
+                  ) -> list[Row]:
+    """`kept` rows whose key no row of `new` has, then `new`: a row's key is its
+    `key_columns`, or the whole row when there are none."""
+    def key(row: Row):
+        if key_columns is None:
+            return repr(sorted(row.items()))
+        return tuple(row[column] for column in key_columns)
+
+    replaced = {key(row) for row in new}
+    return [row for row in kept if key(row) not in replaced] + new

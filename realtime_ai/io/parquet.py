@@ -13,8 +13,10 @@ and each window's rows become one file, `date=YYYY-MM-DD/hour=HH/WINDOW_START-WI
 pane-N.parquet` (the window's start gives the partition; pyarrow reads `date` and `hour` back
 as columns). One group per window makes one file and whole row groups, not a file per bundle.
 A file is written under `.in-progress/` and then renamed into the dataset, so no reader sees a
-partial file (not even a reader that globs hidden files, as DuckDB's `**/*.parquet` does); a
-retried write replaces the same name, so retries never duplicate rows.
+partial file (not even a reader that globs hidden files, as DuckDB's `**/*.parquet` does). A
+name written before keeps its rows but for the events the new rows cover (by the dataset's
+key, core/records.DATASET_KEYS): a retried write or a replay never duplicates rows, and a
+window fired again from its first pane with other rows never loses the first ones.
 Rows later than the window's on-time file (within `allowed_lateness_seconds`) come out in
 later panes of the same window, each its own file.
 
@@ -35,7 +37,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from realtime_ai.core.rows import Row
+from realtime_ai.core.rows import Row, merged_by_key
 from realtime_ai.windowing import GraceWindows, window_bounds
 
 ROW_GROUP_BUFFER_BYTES = 64 * 1024 * 1024
@@ -73,12 +75,15 @@ def window_file_name(window_start: datetime, window_end: datetime, pane_index: i
 class _WriteWindowFileDoFn(beam.DoFn):
     """Writes one window pane's rows as one Parquet file, atomically; yields its path."""
 
-    def __init__(self, folder: str, work_folder: str, schema: pa.Schema, grace_seconds: float):
+    def __init__(self, folder: str, work_folder: str, schema: pa.Schema, grace_seconds: float,
+                 key_columns: tuple[str, ...] | None):
         self._folder = folder
         self._work_folder = work_folder
         self._schema = schema
         self._grace_seconds = grace_seconds
+        self._key_columns = key_columns
         self._files = Metrics.counter("realtime_ai", "parquet_files_written")
+        self._merged = Metrics.counter("realtime_ai", "parquet_window_files_merged")
 
     def process(self, element, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
         _, rows = element
@@ -90,10 +95,20 @@ class _WriteWindowFileDoFn(beam.DoFn):
         # A name of this attempt's own: two attempts at one bundle never write one file.
         staging = FileSystems.join(self._work_folder, f"{uuid.uuid4().hex}.parquet.part")
         table = pa.Table.from_pylist(rows, schema=self._schema)
+        if FileSystems.exists(final):
+            # Written before: by a retry of this bundle (the same events), or by a window fired
+            # again from its first pane with other rows (a job restored from a savepoint took
+            # rows its predecessor's watermark had passed unread). Replacing the file lost
+            # the first rows; the events the new rows do not cover keep theirs.
+            with FileSystems.open(final, compression_type=CompressionTypes.UNCOMPRESSED) as old:
+                kept = pq.read_table(old).to_pylist()
+            table = pa.Table.from_pylist(
+                merged_by_key(kept, table.to_pylist(), self._key_columns), schema=self._schema)
+            self._merged.inc()
         with FileSystems.create(staging, compression_type=CompressionTypes.UNCOMPRESSED) as out:
             pq.write_table(table, out, row_group_size=ROW_GROUP_ROWS)
         make_folder(final.rsplit("/", 1)[0])
-        # Replaces the file of a retried bundle (same rows, same name) in one step.
+        # Replaces the file written before under this name in one step.
         FileSystems.rename([staging], [final])
         self._files.inc()
         yield final
@@ -111,8 +126,9 @@ class WriteDataset(beam.PTransform):
 
     def __init__(self, output_dir: str, name: str, schema: pa.Schema, window_seconds: int = 60,
                  grace_seconds: float = 0.0, allowed_lateness_seconds: float = 0.0,
-                 file_prefix: str = "part"):
+                 file_prefix: str = "part", key_columns: tuple[str, ...] | None = None):
         super().__init__()
+        self._key_columns = key_columns  # what identifies a row: see core/records.DATASET_KEYS
         self._folder = dataset_path(output_dir, name)
         self._file_prefix = file_prefix
         self._work_folder = work_path(output_dir, name)
@@ -135,7 +151,7 @@ class WriteDataset(beam.PTransform):
             | "GroupWindowRows" >> beam.GroupByKey()
             | "WriteWindowFiles" >> beam.ParDo(
                 _WriteWindowFileDoFn(self._folder, self._work_folder, self._schema,
-                                     self._grace_seconds))
+                                     self._grace_seconds, self._key_columns))
         )
 
 

@@ -29,7 +29,7 @@ from apache_beam.runners.portability.portable_runner import PipelineResult as Po
 from apache_beam.runners.runner import PipelineState
 
 from realtime_ai.core import shadow
-from realtime_ai.core.records import OUTPUT_SCHEMAS, SHADOW_DATASET, SHADOW_SCHEMA
+from realtime_ai.core.records import DATASET_KEYS, OUTPUT_SCHEMAS, SHADOW_DATASET, SHADOW_SCHEMA
 from realtime_ai.core.replay import RedriveInputs
 from realtime_ai.core.rows import LATE_FOR_INSIGHT, dead_letter_row
 from realtime_ai.io.parquet import (
@@ -182,7 +182,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
         results[name] = tuple(parts[name]) | f"All{label}" >> beam.Flatten(pipeline=p)
         written[name] = results[name] | f"Write{label}" >> WriteDataset(
             staging or opts.output, name, schema, opts.file_window_seconds, grace, lateness,
-            file_prefix)
+            file_prefix, DATASET_KEYS.get(name))
     if staging:
         written | "PublishDatasets" >> PublishDatasets(staging, opts.output,
                                                        replace=redriven is None)
