@@ -61,22 +61,23 @@ class Server:
             [sys.executable, "-m", "realtime_ai.llm.server", "--port", "0", "--latency_ms",
              str(latency_ms)], stdout=subprocess.PIPE, text=True, cwd=REPO)
         self.base_url = self._process.stdout.readline().split()[-1]
+        self._stats_url = self.base_url.removesuffix("/v1") + "/stats"
 
     def _get(self, path: str):
-        with urllib.request.urlopen(self.base_url.removesuffix("/v1") + path) as response:
+        with urllib.request.urlopen(self._stats_url + path) as response:
             return json.load(response)
 
     def reset(self) -> None:
         urllib.request.urlopen(urllib.request.Request(
-            self.base_url.removesuffix("/v1") + "/stats/reset", method="POST")).close()
+            self._stats_url + "/reset", method="POST")).close()
 
     def requests(self) -> int:
-        return self._get("/stats").get("requests", 0)
+        return self._get("").get("requests", 0)
 
     def model_phase_rate(self) -> float:
         """Answers per second between the 10th and the 90th percentile of the answer times:
         the rate while the model is asked, without the phases before and after it."""
-        times = sorted(self._get("/stats/answer_times"))
+        times = sorted(self._get("/answer_times"))
         low, high = times[len(times) // 10], times[len(times) * 9 // 10]
         return round((len(times) * 9 // 10 - len(times) // 10) / (high - low), 1)
 

@@ -102,6 +102,7 @@ class _WriteWindowFileDoFn(beam.DoFn):
             # the first rows; the events the new rows do not cover keep theirs.
             with FileSystems.open(final, compression_type=CompressionTypes.UNCOMPRESSED) as old:
                 kept = pq.read_table(old).to_pylist()
+            # the new rows as read back from Parquet too (times in UTC), so keys compare alike
             table = pa.Table.from_pylist(
                 merged_by_key(kept, table.to_pylist(), self._key_columns), schema=self._schema)
             self._merged.inc()

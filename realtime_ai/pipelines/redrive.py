@@ -27,6 +27,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from realtime_ai.core import replay
+from realtime_ai.core.records import DATASET_KEYS
 from realtime_ai.io.parquet import dataset_exists, dataset_path, read_dataset
 from realtime_ai.pipelines import main as main_command
 from realtime_ai.pipelines.options import (
@@ -37,11 +38,12 @@ from realtime_ai.pipelines.options import (
 )
 
 DEAD_LETTER_COLUMNS = ("source", "payload", "error")
-# Columns of the outputs that say whether an event's row is complete.
+# Columns of the outputs that say whether an event's row is complete: the event's key and
+# what the model answered.
 ANSWER_COLUMNS = {
-    "transactions": ["transaction_id", "escalated", "analysis"],
-    "metrics": ["metric", "timestamp", "is_anomaly", "analysis"],
-    "insights": ["dashboard_id", "window_start"],
+    "transactions": [*DATASET_KEYS["transactions"], "escalated", "analysis"],
+    "metrics": [*DATASET_KEYS["metrics"], "is_anomaly", "analysis"],
+    "insights": [*DATASET_KEYS["insights"]],
 }
 PROG = "python -m realtime_ai.pipelines.redrive"
 DESCRIPTION = ("Sends dead letters of earlier runs through the pipeline again: model failures "
