@@ -220,6 +220,17 @@ def test_a_window_written_again_from_its_first_pane_keeps_the_rows_written_befor
         ("1", 0.0), ("2", 99.0), ("3", 0.0)]
 
 
+def test_an_unreadable_file_under_a_windows_name_is_replaced_not_retried_for_ever(tmp_path):
+    # Merging with what the name holds must not fail the write for good: a file there that is
+    # not Parquet (cut short by a full disk, or put there by hand) made every retry fail.
+    path = tmp_path / "metrics" / window_file_name(START, START + timedelta(seconds=60), 0)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not parquet")
+    _write_window_rows(tmp_path, _stamped(1, 2))
+    assert _window_files(tmp_path / "metrics") == {str(path.relative_to(tmp_path / "metrics")):
+                                                   [1, 2]}
+
+
 def test_window_file_names_partition_by_the_windows_date_and_hour():
     start = datetime(2026, 12, 31, 23, 59, tzinfo=timezone.utc)
     assert window_file_name(start, start + timedelta(minutes=1), 2) == (

@@ -25,6 +25,7 @@ buffers rows across windows and can stamp them with the wrong window.
 """
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -100,8 +101,15 @@ class _WriteWindowFileDoFn(beam.DoFn):
             # again from its first pane with other rows (a job restored from a savepoint took
             # rows its predecessor's watermark had passed unread). Replacing the file lost
             # the first rows; the events the new rows do not cover keep theirs.
-            with FileSystems.open(final, compression_type=CompressionTypes.UNCOMPRESSED) as old:
-                kept = pq.read_table(old).to_pylist()
+            try:
+                with FileSystems.open(final, compression_type=CompressionTypes.UNCOMPRESSED
+                                      ) as old:
+                    kept = pq.read_table(old).to_pylist()
+            except (OSError, pa.ArrowException) as error:
+                # not Parquet (cut short, or put there by hand): failing would fail every retry
+                logging.warning("replacing %s, which cannot be read as Parquet: %s", final,
+                                str(error).splitlines()[0])
+                kept = []
             # the new rows as read back from Parquet too (times in UTC), so keys compare alike
             table = pa.Table.from_pylist(
                 merged_by_key(kept, table.to_pylist(), self._key_columns), schema=self._schema)
