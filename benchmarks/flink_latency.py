@@ -13,7 +13,9 @@ Mirrors tests/test_flink_streaming.py at a chosen rate:
    --max_run_seconds (start-up + --seconds + --settle); extra pipeline options after `--`
    (e.g. `-- --max_bundle_time_mills=100`);
 4. once every vertex of the new Flink job is RUNNING, `python -m realtime_ai.samples publish`
-   per stream, each at its share of R (`--dump` keeps the re-timed events);
+   per stream, each at its share of R (`--dump` keeps the re-timed events): steadily, 1/rate
+   apart, or with `--shape recorded` at that rate on average with the samples' busy and
+   quiet hours kept (their busiest second about 1.4 x R; `busiest_second_events`);
 5. meanwhile, every --sample-every seconds, Flink's REST API: each vertex's input watermark
    (min over its subtasks, as lag behind the wall clock), records in and out, and busy /
    back-pressured ms per second;
@@ -30,11 +32,13 @@ Needs the services running (this script starts none; stop only what you started)
     eval "$(scripts/pubsub-emulator.sh start)"; export PUBSUB_EMULATOR_HOST
 
     .venv/bin/python benchmarks/flink_latency.py [--rate 330] [--seconds 60] [--settle 60]
-        [--partitions 1] [--test-server] [--work DIR] [--label NAME] [-- PIPELINE OPTIONS...]
+        [--partitions 1] [--test-server] [--shape steady|recorded] [--work DIR]
+        [--label NAME] [-- PIPELINE OPTIONS...]
 
 Writes WORK/result.json (everything, watermark timeline included) and prints a summary;
 with --save also benchmarks/results/flink_latency.json (local model) or, under its rate,
-benchmarks/results/flink_latency_test_server.json (--test-server).
+benchmarks/results/flink_latency_test_server.json (--test-server); a `--shape recorded` run
+in the same files with `_recorded` before `.json`.
 """
 from __future__ import annotations
 
@@ -362,11 +366,25 @@ def file_times(stream: pathlib.Path, publish_end: float) -> dict:
 # --- one run ----------------------------------------------------------------------------------
 
 def _publisher(name: str, path: pathlib.Path, topic: str, rate: float,
-               dump: pathlib.Path) -> subprocess.Popen:
+               dump: pathlib.Path, steady: bool = False) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "realtime_ai.samples", "publish", f"--{name}", str(path),
-         f"--{name}-topic", topic, "--rate", f"{rate:.3f}", "--dump", str(dump)],
+         f"--{name}-topic", topic, "--rate", f"{rate:.3f}", "--dump", str(dump),
+         *(["--steady"] if steady else [])],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def busiest_second_events(folder: pathlib.Path) -> int:
+    """The most events of all streams re-timed into one second of the replay (the dump's
+    event times): what a run at an average rate asked of the job at its peak."""
+    per_second: collections.Counter = collections.Counter()
+    for path in folder.glob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            try:
+                per_second[json.loads(line)["timestamp"][:19]] += 1
+            except (ValueError, KeyError, TypeError):
+                continue  # a payload the replay sent unchanged
+    return max(per_second.values(), default=0)
 
 
 def with_model_at(base_url: str | None) -> list[str]:
@@ -394,7 +412,8 @@ def run(args: argparse.Namespace, pipeline_options: list[str], shared_options: l
     alerts_topic, alerts_sub = alerts_channel(run_id)
     result: dict = {"label": args.label, "work": str(work), "rate": args.rate,
                     "seconds": args.seconds, "events": counts, "inputs": origin,
-                    "partitions": args.partitions, "pipeline_options": pipeline_options,
+                    "partitions": args.partitions, "input_shape": args.shape,
+                    "pipeline_options": pipeline_options,
                     "shared_options": shared_options}
     job_name = f"flink-latency-{run_id}"
     busy_jobs = [job["jid"] for job in rest(args.flink, "/jobs/overview")["jobs"]
@@ -431,7 +450,8 @@ def run(args: argparse.Namespace, pipeline_options: list[str], shared_options: l
         for name in STREAMS:
             publishers[name] = _publisher(
                 name, work / "in" / f"{name}.jsonl", f"kafka://{args.kafka}/{topics[name]}",
-                args.rate * counts[name] / events, work / "published")
+                args.rate * counts[name] / events, work / "published",
+                steady=args.shape == "steady")
         outputs = {name: p.communicate(timeout=args.seconds * 4) for name, p in
                    publishers.items()}
         publish_end = time.time()
@@ -441,6 +461,7 @@ def run(args: argparse.Namespace, pipeline_options: list[str], shared_options: l
         result["publish_start_epoch"], result["publish_end_epoch"] = publish_start, publish_end
         result["publishers"] = {name: out[0].strip().splitlines()[-1:]
                                 for name, out in outputs.items()}
+        result["busiest_second_events"] = busiest_second_events(work / "published")
         # CPU until the job's outputs stop growing: what processing these events cost.
         while job.poll() is None and not drained(watcher, time.time() - publish_end):
             time.sleep(args.sample_every)
@@ -526,6 +547,8 @@ def summary(result: dict) -> str:
     lines = [f"run {result.get('label') or ''} in {result['work']}",
              f"  events {result['events']} ({result['inputs']}), partitions "
              f"{result['partitions']}, options {' '.join(result['pipeline_options']) or '-'}",
+             f"  input {result.get('input_shape')}, busiest second "
+             f"{result.get('busiest_second_events')} events",
              f"  publishers: {result.get('publishers')}",
              f"  job exit {result.get('job_exit_code')}, traceback in log: "
              f"{result.get('job_log_has_traceback')}, Flink jobs left active: "
@@ -562,12 +585,14 @@ def summary(result: dict) -> str:
 def save(result: dict, test_server: bool, folder: pathlib.Path) -> pathlib.Path:
     """Keeps `result` in `folder`: a local-model run as LOCAL_MODEL_RESULTS, a test-server run
     under its rate in TEST_SERVER_RESULTS (whose other rates it keeps): a test-server run
-    written over the local model's figures had to be put back by hand."""
+    written over the local model's figures had to be put back by hand. A run of the
+    recorded shape goes to the same names with `_recorded` before `.json`."""
+    suffix = "_recorded.json" if result.get("input_shape") == "recorded" else ".json"
     if not test_server:
-        path = folder / LOCAL_MODEL_RESULTS
+        path = folder / LOCAL_MODEL_RESULTS.replace(".json", suffix)
         path.write_text(json.dumps(result, indent=1, default=str))
         return path
-    path = folder / TEST_SERVER_RESULTS
+    path = folder / TEST_SERVER_RESULTS.replace(".json", suffix)
     by_rate = json.loads(path.read_text()) if path.exists() else {}
     by_rate[f"{result['rate']:g}"] = result
     path.write_text(json.dumps(by_rate, indent=1, default=str))
@@ -594,6 +619,10 @@ def main() -> int:
     parser.add_argument("--test-server", action="store_true",
                         help=f"our model server at {TEST_SERVER_LATENCY_MS} ms a call, not "
                         "the local model")
+    parser.add_argument("--shape", choices=("steady", "recorded"), default="steady",
+                        help="steady: every stream's events evenly spaced at its rate "
+                        "(default); recorded: at that rate on average, the samples' busy and "
+                        "quiet hours kept")
     parser.add_argument("--save", action="store_true",
                         help=f"also keep the result in {LOCAL_MODEL_RESULTS}, or with "
                         f"--test-server under its rate in {TEST_SERVER_RESULTS} "

@@ -16,3 +16,24 @@ def test_a_test_server_run_is_kept_by_rate_beside_the_local_models_figures(tmp_p
                                                "330": {"rate": 330.0, "label": "test server"}}
     flink_latency.save({"rate": 100.0, "label": "local model"}, False, tmp_path)
     assert json.loads(local.read_text()) == {"rate": 100.0, "label": "local model"}
+
+
+def test_a_run_of_the_recorded_shape_is_kept_apart_from_the_steady_runs(tmp_path):
+    flink_latency = benchmark_script("flink_latency")
+    flink_latency.save({"rate": 330.0, "input_shape": "steady"}, False, tmp_path)
+    flink_latency.save({"rate": 330.0, "input_shape": "recorded"}, False, tmp_path)
+    flink_latency.save({"rate": 330.0, "input_shape": "recorded"}, True, tmp_path)
+    assert json.loads((tmp_path / "flink_latency.json").read_text())["input_shape"] == "steady"
+    assert json.loads((tmp_path / "flink_latency_recorded.json").read_text())[
+        "input_shape"] == "recorded"
+    assert list(json.loads((tmp_path / "flink_latency_test_server_recorded.json").read_text())
+                ) == ["330"]
+
+
+def test_the_busiest_second_counts_every_streams_events(tmp_path):
+    flink_latency = benchmark_script("flink_latency")
+    (tmp_path / "transactions.jsonl").write_text(
+        '{"timestamp": "2026-12-03T10:00:00.100Z"}\n{"timestamp": "2026-12-03T10:00:01.000Z"}\n'
+        "not json\n")
+    (tmp_path / "metrics.jsonl").write_text('{"timestamp": "2026-12-03T10:00:00.900Z"}\n')
+    assert flink_latency.busiest_second_events(tmp_path) == 2

@@ -42,6 +42,33 @@ def test_each_stream_goes_out_at_its_own_rate_from_the_start():
     assert [m.offset_seconds for m in replay] == sorted(m.offset_seconds for m in replay)
 
 
+def test_a_steady_rate_spaces_events_evenly_in_their_recorded_order():
+    # A busy minute then a quiet one: at the average rate its events would bunch up.
+    busy_then_quiet = [_event(s, "tx") for s in (0, 1, 2, 3, 4, 5, 6, 7, 8, 119)]
+    shaped = [m.offset_seconds for m in schedule([busy_then_quiet], START, rates=[5])]
+    assert shaped[1] - shaped[0] < 0.1  # the recording's shape: 8 events in its first 0.3 s
+    steady = schedule([busy_then_quiet, [_event(s) for s in (5, 3)]], START, rates=[5, 1],
+                      steady=True)
+    assert [m.offset_seconds for m in steady if m.stream == 0] == [k / 5 for k in range(10)]
+    # sorted by their recorded times, re-timed in that order
+    assert [json.loads(m.payload)["value"] for m in steady if m.stream == 1] == [3, 5]
+    assert [json.loads(m.payload)["timestamp"] for m in steady if m.stream == 1] == [
+        "2026-11-25T12:00:00.123Z", "2026-11-25T12:00:01.123Z"]
+
+
+def test_a_steady_rate_keeps_an_event_without_a_time_after_the_one_before_it():
+    events = [_event(4), "not json", _event(2)]
+    payloads = [m.payload for m in schedule([events], START, rates=[10], steady=True)]
+    assert payloads[2] == "not json" and json.loads(payloads[0])["value"] == 2
+
+
+def test_steady_needs_a_rate(capsys):
+    with pytest.raises(SystemExit):
+        samples_cli.main(["publish", "--metrics", __file__, "--metrics-topic",
+                          "projects/p/topics/t", "--steady"])
+    assert "--steady needs --rate" in capsys.readouterr().err
+
+
 def _timed_sends(monkeypatch):
     sent: list[tuple[str, float]] = []
 

@@ -125,7 +125,7 @@ def publish_command(args: argparse.Namespace) -> int:
     destinations = [_destination(topic) for _, topic in streams]
     start = datetime.now(timezone.utc)
     replay = schedule([read_payloads(path) for path, _ in streams], start, args.speed,
-                      args.rates, args.limit)
+                      args.rates, args.limit, args.steady)
     if args.dump:
         _dump(replay, streams, pathlib.Path(args.dump))
     began = time.monotonic()
@@ -241,6 +241,11 @@ def main(argv: list[str] | None = None) -> int:
                            "timeline: --rate 12 sends 12/s of transactions and 12/s of "
                            "metrics; --rate transactions=5 --rate metrics=50 sets them apart "
                            "(N sets every stream not named)")
+    pub.add_argument("--steady", action="store_true",
+                     help="with --rate: send each stream's events evenly, 1/N s apart, in "
+                          "their recorded order, rather than at N a second on average with "
+                          "the recording's busy and quiet hours kept (the samples' busy "
+                          "hours then go out at about twice N)")
     pub.add_argument("--limit", type=int, default=None,
                      help="publish only the first N events of the timeline")
     pub.add_argument("--event-time-attribute", default="event_time",
@@ -258,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(args, name, None)
         if value is not None and value <= 0:
             parser.error(f"--{name} must be positive")
+    if getattr(args, "steady", False) and not args.rate:
+        parser.error("--steady needs --rate")
     for name in ("transactions", "metrics"):
         if getattr(args, name, None) and not getattr(args, f"{name}_topic"):
             parser.error(f"--{name} needs --{name}-topic")

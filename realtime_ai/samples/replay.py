@@ -70,11 +70,15 @@ def speed_for_rate(times: list[datetime], events_per_second: float) -> float:
 
 
 def schedule(streams: Iterable[Iterable[str]], start: datetime, speed: float | None = None,
-             rates: Sequence[float] | None = None, limit: int | None = None) -> list[Scheduled]:
+             rates: Sequence[float] | None = None, limit: int | None = None,
+             steady: bool = False) -> list[Scheduled]:
     """The replay of `streams` (payload iterables) beginning at `start`: the first `limit`
     events of the merged timeline, at `speed` (1 = real time) on one timeline, or with
     `rates`, each stream at its own events per second from `start` (each its own timeline:
-    at different rates, streams cannot keep their original spacing to each other)."""
+    at different rates, streams cannot keep their original spacing to each other). At a
+    rate the recording's shape is kept (its busy hours go out faster than the rate, its
+    quiet ones slower: the rate is the average) unless `steady`: then a stream's events go
+    out evenly, 1 / rate apart, in the recording's order."""
     start = start.replace(microsecond=start.microsecond // 1000 * 1000)
     readable = []  # per stream: (original time or None, position, payload)
     for payloads in streams:
@@ -94,9 +98,15 @@ def schedule(streams: Iterable[Iterable[str]], start: datetime, speed: float | N
             first, pace = min(times, default=None), speed_for_rate(times, rates[stream])
         else:
             first, pace = everyone_first, speed or 1.0
-        for moment, placed, position, payload in entries:
+        if rates is not None and steady:
+            # In the recording's order; an event without a time stays after the one before it.
+            entries = sorted(entries, key=lambda entry: (entry[1] or first or start, entry[2]))
+        for index, (moment, placed, position, payload) in enumerate(entries):
             placed = placed or first
-            offset = (placed - first).total_seconds() / pace if first and placed else 0.0
+            if rates is not None and steady:
+                offset = index / rates[stream]
+            else:
+                offset = (placed - first).total_seconds() / pace if first and placed else 0.0
             timeline.append((offset, stream, position, payload, moment is not None))
     timeline.sort(key=lambda entry: entry[:3])
     replay = []
