@@ -1,9 +1,18 @@
-"""The SDK workarounds: what the state cache weighs a key's state at; DoFns inspected once."""
+"""The SDK workarounds: what the state cache weighs a key's state at; DoFns inspected once;
+a bundle's state writes sent together."""
 import inspect
 import weakref
 
 import apache_beam as beam
-from apache_beam.runners.worker import statecache
+from apache_beam import coders
+from apache_beam.coders.coders import GlobalWindowCoder
+from apache_beam.runners.worker import bundle_processor, statecache
+from apache_beam.transforms.userstate import (
+    BagStateSpec,
+    ReadModifyWriteStateSpec,
+    SetStateSpec,
+)
+from apache_beam.transforms.window import GlobalWindow
 
 from realtime_ai.core.features import customer_sequence
 from realtime_ai.core.keyed import (
@@ -80,3 +89,50 @@ def test_building_and_translating_the_job_inspects_each_dofn_once(monkeypatch):
     assert set(inspected.values()) == {1}
     # 205 a ParDo when Beam inspected a DoFn's ~30 methods each time it asked; 55 now
     assert signatures[0] / pardos < 100, (signatures[0], pardos)
+
+
+class _RecordingStateHandler:
+    """Logs the state requests sent and the waits for their answers, in order."""
+
+    def __init__(self):
+        self.log: list[str] = []
+
+    def clear(self, state_key):
+        return self._sent(f"clear {state_key.bag_user_state.user_state_id}")
+
+    def extend(self, state_key, coder, elements):
+        return self._sent(f"append {state_key.bag_user_state.user_state_id} {list(elements)}")
+
+    def _sent(self, request: str):
+        self.log.append(request)
+        log = self.log
+
+        class Answer:
+            def get(self):
+                log.append(f"wait for {request}")
+        return Answer()
+
+
+def test_a_bundles_state_writes_are_all_sent_before_any_answer_is_awaited():
+    sdk_workarounds.pipelined_state_commits()
+    handler = _RecordingStateHandler()
+    context = bundle_processor.FnApiUserStateContext(
+        handler, "step", coders.StrUtf8Coder(), GlobalWindowCoder())
+    cell = ReadModifyWriteStateSpec("cell", coders.VarIntCoder())
+    for value, key in enumerate(("a", "b")):
+        context.get_state(cell, key, GlobalWindow()).write(value)
+    context.get_state(BagStateSpec("bag", coders.VarIntCoder()), "a", GlobalWindow()).add(7)
+    context.get_state(cell, "c", GlobalWindow())  # not written: nothing to send
+    context.commit()
+    sent = ["clear cell", "append cell [0]", "clear cell", "append cell [1]", "append bag [7]"]
+    assert handler.log == sent + [f"wait for {request}" for request in sent]
+
+
+def test_state_of_other_kinds_is_committed_as_beam_does():
+    sdk_workarounds.pipelined_state_commits()
+    handler = _RecordingStateHandler()
+    context = bundle_processor.FnApiUserStateContext(
+        handler, "step", coders.StrUtf8Coder(), GlobalWindowCoder())
+    context.get_state(SetStateSpec("set", coders.VarIntCoder()), "a", GlobalWindow()).add(3)
+    context.commit()
+    assert handler.log == ["append set [3]", "wait for append set [3]"]

@@ -73,6 +73,7 @@ class _StreamingInOrderDoFn(beam.DoFn):
 
     def setup(self):
         sdk_workarounds.cheap_state_cache_sizing()
+        sdk_workarounds.pipelined_state_commits()
 
     def start_bundle(self):
         # KeyStates made in this bundle, by id: only these may be changed in place. One read
