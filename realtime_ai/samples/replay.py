@@ -98,12 +98,13 @@ def schedule(streams: Iterable[Iterable[str]], start: datetime, speed: float | N
             first, pace = min(times, default=None), speed_for_rate(times, rates[stream])
         else:
             first, pace = everyone_first, speed or 1.0
-        if rates is not None and steady:
+        evenly = rates is not None and steady
+        if evenly:
             # In the recording's order; an event without a time stays after the one before it.
             entries = sorted(entries, key=lambda entry: (entry[1] or first or start, entry[2]))
         for index, (moment, placed, position, payload) in enumerate(entries):
             placed = placed or first
-            if rates is not None and steady:
+            if evenly:
                 offset = index / rates[stream]
             else:
                 offset = (placed - first).total_seconds() / pace if first and placed else 0.0
