@@ -151,3 +151,32 @@ def test_ctrl_c_stops_publishing_with_a_line_not_a_traceback(monkeypatch, capsys
     assert samples_cli.main(["publish", "--metrics", "samples/metrics.jsonl",
                              "--metrics-topic", "projects/p/topics/t", "--speed", "1e9"]) == 130
     assert "stopped (Ctrl-C) after 2 of 6480 events" in capsys.readouterr().out
+
+
+def test_kafka_messages_share_requests(monkeypatch):
+    # kafka-python sends a request per message unless told to wait: at 330 messages a second
+    # that took the producer 0.46 cores and the broker 0.39 on the job's own machine.
+    import kafka
+
+    made = {}
+
+    class Admin:
+        def __init__(self, **kwargs):
+            pass
+
+        def create_topics(self, topics):
+            pass
+
+        def close(self):
+            pass
+
+    class Producer:
+        def __init__(self, **kwargs):
+            made.update(kwargs)
+
+    monkeypatch.setattr(kafka, "KafkaAdminClient", Admin)
+    monkeypatch.setattr(kafka, "KafkaProducer", Producer)
+    samples_cli._destination("kafka://127.0.0.1:9092/transactions")
+    assert made == {"bootstrap_servers": ["127.0.0.1:9092"],
+                    "linger_ms": samples_cli.KAFKA_LINGER_MS}
+    assert samples_cli.KAFKA_LINGER_MS > 0

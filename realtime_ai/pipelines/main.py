@@ -75,6 +75,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
     are written (io/publish.py): replacing the previous run's, or beside them for a redrive;
     without, in place."""
     sdk_workarounds.remembered_dofn_specs()
+    sdk_workarounds.prompt_bundle_ends()  # for the DirectRunner's and Prism's in-process worker
     opts = options.view_as(RealtimeAiOptions)
     streaming = options.view_as(StandardOptions).streaming
     grace = opts.window_grace_seconds if streaming else 0.0

@@ -19,6 +19,11 @@ from realtime_ai.samples.replay import iso_millis, read_payloads, schedule
 
 FORMATS = ("jsonl", "jsonl.gz", "parquet")
 SEND_TIMEOUT_SECONDS = 60.0
+# How long the Kafka producer lets a message wait for others to share its request, in ms
+# (kafka-python's default: 0, a request per message). At 330 messages a second one producer
+# took 0.46 cores and the broker 0.39 that way, 0.23 and 0.07 with 20 ms (measured side by
+# side here): CPU that a replay on the job's own machine took from the job.
+KAFKA_LINGER_MS = 20
 
 
 def _write(rows: list[dict], path: pathlib.Path, fmt: str) -> None:
@@ -98,7 +103,7 @@ class _KafkaTopic:
             pass  # the state we want
         finally:
             admin.close()
-        self._producer = KafkaProducer(bootstrap_servers=servers)
+        self._producer = KafkaProducer(bootstrap_servers=servers, linger_ms=KAFKA_LINGER_MS)
 
     def send(self, data: bytes, event_time: datetime | None, attribute: str):
         millis = int(event_time.timestamp() * 1000) if event_time else None

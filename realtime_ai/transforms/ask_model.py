@@ -38,6 +38,7 @@ from realtime_ai.llm.runner import (
     shared_backend,
     shared_slots,
 )
+from realtime_ai.transforms import sdk_workarounds
 from realtime_ai.transforms.gather import GatherForModel
 
 DEAD_LETTER = "dead_letter"
@@ -73,6 +74,7 @@ class _ModelDoFn(beam.DoFn):
         return self._asks is not None and not self._asks(element)
 
     def setup(self):
+        sdk_workarounds.prompt_bundle_ends()
         freeze_long_lived_objects()
         self._prices = accounting.load_prices()
         self._tally: collections.Counter = collections.Counter()

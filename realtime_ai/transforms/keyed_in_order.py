@@ -74,6 +74,7 @@ class _StreamingInOrderDoFn(beam.DoFn):
     def setup(self):
         sdk_workarounds.cheap_state_cache_sizing()
         sdk_workarounds.pipelined_state_commits()
+        sdk_workarounds.prompt_bundle_ends()
 
     def start_bundle(self):
         # KeyStates made in this bundle, by id: only these may be changed in place. One read
@@ -143,6 +144,7 @@ class _BatchInOrderDoFn(beam.DoFn):
 
     def setup(self):
         sdk_workarounds.rarer_full_collections()
+        sdk_workarounds.prompt_bundle_ends()
 
     def process(self, element):
         _, entries = element

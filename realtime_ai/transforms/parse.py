@@ -11,6 +11,7 @@ from apache_beam.transforms.window import TimestampedValue
 
 from realtime_ai.core.parsing import ParseFailure, parse_metric, parse_transaction
 from realtime_ai.core.records import DeadLetter, MetricRecord, Transaction
+from realtime_ai.transforms import sdk_workarounds
 
 DEAD_LETTER = "dead_letter"
 
@@ -27,6 +28,11 @@ class _ParseDoFn(beam.DoFn):
         self._max_bytes = max_bytes
         self._parsed = Metrics.counter("realtime_ai", f"{source}_parsed")
         self._dead = Metrics.counter("realtime_ai", f"{source}_dead_lettered")
+
+    def setup(self):
+        # The first stage of a streaming job: the stages whose processors a worker makes
+        # after this one get the shorter sampling.
+        sdk_workarounds.prompt_bundle_ends()
 
     def process(self, payload: str):
         result = self._parse(payload, self._max_bytes)
