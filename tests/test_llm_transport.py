@@ -1,6 +1,9 @@
 """Our chat completions transport sends and fails as the OpenAI SDK did: both against one
 recording server on loopback."""
 import asyncio
+import subprocess
+import sys
+import textwrap
 
 import httpx2
 import openai
@@ -125,3 +128,33 @@ def test_requests_go_through_the_proxy_the_environment_names(monkeypatch):
             await app_runner.cleanup()
 
     assert runner.submit(through_proxy()).result(10) == (ANSWER, 1)
+
+
+def test_a_worker_asks_the_model_without_loading_the_openai_package():
+    # Only failures need the package's types; importing it (about 0.7 s of CPU) inside a
+    # streaming worker's first bundle held up the events behind it. In a fresh interpreter:
+    # the model step's modules and an answered request, then a failure, which loads it.
+    code = textwrap.dedent("""
+        import os, sys
+        from realtime_ai.llm import base, runner, server
+        from realtime_ai.llm.base import LlmConfig
+        from realtime_ai.llm.client import make_backend
+        from realtime_ai.transforms import ask_model
+
+        os.environ["OPENAI_API_KEY"] = "sk-test"
+        handle = server.start_in_thread(port=0)
+        insight = {"dashboard_id": "d", "window_start": "a", "window_end": "b", "metrics": []}
+        backend = make_backend(LlmConfig(backend="openai", base_url=handle.base_url))
+        answer = runner.submit(backend.complete(base.DASHBOARD_INSIGHT, insight,
+                                                base.FAST)).result(timeout=60)
+        print(bool(answer.answer), "openai" in sys.modules)
+        down = make_backend(LlmConfig(backend="openai", base_url="http://127.0.0.1:9/v1",
+                                      max_retries=0))
+        runner.submit(down.complete(base.DASHBOARD_INSIGHT, insight, base.FAST)).exception(
+            timeout=60)  # degraded to the local rules (the default) or raised: either way
+        print("openai" in sys.modules)
+        handle.stop()
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.stdout.split("\n")[:2] == ["True False", "True"], done.stderr

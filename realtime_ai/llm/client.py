@@ -9,8 +9,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import openai
-
 from realtime_ai.llm import auth, base, budgets, failures, tasks
 from realtime_ai.llm.base import (
     LatencyBudgetExceeded,
@@ -24,6 +22,7 @@ from realtime_ai.llm.cache import CachingBackend
 from realtime_ai.llm.credentials import api_key
 from realtime_ai.llm.endpoints import Endpoint, make_pools
 from realtime_ai.llm.failures import classify
+from realtime_ai.llm.lazy_openai import openai
 from realtime_ai.llm.limits import CircuitOpen
 from realtime_ai.llm.local_model import DegradingBackend, LocalBackend
 from realtime_ai.llm.memo import MemoBackend

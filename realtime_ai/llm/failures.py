@@ -5,9 +5,8 @@ import asyncio
 import dataclasses
 import json
 
-import openai
-
 from realtime_ai.llm.auth import SignInFailed
+from realtime_ai.llm.lazy_openai import openai
 from realtime_ai.llm.limits import CircuitOpen
 from realtime_ai.llm.tasks import InvalidAnswer
 

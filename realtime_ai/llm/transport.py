@@ -20,19 +20,21 @@ from typing import Any
 import aiohttp
 import certifi
 import httpx2
-import openai
 import yarl
 from aiohttp.helpers import get_env_proxy_for_url
 
-# The SDK's exception class for each HTTP status it names; other 4xx are APIStatusError.
-_STATUS_ERRORS: Mapping[int, type[openai.APIStatusError]] = {
-    400: openai.BadRequestError,
-    401: openai.AuthenticationError,
-    403: openai.PermissionDeniedError,
-    404: openai.NotFoundError,
-    409: openai.ConflictError,
-    422: openai.UnprocessableEntityError,
-    429: openai.RateLimitError,
+from realtime_ai.llm.lazy_openai import openai
+
+# The SDK's exception class (by name) for each HTTP status it names; other 4xx are
+# APIStatusError.
+_STATUS_ERRORS: Mapping[int, str] = {
+    400: "BadRequestError",
+    401: "AuthenticationError",
+    403: "PermissionDeniedError",
+    404: "NotFoundError",
+    409: "ConflictError",
+    422: "UnprocessableEntityError",
+    429: "RateLimitError",
 }
 USER_AGENT = "realtime-ai"
 
@@ -40,8 +42,8 @@ USER_AGENT = "realtime-ai"
 def status_error(status: int, headers: Mapping[str, str], body: bytes,
                  request: httpx2.Request) -> openai.APIStatusError:
     """The SDK's exception for a non-2xx answer (its `retry-after` headers kept)."""
-    error_class = (openai.InternalServerError if status >= 500
-                   else _STATUS_ERRORS.get(status, openai.APIStatusError))
+    error_class = getattr(openai, "InternalServerError" if status >= 500
+                          else _STATUS_ERRORS.get(status, "APIStatusError"))
     response = httpx2.Response(status, headers=dict(headers), content=body, request=request)
     try:
         parsed = json.loads(body)
