@@ -102,7 +102,8 @@ def submit(coro: Coroutine) -> concurrent.futures.Future:
 
 def shared_backend(config: LlmConfig) -> LlmBackend:
     """One backend (and so one connection pool) per configuration per process."""
-    from realtime_ai.llm.client import make_backend  # client imports openai: load it lazily
+    # the client's modules (aiohttp and the rest): loaded only where a backend is made
+    from realtime_ai.llm.client import make_backend
 
     event_loop()
     with _lock:
