@@ -35,7 +35,9 @@ Needs the services running (this script starts none; stop only what you started)
         [--partitions 1] [--test-server] [--shape steady|recorded] [--work DIR]
         [--label NAME] [-- PIPELINE OPTIONS...]
 
-Writes WORK/result.json (everything, watermark timeline included) and prints a summary;
+Writes WORK/result.json (everything, watermark timeline included, and `cpu_probe_s`: the CPU
+seconds of a fixed piece of work before the job, this machine's speed then) and prints a
+summary;
 with --save also benchmarks/results/flink_latency.json (local model) or, under its rate,
 benchmarks/results/flink_latency_test_server.json (--test-server); a `--shape recorded` run
 in the same files with `_recorded` before `.json`.
@@ -396,6 +398,24 @@ def with_model_at(base_url: str | None) -> list[str]:
             if not option.startswith("--llm_backend")] + [f"--llm_base_url={base_url}"]
 
 
+# A fixed piece of pure-Python work, timed in CPU seconds before each run: on 2026-12-03 this
+# VM's cores ran the same `make run` a third slower one hour than the hour before while the
+# host's steal stayed low, and the latency moved with it. Compare this beside the figures.
+CPU_PROBE_LOOPS = 3_000_000
+
+
+def cpu_probe_seconds(repeat: int = 3) -> float:
+    """The fewest CPU seconds this process took for CPU_PROBE_LOOPS additions, of `repeat`."""
+    fewest = math.inf
+    for _ in range(repeat):
+        started = time.process_time()
+        total = 0
+        for number in range(CPU_PROBE_LOOPS):
+            total += number
+        fewest = min(fewest, time.process_time() - started)
+    return round(fewest, 3)
+
+
 def run(args: argparse.Namespace, pipeline_options: list[str], shared_options: list[str],
         model_requests: Callable[[], int] | None = None) -> dict:
     """The streaming job over the events published, then the batch run to compare with;
@@ -414,7 +434,7 @@ def run(args: argparse.Namespace, pipeline_options: list[str], shared_options: l
                     "seconds": args.seconds, "events": counts, "inputs": origin,
                     "partitions": args.partitions, "input_shape": args.shape,
                     "pipeline_options": pipeline_options,
-                    "shared_options": shared_options}
+                    "shared_options": shared_options, "cpu_probe_s": cpu_probe_seconds()}
     job_name = f"flink-latency-{run_id}"
     busy_jobs = [job["jid"] for job in rest(args.flink, "/jobs/overview")["jobs"]
                  if job["state"] in ACTIVE_STATES]
@@ -554,7 +574,8 @@ def summary(result: dict) -> str:
              f"{result.get('job_log_has_traceback')}, Flink jobs left active: "
              f"{result.get('flink_jobs_left_active')}",
              f"  cores used while publishing: {result.get('cores_used_while_publishing')}, "
-             f"load average then {result.get('load_average_at_publish_end')}",
+             f"load average then {result.get('load_average_at_publish_end')}, CPU probe "
+             f"{result.get('cpu_probe_s')} s before the job",
              f"  CPU seconds from publish start until drained "
              f"({result.get('drained_after_publish_end_s')} s after publish end): "
              f"{result.get('cpu_seconds_until_drained')}"]

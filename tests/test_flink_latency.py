@@ -37,3 +37,8 @@ def test_the_busiest_second_counts_every_streams_events(tmp_path):
         "not json\n")
     (tmp_path / "metrics.jsonl").write_text('{"timestamp": "2026-12-03T10:00:00.900Z"}\n')
     assert flink_latency.busiest_second_events(tmp_path) == 2
+
+
+def test_the_cpu_probe_times_a_fixed_piece_of_work():
+    flink_latency = benchmark_script("flink_latency")
+    assert 0 < flink_latency.cpu_probe_seconds(repeat=1) < 10
