@@ -146,6 +146,7 @@ def test_a_bundle_that_ran_a_second_ends_without_waiting_out_the_samplers_sleep(
     # Beam's sampler sleeps up to 200 ms between samples by then, and the bundle's end joins
     # it: about 100 ms a bundle on average, 500 ms over these five (under 150 ms about three
     # times in a thousand). With the workaround each join waits at most 10 ms.
+    # Beam's default restored after the test (monkeypatch notes the value it replaces).
     monkeypatch.setattr(statesampler.StateSampler.__init__, "__defaults__",
                         statesampler.StateSampler.__init__.__defaults__)
     sdk_workarounds.prompt_bundle_ends()
