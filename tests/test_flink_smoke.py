@@ -1,5 +1,7 @@
 """A real Flink 1.19 cluster and Kafka broker, started by scripts/: a Beam job runs to the end."""
 import glob
+import pathlib
+import re
 import subprocess
 import time
 import uuid
@@ -116,6 +118,25 @@ def test_kafka_broker_creates_topics(kafka):
                              text=True, timeout=120)
     assert created.returncode == 0, created.stderr
     assert f"Topic: {topic}" in created.stdout and "PartitionCount: 1" in created.stdout
+
+
+def _service_pids(script: str) -> dict[str, int]:
+    """Each process `script status` reports as running, by the name it gives it."""
+    status = subprocess.run(["bash", script, "status"], capture_output=True, text=True,
+                            check=True).stdout
+    return {name: int(pid) for name, pid in
+            re.findall(r"^(.+?) running\b.*\(pid (\d+)\)$", status, re.M)}
+
+
+@pytest.mark.integration
+@pytest.mark.flink
+def test_the_jvms_beside_the_python_workers_compile_with_c1_only(flink, kafka):
+    # A freshly started broker's and JobManager's C2 compiling took the cores a job's first
+    # seconds needed (scripts/kafka.sh, scripts/flink-cluster.sh)
+    pids = _service_pids("scripts/flink-cluster.sh") | _service_pids("scripts/kafka.sh")
+    for name in ("flink standalonesession", "flink taskexecutor", "kafka"):
+        flags = pathlib.Path(f"/proc/{pids[name]}/cmdline").read_bytes().split(b"\0")
+        assert b"-XX:TieredStopAtLevel=1" in flags, name
 
 
 def _bytecode(jar, class_name: str, method: str) -> list[str]:
