@@ -139,7 +139,7 @@ TASKMANAGER_JAVA_OPTS="${REALTIME_AI_TASKMANAGER_JAVA_OPTS:--XX:TieredStopAtLeve
 # The JobManager too: with C2 it spent 11 s compiling during a 330 events/s benchmark job on a
 # cluster that had run three before (jstat -compiler), 4-6 s with C1. With the broker's compiler
 # also C1 only (scripts/kafka.sh), that benchmark's first job on a fresh cluster had payment
-# alerts p99 4.3, 3.9 and 7.2 s in three runs (10.7 s before) while its JVMs warmed up.
+# alerts p99 4.3, 3.9, 7.2, 3.8 and 4.3 s in five runs (10.7 s before) while its JVMs warmed up.
 JOBMANAGER_JAVA_OPTS="${REALTIME_AI_JOBMANAGER_JAVA_OPTS:--XX:TieredStopAtLevel=1}"
 
 # Written on every start, so the settings here are the ones in force.
