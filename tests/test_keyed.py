@@ -9,6 +9,7 @@ from realtime_ai.core.keyed import (
     KeyedStep,
     KeyState,
     OrderingSettings,
+    SeenIds,
     decode_state,
     encode_state,
 )
@@ -87,6 +88,29 @@ def test_ids_are_forgotten_beyond_the_horizon_so_state_stays_bounded():
         step.offer(state, value * SECOND, Rec(f"id-{value}", value))
         step.release(state, value * SECOND)
     assert len(state.seen) <= 102
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_seen_ids_forget_the_oldest_pairs_up_to_the_first_new_enough(seed):
+    # Insertion is nearly in event-time order: an older id after a newer one stays until
+    # the newer one goes. Compared with a plain list of the pairs kept in insertion order.
+    rng = random.Random(seed)
+    seen, kept = SeenIds(), []
+    for step in range(3000):
+        micros = step * 10 + rng.randint(-30, 30)
+        id_hash = rng.getrandbits(63)
+        seen.add(id_hash, micros)
+        kept.append((id_hash, micros))
+        if rng.random() < 0.3:
+            cutoff = micros - rng.randint(0, 400)
+            seen.forget_before(cutoff)
+            while kept and kept[0][1] < cutoff:
+                kept.pop(0)
+        assert len(seen) == len(kept)
+    assert all(id_hash in seen for id_hash, _ in kept)
+    assert seen == SeenIds(b"".join(id_hash.to_bytes(8, "little") + micros.to_bytes(
+        8, "little", signed=True) for id_hash, micros in kept))
+    assert SeenIds(seen.packed()) == seen
 
 
 def test_idle_key_starts_afresh_after_the_ttl():

@@ -169,14 +169,18 @@ class SeenIds:
     def forget_before(self, micros: int) -> None:
         """Forgets the oldest ids up to the first seen at or after `micros`. Insertion order
         is (nearly) event-time order, so this keeps at most a few older ids a little longer."""
+        # Read from the packed pairs, not the dict: a dict keeps the slots of the keys
+        # deleted from its front until it is resized, and iterating it walks them all again
+        # (at a metric's 8,640 ids a day, 10 us a record instead of well under 1).
         seen = self._micros
+        pairs = _PAIR.iter_unpack(self._packed)
         forgotten = 0
-        for seen_at in seen.values():
+        for id_hash, seen_at in pairs:
             if seen_at >= micros:
                 break
+            del seen[id_hash]
             forgotten += 1
-        for _ in range(forgotten):
-            del seen[next(iter(seen))]
+        del pairs  # lets go of the bytearray's buffer before it is resized
         del self._packed[:forgotten * _PAIR.size]
 
     def packed(self) -> bytes:

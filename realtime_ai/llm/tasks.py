@@ -24,11 +24,18 @@ MAX_LIST_ITEMS = 60
 ANSWER_CHARS_PER_TOKEN = 3
 ANSWER_TOKEN_SLACK = 16
 DATA_OPEN, DATA_CLOSE = "<event_data>", "</event_data>"
+
+
 # JSON has `<` and `>` only inside strings (values and keys), where \u003c and \u003e are
 # the same characters: so the data block holds no angle bracket at all, whatever the event
 # says (stripping delimiters in one pass let `</event_</event_data>data>` through, and
 # missed keys), and the data reads back unchanged (the test server answers from it).
-_ANGLE_BRACKET_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e"})
+def _escaped_angle_brackets(text: str) -> str:
+    # str.replace: str.translate with a mapping looks every character up in Python (2.6 us
+    # for a 12-character merchant name; a payment's request has seven such fields)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e")
+
+
 _DATA_BLOCK = re.compile(re.escape(DATA_OPEN) + r"\n(.*)\n" + re.escape(DATA_CLOSE), re.DOTALL)
 
 SEVERITIES = ["low", "medium", "high", "critical"]
@@ -167,8 +174,10 @@ def _cell(value: Any, kind: str) -> str:
     if value is None:
         return ""
     if kind == "text":
-        return _LINE_BREAKING.sub(" ", str(value)[:MAX_FIELD_CHARS]).translate(
-            _ANGLE_BRACKET_ESCAPES)
+        text = str(value)[:MAX_FIELD_CHARS]
+        if "|" in text or "\n" in text or "\r" in text:
+            text = _LINE_BREAKING.sub(" ", text)
+        return _escaped_angle_brackets(text)
     if kind == "flag":
         return "1" if value else "0"
     if kind == "whole":
@@ -226,8 +235,8 @@ def build_messages(task: str, data: Mapping[str, Any]) -> list[dict]:
     if task in _RISK_TASKS:
         block = _risk_block(task, data)
     else:
-        block = json.dumps(_capped(data), sort_keys=True, separators=(",", ":")).translate(
-            _ANGLE_BRACKET_ESCAPES)
+        block = _escaped_angle_brackets(json.dumps(_capped(data), sort_keys=True,
+                                                   separators=(",", ":")))
     return [
         {"role": "system", "content": INSTRUCTIONS[task]},
         {"role": "user", "content": f"{DATA_OPEN}\n{block}\n{DATA_CLOSE}"},
@@ -245,8 +254,8 @@ QUESTION_PREFIX = "Question: "
 
 def question_messages(question: str, data: Mapping[str, Any]) -> list[dict]:
     """A free-text request: the live data as delimited data, then the user's question."""
-    block = json.dumps(_capped(data), sort_keys=True, separators=(",", ":")).translate(
-        _ANGLE_BRACKET_ESCAPES)
+    block = _escaped_angle_brackets(json.dumps(_capped(data), sort_keys=True,
+                                               separators=(",", ":")))
     return [
         {"role": "system", "content": QUESTION_INSTRUCTION},
         {"role": "user", "content": f"{DATA_OPEN}\n{block}\n{DATA_CLOSE}\n"
