@@ -67,7 +67,7 @@ nab: venv
 bench: venv
 	$(PY) benchmarks/detector_cost.py
 	$(PY) benchmarks/llm_throughput.py
-	$(PY) benchmarks/pipeline_cost.py --runner=$(RUNNER)
+	$(PY) benchmarks/pipeline_cost.py --runner=$(RUNNER) --repeat 5
 	$(PY) benchmarks/model_overlap.py
 
 # The main command in streaming on Prism, against the Pub/Sub emulator, at several rates

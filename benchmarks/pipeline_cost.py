@@ -15,8 +15,9 @@ the end), events per second, CPU seconds
 of the process and of the children it reaped (a Prism binary included: from wait4, start-up
 included; `cpu_run_s` leaves out what the process spent before the run), peak RSS, and the
 main / pass-through ratios, and the cores the host took from this VM meanwhile
-(`stolen_by_host_cores`). With --repeat the pair runs several times, alternating, and the
-ratios use the medians; every run is kept. The machine's load average is recorded before and
+(`stolen_by_host_cores`). With --repeat the pair runs several times, alternating; the
+ratios are of the medians, and also taken within each pair (median and range); every run is
+kept. The machine's load average is recorded before and
 after: other work on the machine slows wall time more than CPU time. Results go to
 benchmarks/results/pipeline_cost.json under the runner's name (other runners' are kept).
 
@@ -208,12 +209,25 @@ def measure(pipeline: str, inputs: pathlib.Path, events: int, runner_args: list[
 FIGURES = ("wall_s", "events_per_s", "cpu_s", "cpu_run_s", "peak_rss_mb")
 
 
+RATIO_FIGURES = ("wall_s", "cpu_s", "cpu_run_s", "peak_rss_mb")
+
+
 def compare(runs: dict[str, list[dict]]) -> dict:
+    """Medians of each pipeline's runs and their ratio; and the ratio within each pair (a
+    pass-through and the main run right after it), whose median and range are less moved
+    by this machine's speed, which drifts by a third within minutes."""
     medians = {name: {figure: round(statistics.median(run[figure] for run in runs[name]), 2)
                       for figure in FIGURES} for name in PIPELINES}
     ratios = {figure: round(medians["main"][figure] / medians["passthrough"][figure], 2)
-              for figure in ("wall_s", "cpu_s", "cpu_run_s", "peak_rss_mb")}
-    return {"median": medians, "main_over_passthrough": ratios, "runs": runs}
+              for figure in RATIO_FIGURES}
+    pairs = list(zip(runs["passthrough"], runs["main"], strict=True))
+    per_pair = {figure: sorted(main[figure] / passthrough[figure]
+                               for passthrough, main in pairs) for figure in RATIO_FIGURES}
+    pair_ratios = {figure: {"median": round(statistics.median(values), 2),
+                            "min": round(values[0], 2), "max": round(values[-1], 2)}
+                   for figure, values in per_pair.items()}
+    return {"median": medians, "main_over_passthrough": ratios,
+            "main_over_passthrough_per_pair": pair_ratios, "runs": runs}
 
 
 def _runner_args(args: argparse.Namespace) -> list[str]:
