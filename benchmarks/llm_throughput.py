@@ -41,6 +41,7 @@ import urllib.request
 import apache_beam as beam
 import httpx2
 import openai
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from realtime_ai.core import model_inputs
 from realtime_ai.core.features import CustomerProfile
@@ -49,6 +50,7 @@ from realtime_ai.core.replay import Replayable
 from realtime_ai.llm import base, tasks
 from realtime_ai.llm.base import LlmConfig
 from realtime_ai.llm.transport import ChatCompletions
+from realtime_ai.pipelines.main import local_batch_runner
 from realtime_ai.transforms.ask_model import AskModel
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -137,7 +139,9 @@ def pipeline_rate(server: Server, data: list[dict], concurrency: int, **config) 
                     **config)
     out = pathlib.Path(tempfile.mkdtemp(prefix="llm-bench-"))
     started = time.perf_counter()
-    with beam.Pipeline(runner="DirectRunner") as pipeline:
+    options = PipelineOptions(["--runner=DirectRunner"])
+    # the engine the main command runs a batch job on, on any machine
+    with beam.Pipeline(runner=local_batch_runner(options), options=options) as pipeline:
         answered, dead = (pipeline | beam.Create(data)
                           | AskModel(llm, base.TRANSACTION_RISK, base.FAST, lambda d: d,
                                   lambda d: Replayable(json.dumps(d), None)))

@@ -114,7 +114,11 @@ def _passthrough(transactions: str, metrics: str, output: str, runner_args: list
                               ("metadata", pa.map_(pa.string(), pa.string()))]),
     }
     assert [f.name for f in dataclasses.fields(MetricRecord)] == schemas["metrics"].names
-    with beam.Pipeline(options=PipelineOptions(runner_args)) as pipeline:
+    from realtime_ai.pipelines.main import local_batch_runner
+
+    options = PipelineOptions(runner_args)
+    # on the engine the main command runs a batch job on with these options
+    with beam.Pipeline(runner=local_batch_runner(options), options=options) as pipeline:
         dead = []
         for name, spec, parse in (("transactions", transactions, ParseTransactions),
                                   ("metrics", metrics, ParseMetrics)):

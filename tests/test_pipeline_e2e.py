@@ -5,9 +5,11 @@ import pathlib
 import random
 import subprocess
 import sys
+import tempfile
 
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.runners.portability import prism_runner
 
 from realtime_ai.core.records import OUTPUT_SCHEMAS
 from realtime_ai.pipelines import main
@@ -91,16 +93,37 @@ def _same_rows(tables, expected):
 @pytest.mark.integration
 def test_prism_gives_the_direct_runners_rows(sample_inputs, sample_run, prism, tmp_path):
     """A watermark-exact runner drops what is late for a window downstream: the keyed step's
-    outputs must never be (Beam's DirectRunner itself runs on Prism where it can download it)."""
+    outputs must never be (Beam's own DirectRunner runs on Prism where it can download it)."""
     inputs, _, _ = sample_inputs
-    # In a process of its own, as a user runs it: Beam shares one Prism job server per
-    # process, and the DirectRunner's attempt to download one (sample_run) would be reused.
+    # In a process of its own, as a user runs it: Beam shares one Prism job server per process.
     subprocess.run(
         [sys.executable, "-m", "realtime_ai.pipelines.main", "--runner=PrismRunner",
          f"--prism_location={prism}", f"--transactions={inputs}/tx-*",
          f"--metrics={inputs}/metrics.jsonl", f"--output={tmp_path}"],
         cwd=REPO, check=True, capture_output=True, timeout=600)
     _same_rows({name: pq.read_table(tmp_path / name) for name in OUTPUT_SCHEMAS}, sample_run[0])
+
+
+def test_a_batch_job_on_the_direct_runner_never_tries_prism(tmp_path, monkeypatch):
+    """Beam 2.77's DirectRunner first tries Prism, downloading Beam's binary where it can: the
+    same command would run on another engine, without our Prism's fixes, depending on the
+    machine's network; where the download failed it left an empty folder per run."""
+    tried_prism = []
+
+    def refuse(runner, pipeline, options):
+        tried_prism.append(runner)
+        raise RuntimeError("no Prism here")
+
+    monkeypatch.setattr(prism_runner.PrismRunner, "run_pipeline", refuse)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    transactions = tmp_path / "tx.jsonl"
+    transactions.write_text("\n".join(_lines(SAMPLES / "transactions.jsonl")[:20]) + "\n")
+    tables = _run(tmp_path, "out", transactions, None)
+    assert tables["transactions"].num_rows == 20
+    assert tried_prism == []
+    assert list(temp.iterdir()) == []
 
 
 def test_redelivered_records_change_no_row(sample_inputs, sample_run, tmp_path, capsys):

@@ -25,6 +25,12 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
     WorkerOptions,
 )
+from apache_beam.portability.api import beam_provision_api_pb2
+from apache_beam.runners.portability.fn_api_runner.fn_runner import (
+    ExtendedProvisionInfo,
+    FnApiRunner,
+)
+from apache_beam.runners.portability.portable_runner import JobServiceHandle
 from apache_beam.runners.portability.portable_runner import PipelineResult as PortableJobResult
 from apache_beam.runners.runner import PipelineState
 
@@ -233,7 +239,7 @@ def run(argv: list[str] | None = None, redriven: RedriveInputs | None = None,
     if reads_stream(opts):
         options.view_as(StandardOptions).streaming = True
     staging = None if reads_stream(opts) else new_staging_folder(opts.output)
-    pipeline = beam.Pipeline(options=options)
+    pipeline = beam.Pipeline(runner=local_batch_runner(options), options=options)
     build_pipeline(pipeline, options, redriven, file_prefix, staging)
     try:
         result = pipeline.run()
@@ -322,6 +328,22 @@ def _stream_on_prism(options: PipelineOptions) -> None:
     options.view_as(StandardOptions).runner = "PrismRunner"
     logging.getLogger(__name__).warning("reading Pub/Sub on one machine: running on Prism (%s)",
                                         prism.prism_location)
+
+
+def local_batch_runner(options: PipelineOptions) -> FnApiRunner | None:
+    """A batch job on the DirectRunner runs on Beam's FnApiRunner, always. Beam 2.77's
+    DirectRunner first tries Prism, downloading Beam's own binary wherever GitHub can be
+    reached: the same command would then run on a Prism without the fixes and settings
+    `_prism_settings` gives ours (its dynamic splits ran a key twice at once) and at another
+    cost per event, and where the download fails it leaves an empty beam-temp folder in the
+    temp directory per run. None (the runner --runner names) for any other job."""
+    if runner_name(options) not in ("", "directrunner", "direct") or options.view_as(
+            StandardOptions).streaming:
+        return None
+    # what Beam's DirectRunner gives the FnApiRunner it falls back to: the job's options
+    return FnApiRunner(provision_info=ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(
+        pipeline_options=JobServiceHandle.encode_pipeline_options(
+            options.get_all_options()))))
 
 
 # The worker's user-state cache on Prism, as on our Flink workers (scripts/flink-cluster.sh).
