@@ -1,8 +1,10 @@
 """A real Flink 1.19 cluster and Kafka broker, started by scripts/: a Beam job runs to the end."""
 import glob
+import os
 import pathlib
 import re
 import subprocess
+import tempfile
 import time
 import uuid
 
@@ -52,6 +54,21 @@ def test_the_job_server_stages_jars_in_a_directory_of_the_jobs_own(tmp_path):
     chosen = PipelineOptions(["--runner=FlinkRunner", f"--artifacts_dir={tmp_path}"])
     main._fill_in_runner_defaults(chosen)
     assert chosen.view_as(JobServerOptions).artifacts_dir == str(tmp_path)
+
+
+def test_staged_jars_of_killed_commands_are_removed_by_the_next_one(tmp_path, monkeypatch):
+    # a killed command runs no exit handler: its 192 MB of jars stayed in the temp directory
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    killed = tmp_path / f"{main.ARTIFACTS_DIR_PREFIX}{gone.pid}-x1"
+    running = tmp_path / f"{main.ARTIFACTS_DIR_PREFIX}{os.getppid()}-x2"
+    other = tmp_path / "someone-elses-1-x3"
+    for folder in (killed, running, other):
+        (folder / "jars").mkdir(parents=True)
+    own = pathlib.Path(main._own_artifacts_dir())
+    assert sorted(tmp_path.iterdir()) == sorted([own, running, other])
+    assert own.name.startswith(f"{main.ARTIFACTS_DIR_PREFIX}{os.getpid()}-")
 
 
 def test_a_beam_jobs_active_flink_jobs_are_found_by_its_name():
@@ -107,6 +124,18 @@ def test_stateful_job_runs_to_the_end_on_the_cluster(flink, tmp_path):
             lines += shard.read().split()
     # The largest running total per key is the key's sum: state carried across elements.
     assert sorted(lines) == ["alice,13", "bob,5", "carol,2"]
+
+
+@pytest.mark.integration
+@pytest.mark.flink
+def test_the_taskmanager_keeps_the_jobs_jars_in_the_clusters_own_folder(flink):
+    # In /tmp, every TaskManager that did not exit cleanly left its folder there: 192 MB of a
+    # job's jars per job (scripts/flink-cluster.sh empties its own on start and stop).
+    run = pathlib.Path.home() / ".cache/realtime-ai/run/flink"
+    logs = glob.glob(str(run / "log" / "flink-*-taskexecutor-*.log"))
+    found = re.findall(r"Using working directory: WorkingDirectory\((.+)\)",
+                       "".join(pathlib.Path(log).read_text() for log in logs))
+    assert found and pathlib.Path(found[-1]).parent == run / "tmp"
 
 
 @pytest.mark.integration

@@ -428,17 +428,41 @@ def _fill_in_runner_defaults(options: PipelineOptions) -> None:
         options.view_as(JobServerOptions).artifacts_dir = _own_artifacts_dir()
 
 
+# then the pid of the process whose job server stages its jars there, then a random part
+ARTIFACTS_DIR_PREFIX = "realtime-ai-flink-artifacts-"
+
+
 def _own_artifacts_dir() -> str:
-    """A directory for the job server's staged jars, removed at exit.
+    """A directory for the job server's staged jars (192 MB a job), removed at exit.
 
     By default they go under Beam's temp directory for the job server, which Beam removes at
     exit while the job server may still be deleting the same files for a cancelled job: the
     exit then fails with a traceback. Registered before the job server starts, this removal
-    runs after Beam has stopped it.
+    runs after Beam has stopped it. A process killed (SIGTERM, SIGKILL) runs no exit handler:
+    the directories of processes that are gone are removed here first.
     """
-    path = tempfile.mkdtemp(prefix="realtime-ai-flink-artifacts-")
+    _remove_directories_of_gone_processes(ARTIFACTS_DIR_PREFIX)
+    path = tempfile.mkdtemp(prefix=f"{ARTIFACTS_DIR_PREFIX}{os.getpid()}-")
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
+
+
+def _remove_directories_of_gone_processes(prefix: str) -> None:
+    """Removes the temp directories named `prefix`PID-... whose process no longer runs."""
+    for name in os.listdir(tempfile.gettempdir()):
+        pid = name.removeprefix(prefix).split("-", 1)[0]
+        if name.startswith(prefix) and pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(os.path.join(tempfile.gettempdir(), name), ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 CANCEL_WAIT_SECONDS = 60.0
