@@ -9,7 +9,10 @@ not count): (N2 - N1) / (wall2 - wall1), of the median walls of --repeat runs of
 (alternating sizes: a single pair moved the share of the bound between 74% and 88% on this
 2-core machine). Reported beside the bound, with the requests the server answered per
 transaction (deep analyses of escalated transactions are extra calls) and the server's answer
-rate while the model was asked (between the 10th and 90th percentile of its answer times).
+rate while the model was asked (between the 10th and 90th percentile of its answer times),
+and beside it the same rate when the pipeline's own transport alone sends the largest size's
+worth of risk requests, the same number in flight, nothing else in its process (after each
+round of runs): what this server and machine allow any client.
 
     python benchmarks/model_overlap.py [--sizes 400,4000] [--latency-ms 200] [--concurrency 64]
         [--repeat 3]
@@ -19,6 +22,7 @@ Results: benchmarks/results/model_overlap.json.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import pathlib
@@ -31,7 +35,11 @@ import time
 import urllib.request
 
 import pyarrow.parquet as pq
-from stream_bench import machine_cpu_seconds  # benchmarks/, this script's folder
+from llm_throughput import risk_data  # benchmarks/, this script's folder
+from stream_bench import machine_cpu_seconds
+
+from realtime_ai.llm import base, tasks
+from realtime_ai.llm.transport import ChatCompletions
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RESULTS_FILE = REPO / "benchmarks" / "results" / "model_overlap.json"
@@ -111,6 +119,27 @@ def _run(path: pathlib.Path, output: pathlib.Path, server: Server, concurrency: 
             "stolen_by_host_cores": round((stolen_after - stolen_before) / wall_s, 2)}
 
 
+async def _send_alone(base_url: str, bodies: list[dict], concurrency: int) -> None:
+    client = ChatCompletions(base_url, "benchmark-key", concurrency)
+    try:
+        await asyncio.gather(*(client.post(body) for body in bodies))
+    finally:
+        await client.close()
+
+
+def _client_alone(server: Server, count: int, concurrency: int) -> float:
+    """The server's answer rate while asked (as `model_phase_rate`) by the pipeline's own
+    transport with nothing else in its process: `count` risk requests, `concurrency` in
+    flight. What this machine and server allow any client, beside the bound's arithmetic."""
+    task = base.TRANSACTION_RISK
+    bodies = [tasks.chat_request(task, "fast", tasks.build_messages(task, item),
+                                 tasks.max_answer_tokens(task, item))
+              for item in risk_data(count)]
+    server.reset()
+    asyncio.run(_send_alone(server.base_url, bodies, concurrency))
+    return server.model_phase_rate()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="400,4000")
@@ -122,6 +151,7 @@ def main() -> int:
     bound = args.concurrency / (args.latency_ms / 1000)
     load_before = os.getloadavg()
     runs = {}
+    alone: list[float] = []
     with tempfile.TemporaryDirectory(prefix="model-overlap-") as tmp:
         folder = pathlib.Path(tmp)
         server = Server(args.latency_ms)
@@ -135,6 +165,8 @@ def main() -> int:
                     print(f"{size} transactions: {run['wall_s']} s, {run['requests']} requests"
                           f" ({run['model_phase_requests_per_s']}/s while the model was asked)"
                           f", {run['stolen_by_host_cores']} cores stolen by the host", flush=True)
+                alone.append(_client_alone(server, sizes[-1], args.concurrency))
+                print(f"the transport alone: {alone[-1]} requests/s while asked", flush=True)
         finally:
             server.stop()
     low, high = sizes[0], sizes[-1]
@@ -154,6 +186,10 @@ def main() -> int:
         "requests_per_transaction": round(requests_per_transaction, 3),
         "model_bound_transactions_per_s": round(bound_in_transactions, 1),
         "share_of_bound_in_transactions": round(rate / bound_in_transactions, 3),
+        # the same server asked by the pipeline's transport alone, between the runs: the
+        # share of the bound any client reaches here, and the pipeline's model phase beside it
+        "transport_alone_requests_per_s": alone,
+        "median_transport_alone_requests_per_s": statistics.median(alone),
         "load_average_before_after": [round(load_before[0], 2),
                                       round(os.getloadavg()[0], 2)],
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
@@ -162,7 +198,9 @@ def main() -> int:
     print(f"end to end {rate:.1f} events/s = {rate / bound:.0%} of the model's "
           f"{bound:.0f}/s ({result['requests_per_transaction']} requests per transaction: "
           f"{result['share_of_bound_in_transactions']:.0%} of "
-          f"{result['model_bound_transactions_per_s']:.0f} transactions/s); "
+          f"{result['model_bound_transactions_per_s']:.0f} transactions/s); the server "
+          f"answered {result['median_model_phase_requests_per_s']}/s while the pipeline asked, "
+          f"{result['median_transport_alone_requests_per_s']}/s asked by the transport alone; "
           f"load average {result['load_average_before_after']}")
     return 0
 
