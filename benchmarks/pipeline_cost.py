@@ -15,7 +15,10 @@ the end), events per second, CPU seconds
 of the process and of the children it reaped (a Prism binary included: from wait4, start-up
 included; `cpu_run_s` leaves out what the process spent before the run), peak RSS, and the
 main / pass-through ratios, and the cores the host took from this VM meanwhile
-(`stolen_by_host_cores`). With --repeat the pair runs several times, alternating; the
+(`stolen_by_host_cores`), and before each pair the CPU seconds of a fixed piece of work
+(`cpu_probe_s_before_each_pair`, flink_latency.cpu_probe_seconds): this VM's speed moves
+by a third within minutes and by three times between days, and the ratio moves with it.
+With --repeat the pair runs several times, alternating; the
 ratios are of the medians, and also taken within each pair (median and range); every run is
 kept. The machine's load average is recorded before and
 after: other work on the machine slows wall time more than CPU time. Results go to
@@ -39,7 +42,8 @@ import sys
 import tempfile
 import time
 
-from stream_bench import machine_cpu_seconds  # benchmarks/, this script's folder
+from flink_latency import cpu_probe_seconds  # benchmarks/, this script's folder
+from stream_bench import machine_cpu_seconds
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RESULTS_FILE = REPO / "benchmarks" / "results" / "pipeline_cost.json"
@@ -282,13 +286,16 @@ def main() -> None:
         try:
             counts = generate_inputs(events, inputs)
             runs: dict[str, list[dict]] = {name: [] for name in PIPELINES}
+            probes = []
             for _ in range(args.repeat):
+                probes.append(cpu_probe_seconds())
                 for name in PIPELINES:
                     runs[name].append(measure(name, inputs, events, runner_args))
                     print(f"{events} events, {name}: {json.dumps(runs[name][-1])}", flush=True)
         finally:
             shutil.rmtree(inputs, ignore_errors=True)
-        result["sizes"][str(events)] = {"inputs": counts, **compare(runs)}
+        result["sizes"][str(events)] = {"inputs": counts, **compare(runs),
+                                        "cpu_probe_s_before_each_pair": probes}
     result["load_average_after"] = os.getloadavg()
     _save(args.results, args.runner, result)
     print(json.dumps({size: {k: v for k, v in figures.items() if k != "runs"}
