@@ -1,5 +1,6 @@
 """Pure tests of the LLM layer: tasks, validation, local model, retrieval, failure classes."""
 import json
+import logging
 import pathlib
 
 import httpx2
@@ -116,6 +117,14 @@ def test_playbook_retrieval_ranks_the_matching_entry_first():
     with pytest.raises(ValueError, match="kind 'faq'"):
         retrieval.load_playbook(json.dumps([{"id": "x", "title": "t", "text": "t",
                                              "kind": "faq"}]))
+
+
+def test_building_the_playbooks_index_prints_nothing(caplog):
+    # bm25s sets its logger to DEBUG: the command's output had a DEBUG line per index built
+    # (a handler takes every record its loggers let through)
+    with caplog.at_level(logging.DEBUG):
+        retrieval.load_playbook()
+    assert not [record for record in caplog.records if record.name.startswith("bm25s")]
 
 
 def test_retrieval_finds_by_meaning_words_and_returns_nothing_irrelevant():

@@ -22,6 +22,10 @@ import bm25s
 import numpy as np
 from bm25s.stopwords import STOPWORDS_EN
 
+# bm25s sets its own logger to DEBUG when imported: each index built printed "DEBUG:bm25s:
+# Building index from tokens" into the command's output.
+logging.getLogger("bm25s").setLevel(logging.WARNING)
+
 FRAUD = "fraud"
 RUNBOOK = "runbook"
 KINDS = (FRAUD, RUNBOOK)
