@@ -3,7 +3,9 @@ import glob
 import os
 import pathlib
 import re
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -69,6 +71,26 @@ def test_staged_jars_of_killed_commands_are_removed_by_the_next_one(tmp_path, mo
     own = pathlib.Path(main._own_artifacts_dir())
     assert sorted(tmp_path.iterdir()) == sorted([own, running, other])
     assert own.name.startswith(f"{main.ARTIFACTS_DIR_PREFIX}{os.getpid()}-")
+
+
+def test_the_job_server_of_a_killed_command_is_stopped_by_the_next_one(tmp_path, monkeypatch):
+    # a killed command's job server (a JVM) went on running, reparented to init
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)", "job-server-launcher.jar",
+               "--artifacts-dir"]
+    orphan = subprocess.Popen([*sleeper, f"{tmp_path}/{main.ARTIFACTS_DIR_PREFIX}{gone.pid}-x1"])
+    served = subprocess.Popen([*sleeper, f"{tmp_path}/{main.ARTIFACTS_DIR_PREFIX}{os.getpid()}-x2"])
+    try:
+        main._own_artifacts_dir()
+        assert orphan.wait(timeout=10) == -signal.SIGTERM
+        time.sleep(0.5)
+        assert served.poll() is None  # its command runs: left alone
+    finally:
+        for process in (orphan, served):
+            process.kill()
+            process.wait()
 
 
 def test_a_beam_jobs_active_flink_jobs_are_found_by_its_name():

@@ -7,6 +7,7 @@ import functools
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -443,12 +444,34 @@ def _own_artifacts_dir() -> str:
     exit while the job server may still be deleting the same files for a cancelled job: the
     exit then fails with a traceback. Registered before the job server starts, this removal
     runs after Beam has stopped it. A process killed (SIGTERM, SIGKILL) runs no exit handler:
-    the directories of processes that are gone are removed here first.
+    the job servers and the directories of processes that are gone are removed here first.
     """
+    _stop_job_servers_of_gone_processes(ARTIFACTS_DIR_PREFIX)
     _remove_directories_of_gone_processes(ARTIFACTS_DIR_PREFIX)
     path = tempfile.mkdtemp(prefix=f"{ARTIFACTS_DIR_PREFIX}{os.getpid()}-")
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
+
+
+def _stop_job_servers_of_gone_processes(prefix: str) -> None:
+    """Stops (SIGTERM) the processes started with `--artifacts-dir` a temp directory named
+    `prefix`PID-... whose process no longer runs: a job server (a JVM of about 400 MB) that
+    a killed command left running, in a `make test` as after a supervisor's kill."""
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                arguments = cmdline.read().decode(errors="replace").split("\0")
+        except OSError:  # not a process, or gone meanwhile
+            continue
+        if "--artifacts-dir" not in arguments[:-1]:
+            continue
+        name = os.path.basename(arguments[arguments.index("--artifacts-dir") + 1].rstrip("/"))
+        pid = name.removeprefix(prefix).split("-", 1)[0]
+        if name.startswith(prefix) and pid.isdigit() and not _running(int(pid)):
+            try:
+                os.kill(int(entry), signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 def _remove_directories_of_gone_processes(prefix: str) -> None:
