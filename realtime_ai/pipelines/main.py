@@ -125,7 +125,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
         featured.append(p | "RedrivenFeatured" >> beam.Create(redriven.featured))
     if featured:
         rows, alerts, failed, scored = (
-            _joined(featured, "AllFeatured") | "EnrichTransactions" >> EnrichTransactions(
+            _joined(featured, "AllFeatured", p) | "EnrichTransactions" >> EnrichTransactions(
                 llm, opts.risk_threshold, opts.context, opts.context_refresh_seconds,
                 _past_alerts(opts.past_alerts)))
         parts["transactions"].append(rows)
@@ -150,14 +150,14 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
     if redriven.scored:  # explained again; their windows' insights were asked already
         scored_parts.append(p | "RedrivenScored" >> beam.Create(redriven.scored))
     if scored_parts:
-        rows, alerts, failed = _joined(scored_parts, "AllScored") | "ExplainAnomalies" >> (
+        rows, alerts, failed = _joined(scored_parts, "AllScored", p) | "ExplainAnomalies" >> (
             ExplainAnomalies(llm, opts.context, opts.context_refresh_seconds))
         parts["metrics"].append(rows)
         parts["alerts"].append(alerts)
         dead_letters.append(failed)
         if live_windows:
             insight_inputs["alerts"].append(alerts)
-    insight_inputs = {name: _joined(pcollections, f"All{name.title()}ForInsights")
+    insight_inputs = {name: _joined(pcollections, f"All{name.title()}ForInsights", p)
                       for name, pcollections in insight_inputs.items() if pcollections}
     if scored is not None:
         insight_inputs["scored"] = scored
@@ -187,11 +187,7 @@ def build_pipeline(p: beam.Pipeline, options: PipelineOptions,
             # of a task's operators have finished. The run's end writes its empty file.
             continue
         label = "".join(word.title() for word in name.split("_"))
-        # One PCollection is written as it is: Prism runs every Flatten itself, between two
-        # stages, so the rows went to Prism and back before their write (a sixth of the wall
-        # time of a 160k-record batch job on Prism). A stateless step: no state to carry over.
-        results[name] = (parts[name][0] if len(parts[name]) == 1 else
-                         tuple(parts[name]) | f"All{label}" >> beam.Flatten(pipeline=p))
+        results[name] = _joined(parts[name], f"All{label}", p)
         written[name] = results[name] | f"Write{label}" >> WriteDataset(
             staging or opts.output, name, schema, opts.file_window_seconds, grace, lateness,
             file_prefix, DATASET_KEYS.get(name))
@@ -216,12 +212,16 @@ def _past_alerts(path: str | None) -> WorkerPastAlerts | None:
         required=retrieval.REQUIRED_PAST_ALERT_COLUMNS))
 
 
-def _joined(pcollections: list[beam.PCollection], label: str) -> beam.PCollection:
-    """One PCollection, flattened only when there are several (one keeps the job's graph and
-    its step names as they were, for updates of a running job)."""
+def _joined(pcollections: list[beam.PCollection], label: str,
+            pipeline: beam.Pipeline) -> beam.PCollection:
+    """One PCollection, flattened only when there are none or several. One is used as it is:
+    that keeps the job's graph and its step names as they were, for updates of a running job,
+    and Prism runs every Flatten itself, between two stages, so a one-input Flatten sent all
+    its elements to Prism and back (before a dataset's write: a sixth of the wall time of a
+    160k-record batch job on Prism)."""
     if len(pcollections) == 1:
         return pcollections[0]
-    return tuple(pcollections) | label >> beam.Flatten()
+    return tuple(pcollections) | label >> beam.Flatten(pipeline=pipeline)
 
 
 def run(argv: list[str] | None = None, redriven: RedriveInputs | None = None,
@@ -465,9 +465,8 @@ def _stop_job_servers_of_gone_processes(prefix: str) -> None:
             continue
         if "--artifacts-dir" not in arguments[:-1]:
             continue
-        name = os.path.basename(arguments[arguments.index("--artifacts-dir") + 1].rstrip("/"))
-        pid = name.removeprefix(prefix).split("-", 1)[0]
-        if name.startswith(prefix) and pid.isdigit() and not _running(int(pid)):
+        folder = arguments[arguments.index("--artifacts-dir") + 1]
+        if _owner_gone(os.path.basename(folder.rstrip("/")), prefix):
             try:
                 os.kill(int(entry), signal.SIGTERM)
             except (ProcessLookupError, PermissionError):
@@ -477,9 +476,14 @@ def _stop_job_servers_of_gone_processes(prefix: str) -> None:
 def _remove_directories_of_gone_processes(prefix: str) -> None:
     """Removes the temp directories named `prefix`PID-... whose process no longer runs."""
     for name in os.listdir(tempfile.gettempdir()):
-        pid = name.removeprefix(prefix).split("-", 1)[0]
-        if name.startswith(prefix) and pid.isdigit() and not _running(int(pid)):
+        if _owner_gone(name, prefix):
             shutil.rmtree(os.path.join(tempfile.gettempdir(), name), ignore_errors=True)
+
+
+def _owner_gone(name: str, prefix: str) -> bool:
+    """Whether `name` is `prefix`PID-... and process PID no longer runs."""
+    pid = name.removeprefix(prefix).split("-", 1)[0]
+    return name.startswith(prefix) and pid.isdigit() and not _running(int(pid))
 
 
 def _running(pid: int) -> bool:
