@@ -184,14 +184,18 @@ async def _client_cpu_ms(send, bodies: list[dict], concurrency: int) -> float:
     return (time.process_time() - started) * 1000.0 / len(bodies)
 
 
+def risk_request_bodies(data: list[dict]) -> list[dict]:
+    """The fast model's chat request for each transaction_risk data, as the pipeline sends it."""
+    task = base.TRANSACTION_RISK
+    return [tasks.chat_request(task, "fast", tasks.build_messages(task, item),
+                               tasks.max_answer_tokens(task, item)) for item in data]
+
+
 async def client_cpu(base_url: str, data: list[dict], concurrency: int, rounds: int = 3
                      ) -> dict:
     """Median CPU ms per request of the SDK's post and of our transport, rounds alternating
     (this machine's speed drifts within minutes); warmed up before measuring."""
-    task = base.TRANSACTION_RISK
-    bodies = [tasks.chat_request(task, "fast", tasks.build_messages(task, item),
-                                 tasks.max_answer_tokens(task, item))
-              for item in data]
+    bodies = risk_request_bodies(data)
     sdk = openai.AsyncOpenAI(base_url=base_url, api_key="benchmark", max_retries=0,
                              http_client=openai.DefaultAioHttpClient())
     ours = ChatCompletions(base_url, "benchmark", concurrency)

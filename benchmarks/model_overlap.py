@@ -35,10 +35,9 @@ import time
 import urllib.request
 
 import pyarrow.parquet as pq
-from llm_throughput import risk_data  # benchmarks/, this script's folder
+from llm_throughput import risk_data, risk_request_bodies  # benchmarks/, this script's folder
 from stream_bench import machine_cpu_seconds
 
-from realtime_ai.llm import base, tasks
 from realtime_ai.llm.transport import ChatCompletions
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -131,10 +130,7 @@ def _client_alone(server: Server, count: int, concurrency: int) -> float:
     """The server's answer rate while asked (as `model_phase_rate`) by the pipeline's own
     transport with nothing else in its process: `count` risk requests, `concurrency` in
     flight. What this machine and server allow any client, beside the bound's arithmetic."""
-    task = base.TRANSACTION_RISK
-    bodies = [tasks.chat_request(task, "fast", tasks.build_messages(task, item),
-                                 tasks.max_answer_tokens(task, item))
-              for item in risk_data(count)]
+    bodies = risk_request_bodies(risk_data(count))
     server.reset()
     asyncio.run(_send_alone(server.base_url, bodies, concurrency))
     return server.model_phase_rate()

@@ -19,23 +19,23 @@ def benchmark_script(name: str):
     return module
 
 
-# Folders Beam makes in the temp directory and leaves empty: one per pipeline built but never
-# run (graph checks), about seventy per `make test`. (A job server's `beam-temp*` folder is
-# Beam's to remove when it stops the server at exit.)
-BEAM_TEMP_FOLDERS = ("beam-pipeline-temp*",)
+# The folder Beam makes in the temp directory for each pipeline and removes only when it
+# runs: graph checks, which build pipelines and never run them, left about seventy per
+# `make test`. (A job server's `beam-temp*` folder is Beam's to remove when it stops the
+# server at exit.)
+BEAM_PIPELINE_TEMP = "beam-pipeline-temp*"
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _no_empty_beam_temp_folders_left():
+def _no_empty_beam_pipeline_folders_left():
     temp = pathlib.Path(tempfile.gettempdir())
-    before = {path for pattern in BEAM_TEMP_FOLDERS for path in temp.glob(pattern)}
+    before = set(temp.glob(BEAM_PIPELINE_TEMP))
     yield
-    for pattern in BEAM_TEMP_FOLDERS:
-        for path in set(temp.glob(pattern)) - before:
-            try:
-                path.rmdir()  # only when empty: another session's job may still use it
-            except OSError:
-                pass
+    for path in set(temp.glob(BEAM_PIPELINE_TEMP)) - before:
+        try:
+            path.rmdir()  # only when empty: another session's job may still use it
+        except OSError:
+            pass
 
 
 @pytest.fixture(scope="session")
