@@ -13,7 +13,11 @@ from apache_beam.transforms.window import (
     TimestampedValue,
 )
 
-from realtime_ai.transforms.bundled_group_by_key import BundledGroupByKey
+from realtime_ai.transforms.bundled_group_by_key import (
+    BundledGroupByKey,
+    GroupedValues,
+    GroupedValuesCoder,
+)
 
 VALUES = [("a", 1, 30), ("b", 2, 5), ("a", 3, 10), ("a", 4, 70), ("b", 5, 65), ("c", 6, 1)]
 
@@ -74,3 +78,20 @@ def test_the_worker_that_lists_a_bundle_runs_full_garbage_collections_rarely():
     finally:
         gc.set_threshold(*saved)
     assert threshold[2] >= 1000, threshold
+
+
+def test_a_group_is_sized_from_one_value_and_encodes_all_of_them():
+    coder = GroupedValuesCoder()
+    group = GroupedValues([[(1, "a"), (2, "b")], [(3, "c")]])
+    one = beam.coders.FastPrimitivesCoder().estimate_size((1, "a"))
+    assert coder.estimate_size(group) == 3 * one
+    assert list(coder.decode(coder.encode(group))) == [(1, "a"), (2, "b"), (3, "c")]
+
+
+def test_the_groups_go_out_with_the_coder_that_sizes_them_cheaply():
+    # Beam sizes sampled outputs of every step with the output's coder: under the default
+    # one (FastPrimitivesCoder), each sampled group was pickled whole to be measured
+    grouped = _stamped(TestPipeline()) | BundledGroupByKey()
+    coder = beam.coders.registry.get_coder(grouped.element_type)
+    assert isinstance(coder, beam.coders.TupleCoder)
+    assert isinstance(coder.coders()[1], GroupedValuesCoder)

@@ -12,7 +12,7 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import IntervalWindow, TimestampedValue
 from apache_beam.typehints.decorators import TypeCheckError
-from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming
+from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming, WindowedValue
 
 from realtime_ai.core import rows
 from realtime_ai.core.detectors import ZSCORE, DetectorSettings
@@ -198,6 +198,7 @@ def test_values_late_for_their_insight_window_are_dead_lettered_and_counted():
     windows, counted = _DashboardWindows(grace_seconds=10), []
     assert windows._late.metric_name.name == "insight_late_values"
     windows._late = SimpleNamespace(inc=lambda n=1: counted.append(n))
-    letters = list(windows.process((0, [("scored", late), ("scored", late)]), window=window,
-                                   pane=late_pane))
+    element = (0, [("scored", late), ("scored", late)])
+    letters = list(windows.process(element, windowed=WindowedValue(
+        element, window.max_timestamp(), [window], late_pane)))
     assert [letter.tag for letter in letters] == ["late", "late"] and sum(counted) == 2

@@ -52,7 +52,7 @@ class _Pending(NamedTuple):
     element: Any
     data: dict
     timestamp: Any
-    window: Any
+    windows: Any
 
 
 class _ModelDoFn(beam.DoFn):
@@ -176,13 +176,15 @@ class _AskModelDoFn(_ModelDoFn):
         self._backend = shared_backend(self._config)
         self._in_flight = InFlight(shared_slots(self._config))
 
-    def process(self, element, timestamp=beam.DoFn.TimestampParam,
-                window=beam.DoFn.WindowParam):
+    # The whole windowed value, not WindowParam: a DoFn that asks for its window has Beam
+    # bind its arguments afresh for every element (runners/common.py PerWindowInvoker), on
+    # the thread whose GIL the event loop waits for while the model is asked.
+    def process(self, element, windowed=beam.DoFn.WindowedValueParam):
         if self._passes_unasked(element):
             yield self._answer_type(element, None)
             return
         data = self._to_data(element)
-        self._in_flight.add(_Pending(element, data, timestamp, window),
+        self._in_flight.add(_Pending(element, data, windowed.timestamp, windowed.windows),
                             self._backend.complete(self._task, data, self._tier))
         yield from self._emit(self._in_flight.drain_completed())
 
@@ -200,7 +202,7 @@ class _AskModelDoFn(_ModelDoFn):
                 dead = DeadLetter(source=f"llm:{self._task}", payload=replayable.payload,
                                   error=str(outcome), context=replayable.context)
                 yield TaggedOutput(DEAD_LETTER, WindowedValue(
-                    dead, pending.timestamp, [pending.window]))
+                    dead, pending.timestamp, pending.windows))
                 if not self._keep_failed:
                     continue
                 outcome = None
@@ -209,7 +211,7 @@ class _AskModelDoFn(_ModelDoFn):
             else:
                 self._answered(outcome)
             yield WindowedValue(self._answer_type(pending.element, outcome), pending.timestamp,
-                                [pending.window])
+                                pending.windows)
 
 
 class AskModel(beam.PTransform):

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import functools
+from datetime import datetime, timedelta
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
-from apache_beam.transforms.window import FixedWindows, GlobalWindows, TimestampedValue
+from apache_beam.transforms.window import GlobalWindows
+from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import PaneInfoTiming, WindowedValue
 
 from realtime_ai.core import model_inputs, replay, rows
@@ -41,29 +43,54 @@ class _KeyByWindowStart(beam.DoFn):
                                 (window,))
 
 
+def _dashboard_windows(start: datetime, end: datetime, tagged):
+    """One insight window's tagged values -> each dashboard's window, stamped at the window's
+    last moment (the file window of its own time span)."""
+    by_input = {SCORED: [], TRANSACTIONS: [], ALERTS: []}
+    for name, value in tagged:
+        by_input[name].append(value)
+    stamp = Timestamp.of(end.timestamp() - 1e-6)
+    for dashboard_window in model_inputs.dashboard_windows(
+            start, end, by_input[SCORED], by_input[TRANSACTIONS], by_input[ALERTS]):
+        yield dashboard_window, stamp
+
+
 class _DashboardWindows(beam.DoFn):
     """One insight window's values -> each dashboard's window; values that come after the
-    window's insight was made (a late pane) -> dead letters, counted."""
+    window's insight was made (a late pane) -> dead letters, counted. The whole windowed
+    value, not WindowParam and PaneInfoParam (see _KeyByWindowStart)."""
 
     def __init__(self, grace_seconds: float):
         self._grace_seconds = grace_seconds
         self._late = Metrics.counter(NAMESPACE, "insight_late_values")
 
-    def process(self, element, window=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
+    def process(self, element, windowed=beam.DoFn.WindowedValueParam):
         _, tagged = element
-        start, end = window_bounds(window, self._grace_seconds)
-        if pane.timing == PaneInfoTiming.LATE:
+        windows = windowed.windows
+        start, end = window_bounds(windows[0], self._grace_seconds)
+        if windowed.pane_info.timing == PaneInfoTiming.LATE:
             for _, value in tagged:
                 self._late.inc()
                 yield TaggedOutput(LATE, rows.late_for_insight_dead_letter(value, start, end))
             return
-        by_input = {SCORED: [], TRANSACTIONS: [], ALERTS: []}
-        for name, value in tagged:
-            by_input[name].append(value)
-        for dashboard_window in model_inputs.dashboard_windows(
-                start, end, by_input[SCORED], by_input[TRANSACTIONS], by_input[ALERTS]):
-            # stamped at the window's last moment: the file window of its own time span
-            yield TimestampedValue(dashboard_window, end.timestamp() - 1e-6)
+        for dashboard_window, stamp in _dashboard_windows(start, end, tagged):
+            yield WindowedValue(dashboard_window, stamp, windows)
+
+
+class _WindowsFromStarts(beam.DoFn):
+    """Batch: (a window's start in microseconds, its values), grouped in the global window
+    -> each dashboard's window, in the global window. Its bounds come from the key, so
+    that neither the groups nor the summaries need a window of their own: assigning one, and
+    moving every summary back to the global window, cost a step per summary."""
+
+    def __init__(self, window_seconds: int):
+        self._window = timedelta(seconds=window_seconds)
+
+    def process(self, element, windowed=beam.DoFn.WindowedValueParam):
+        start_micros, tagged = element
+        start = Timestamp(micros=start_micros).to_utc_datetime(has_tz=True)
+        for dashboard_window, stamp in _dashboard_windows(start, start + self._window, tagged):
+            yield WindowedValue(dashboard_window, stamp, windowed.windows)
 
 
 class DashboardInsights(beam.PTransform):
@@ -101,29 +128,9 @@ class DashboardInsights(beam.PTransform):
         plain = {SCORED: model_inputs.insight_metric_value,
                  TRANSACTIONS: model_inputs.insight_transaction, ALERTS: model_inputs.insight_alert}
         if bounded:
-            grouped = self._grouped_bounded(inputs, plain, pipeline)
+            windows, late = self._windows_bounded(inputs, plain, pipeline), None
         else:
-            tagged = [inputs[name] | f"Tag{name.title()}" >> beam.Map(
-                lambda value, name=name: (name, plain[name](value)))
-                for name in (SCORED, TRANSACTIONS, ALERTS) if name in inputs]
-            grouped = (
-                tuple(tagged)
-                | "AllWindowValues" >> beam.Flatten(pipeline=pipeline)
-                | "InsightWindows" >> GraceWindows(self._window_seconds, self._grace_seconds,
-                                                   self._allowed_lateness_seconds)
-                # One window per key: grouping many windows of one key in batch, Beam's
-                # runner scans all of the key's windows for every window it closes
-                # (quadratic: at 160k records, most of the job's CPU). All dashboards of a
-                # window share its key: a metric's alert is linked to its dashboard through
-                # the window's values.
-                | "KeyByWindow" >> beam.ParDo(_KeyByWindowStart())
-                | "GroupByWindow" >> beam.GroupByKey())
-        windows, late = grouped | "DashboardWindows" >> beam.ParDo(_DashboardWindows(
-            0.0 if bounded else self._grace_seconds)).with_outputs(LATE, main="windows")
-        # In the global window before the model is asked: in streaming, summaries of many
-        # windows are gathered into one bundle of requests instead of one bundle per window.
-        windows = windows | "SummariesToGlobalWindow" >> beam.WindowInto(GlobalWindows())
-        late = late | "LateToGlobalWindow" >> beam.WindowInto(GlobalWindows())
+            windows, late = self._windows_streaming(inputs, plain, pipeline)
         if self._redriven_windows:
             windows = (windows, pipeline | "RedrivenWindows" >> beam.Create(
                 self._redriven_windows)) | "WithRedrivenWindows" >> beam.Flatten()
@@ -134,20 +141,48 @@ class DashboardInsights(beam.PTransform):
         insight_rows = answered | "InsightRows" >> beam.Map(
             lambda answer: rows.insight_row(answer.input, answer.result)
         ).with_output_types(rows.Row)
+        if late is None:
+            return insight_rows, failed
         return insight_rows, (failed, late) | "InsightDeadLetters" >> beam.Flatten()
 
-    def _grouped_bounded(self, inputs, plain, pipeline):
-        """Batch: what GraceWindows, KeyByWindow and a GroupByKey make of the tagged values,
-        with each value tagged, keyed by its window and listed in one step per input, so
-        that per value there is no Flatten, window assignment or keying step of its own (of
-        a 160k-record batch job, these cost about a third of its CPU). Plain fixed windows:
-        bounded input is all on time, so a grace period would move no value to another
-        window, only the windows' bounds (see windowing.py)."""
+    def _windows_streaming(self, inputs, plain, pipeline):
+        """Each dashboard's window, in the global window, and the late values' dead
+        letters."""
+        tagged = [inputs[name] | f"Tag{name.title()}" >> beam.Map(
+            lambda value, name=name: (name, plain[name](value)))
+            for name in (SCORED, TRANSACTIONS, ALERTS) if name in inputs]
+        grouped = (
+            tuple(tagged)
+            | "AllWindowValues" >> beam.Flatten(pipeline=pipeline)
+            | "InsightWindows" >> GraceWindows(self._window_seconds, self._grace_seconds,
+                                               self._allowed_lateness_seconds)
+            # One window per key: grouping many windows of one key in batch, Beam's
+            # runner scans all of the key's windows for every window it closes
+            # (quadratic: at 160k records, most of the job's CPU). All dashboards of a
+            # window share its key: a metric's alert is linked to its dashboard through
+            # the window's values.
+            | "KeyByWindow" >> beam.ParDo(_KeyByWindowStart())
+            | "GroupByWindow" >> beam.GroupByKey())
+        windows, late = grouped | "DashboardWindows" >> beam.ParDo(_DashboardWindows(
+            self._grace_seconds)).with_outputs(LATE, main="windows")
+        # In the global window before the model is asked: summaries of many windows are
+        # gathered into one bundle of requests instead of one bundle per window.
+        return (windows | "SummariesToGlobalWindow" >> beam.WindowInto(GlobalWindows()),
+                late | "LateToGlobalWindow" >> beam.WindowInto(GlobalWindows()))
+
+    def _windows_bounded(self, inputs, plain, pipeline):
+        """Batch: each dashboard's window, in the global window. The values are tagged, keyed
+        by their window's start and listed in one step per input, so that per value there
+        is no Flatten, window assignment or keying step of its own (of a 160k-record batch
+        job, these cost about a third of its CPU), and grouped in the global window
+        (_WindowsFromStarts). Plain fixed windows: bounded input is all on time, so a grace
+        period would move no value to another window, only the windows' bounds (see
+        windowing.py)."""
         size_micros = self._window_seconds * 1_000_000
         lists = [inputs[name] | f"Tag{name.title()}" >> ListsPerBundle(functools.partial(
             _tagged_by_window_start, name, plain[name], size_micros))
             for name in (SCORED, TRANSACTIONS, ALERTS) if name in inputs]
         return (tuple(lists)
                 | "AllWindowValues" >> beam.Flatten(pipeline=pipeline)
-                | "GroupByWindow" >> GroupLists(
-                    beam.WindowInto(FixedWindows(self._window_seconds))))
+                | "GroupByWindow" >> GroupLists(beam.WindowInto(GlobalWindows()))
+                | "DashboardWindows" >> beam.ParDo(_WindowsFromStarts(self._window_seconds)))

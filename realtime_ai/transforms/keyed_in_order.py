@@ -30,6 +30,7 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import GlobalWindows, TimestampCombiner, TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from realtime_ai.core.keyed import (
     KeyedStep,
@@ -146,14 +147,15 @@ class _BatchInOrderDoFn(beam.DoFn):
         sdk_workarounds.rarer_full_collections()
         sdk_workarounds.prompt_bundle_ends()
 
-    def process(self, element):
+    def process(self, element, windowed=beam.DoFn.WindowedValueParam):
         _, entries = element
         from_plain = self._step.sequence.record_from_plain
         processed = self._step.run_sorted((micros, from_plain(plain)) for micros, plain in entries)
         if processed.duplicates:
             self._duplicates.inc(processed.duplicates)
+        windows = windowed.windows
         for micros, output in processed.outputs:
-            yield TimestampedValue(output, Timestamp(micros=micros))
+            yield WindowedValue(output, Timestamp(micros=micros), windows)
 
 
 def _keyed_plain(key_of: Callable[[Any], str], to_plain: Callable[[Any], Any], record,
