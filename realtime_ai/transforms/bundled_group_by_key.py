@@ -69,7 +69,7 @@ class _ListsPerBundleDoFn(beam.DoFn):
 
     def finish_bundle(self):
         for (key, window), (timestamp, values) in self._lists.items():
-            yield WindowedValue((key, values), timestamp, [window])
+            yield WindowedValue((key, GroupedValues([values])), timestamp, [window])
         self._lists = {}
 
 
@@ -81,7 +81,8 @@ def _plain_window(window) -> tuple[int, int] | None:
 
 
 class _ByTargetWindowDoFn(beam.DoFn):
-    """(K, list[V]) -> ((K, its window under `windowfn`, plain), (earliest micros, list))."""
+    """(K, GroupedValues) -> ((K, its window under `windowfn`, plain), (earliest micros, the
+    values))."""
 
     def __init__(self, windowfn):
         self._windowfn = windowfn
@@ -167,7 +168,8 @@ class _RestoredGroupsDoFn(beam.DoFn):
             Timestamp(micros=plain_window[0]), Timestamp(micros=plain_window[1]))
         timestamp = (window.max_timestamp() if self._combine is None else
                      Timestamp(micros=self._combine(micros for micros, _ in stamped_lists)))
-        yield WindowedValue((key, GroupedValues([values for _, values in stamped_lists])),
+        yield WindowedValue((key, GroupedValues(
+            [values for _, listed in stamped_lists for values in listed.lists])),
                             timestamp, [window])
 
 
@@ -177,8 +179,8 @@ def _bounded_only(pcoll):
 
 
 class ListsPerBundle(beam.PTransform):
-    """Bounded PCollection[E] -> PCollection[(K, list[V])]: per bundle, the values of each
-    key and window as one list, stamped with its earliest value's timestamp. Each element
+    """Bounded PCollection[E] -> PCollection[(K, GroupedValues)]: per bundle, the values of
+    each key and window as one list, stamped with its earliest value's timestamp. Each element
     becomes (K, V) by `key_value(element, timestamp)`, or is one already. GroupLists groups
     the lists (of one or several such PCollections, flattened)."""
 
@@ -188,7 +190,8 @@ class ListsPerBundle(beam.PTransform):
 
     def expand(self, elements):
         _bounded_only(elements)
-        return elements | beam.ParDo(_ListsPerBundleDoFn(self._key_value))
+        return elements | beam.ParDo(_ListsPerBundleDoFn(self._key_value)).with_output_types(
+            tuple[Any, GroupedValues])
 
 
 class GroupLists(beam.PTransform):
@@ -218,7 +221,8 @@ class GroupLists(beam.PTransform):
         if not isinstance(windowfn, (GlobalWindows, FixedWindows)):
             raise ValueError(f"BundledGroupByKey: fixed or global windows only, not {windowfn}")
         return (lists
-                | "ByWindow" >> beam.ParDo(_ByTargetWindowDoFn(windowfn))
+                | "ByWindow" >> beam.ParDo(_ByTargetWindowDoFn(windowfn)).with_output_types(
+                    tuple[tuple[Any, tuple[int, int] | None], tuple[int, GroupedValues]])
                 | "InGlobalWindow" >> beam.WindowInto(GlobalWindows())
                 | "GroupByKey" >> beam.GroupByKey()
                 | "Restored" >> beam.ParDo(_RestoredGroupsDoFn(

@@ -22,17 +22,14 @@ from realtime_ai.windowing import GraceWindows, window_bounds
 # What the insight step reads, by the name of its input; each value is tagged with it.
 SCORED, TRANSACTIONS, ALERTS = "scored", "transactions", "alerts"
 LATE = "late"
-# Batch: the insight windows of about this long go to one group (and, per bundle, one list
-# per input): few lists, and groups still spread over workers.
-SPAN_SECONDS = 3600
 
 
-def _tagged_by_span(name: str, to_plain, size_micros: int, span_micros: int, value,
-                    timestamp) -> tuple[int, tuple[int, str, Any]]:
-    # (the start of its span, (the start of its FixedWindows(size) window, name, plain value))
+def _tagged_by_window_start(name: str, to_plain, size_micros: int, value,
+                            timestamp) -> tuple[int, tuple[str, Any]]:
+    # the start of its FixedWindows(size) window: (name, plain value) keyed as
+    # _KeyByWindowStart keys it
     micros = timestamp.micros
-    start = micros - micros % size_micros
-    return start - start % span_micros, (start, name, to_plain(value))
+    return micros - micros % size_micros, (name, to_plain(value))
 
 
 class _KeyByWindowStart(beam.DoFn):
@@ -80,26 +77,20 @@ class _DashboardWindows(beam.DoFn):
             yield WindowedValue(dashboard_window, stamp, windows)
 
 
-class _WindowsOfSpan(beam.DoFn):
-    """Batch: (a span's start, its values tagged by their window's start), grouped in the
-    global window -> each dashboard's window of each of its windows, in the global window.
-    The bounds come from the tags, so that neither the groups nor the summaries need a
-    window of their own: assigning one, and moving every summary back to the global window,
-    cost a step per summary."""
+class _WindowsFromStarts(beam.DoFn):
+    """Batch: (a window's start in microseconds, its values), grouped in the global window
+    -> each dashboard's window, in the global window. Its bounds come from the key, so
+    that neither the groups nor the summaries need a window of their own: assigning one, and
+    moving every summary back to the global window, cost a step per summary."""
 
     def __init__(self, window_seconds: int):
         self._window = timedelta(seconds=window_seconds)
 
     def process(self, element, windowed=beam.DoFn.WindowedValueParam):
-        _, values = element
-        by_window: dict[int, list] = {}
-        for start_micros, name, value in values:
-            by_window.setdefault(start_micros, []).append((name, value))
-        for start_micros, tagged in by_window.items():
-            start = Timestamp(micros=start_micros).to_utc_datetime(has_tz=True)
-            for dashboard_window, stamp in _dashboard_windows(start, start + self._window,
-                                                              tagged):
-                yield WindowedValue(dashboard_window, stamp, windowed.windows)
+        start_micros, tagged = element
+        start = Timestamp(micros=start_micros).to_utc_datetime(has_tz=True)
+        for dashboard_window, stamp in _dashboard_windows(start, start + self._window, tagged):
+            yield WindowedValue(dashboard_window, stamp, windowed.windows)
 
 
 class DashboardInsights(beam.PTransform):
@@ -180,21 +171,18 @@ class DashboardInsights(beam.PTransform):
                 late | "LateToGlobalWindow" >> beam.WindowInto(GlobalWindows()))
 
     def _windows_bounded(self, inputs, plain, pipeline):
-        """Batch: each dashboard's window, in the global window. The values are tagged with
-        their window's start, keyed by the span of windows (about an hour) they fall in and
-        listed in one step per input, so that per value there is no Flatten, window
-        assignment or keying step of its own (of a 160k-record batch job, these cost about a
-        third of its CPU), and a bundle makes a list per input and span rather than per
-        window (each list costs steps of its own); they are grouped in the global window and
-        split into their windows (_WindowsOfSpan). Plain fixed windows: bounded input is all
-        on time, so a grace period would move no value to another window, only the windows'
-        bounds (see windowing.py)."""
+        """Batch: each dashboard's window, in the global window. The values are tagged, keyed
+        by their window's start and listed in one step per input, so that per value there
+        is no Flatten, window assignment or keying step of its own (of a 160k-record batch
+        job, these cost about a third of its CPU), and grouped in the global window
+        (_WindowsFromStarts). Plain fixed windows: bounded input is all on time, so a grace
+        period would move no value to another window, only the windows' bounds (see
+        windowing.py)."""
         size_micros = self._window_seconds * 1_000_000
-        span_micros = size_micros * max(1, SPAN_SECONDS // self._window_seconds)
         lists = [inputs[name] | f"Tag{name.title()}" >> ListsPerBundle(functools.partial(
-            _tagged_by_span, name, plain[name], size_micros, span_micros))
+            _tagged_by_window_start, name, plain[name], size_micros))
             for name in (SCORED, TRANSACTIONS, ALERTS) if name in inputs]
         return (tuple(lists)
                 | "AllWindowValues" >> beam.Flatten(pipeline=pipeline)
-                | "GroupBySpan" >> GroupLists(beam.WindowInto(GlobalWindows()))
-                | "DashboardWindows" >> beam.ParDo(_WindowsOfSpan(self._window_seconds)))
+                | "GroupByWindow" >> GroupLists(beam.WindowInto(GlobalWindows()))
+                | "DashboardWindows" >> beam.ParDo(_WindowsFromStarts(self._window_seconds)))
