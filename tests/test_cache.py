@@ -3,6 +3,7 @@ import asyncio
 import time
 
 import pytest
+from apache_beam.transforms.window import GlobalWindows
 
 from realtime_ai.core.replay import Replayable
 from realtime_ai.llm import base, runner, tasks
@@ -89,7 +90,7 @@ def test_a_retried_bundle_does_not_pay_twice(llm_server):
     for _attempt in range(2):
         outputs = []
         for event in events:
-            outputs += list(fn.process(event, timestamp=0, window=None))
+            outputs += list(fn.process(event, windowed=GlobalWindows.windowed_value(event)))
         outputs += list(fn.finish_bundle())
         assert len(outputs) == len(events)
     assert llm_server.stats["requests"] / len(events) <= 1.01
