@@ -14,7 +14,7 @@ from apache_beam.transforms.window import IntervalWindow, TimestampedValue
 from apache_beam.typehints.decorators import TypeCheckError
 from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming, WindowedValue
 
-from realtime_ai.core import rows
+from realtime_ai.core import model_inputs, rows
 from realtime_ai.core.detectors import ZSCORE, DetectorSettings
 from realtime_ai.core.keyed import OrderingSettings
 from realtime_ai.core.records import (
@@ -198,7 +198,33 @@ def test_values_late_for_their_insight_window_are_dead_lettered_and_counted():
     windows, counted = _DashboardWindows(grace_seconds=10), []
     assert windows._late.metric_name.name == "insight_late_values"
     windows._late = SimpleNamespace(inc=lambda n=1: counted.append(n))
-    element = (0, [("scored", late), ("scored", late)])
+    # as the step gets them: plain (model_inputs.insight_metric_value)
+    plain = model_inputs.insight_metric_value(late)
+    element = (0, [("scored", plain), ("scored", plain)])
     letters = list(windows.process(element, windowed=WindowedValue(
         element, window.max_timestamp(), [window], late_pane)))
     assert [letter.tag for letter in letters] == ["late", "late"] and sum(counted) == 2
+    # dead-lettered with its field names, as the pipeline's late value above
+    payload = json.loads(letters[0].value.payload)
+    assert (payload["value"], payload["dashboard_id"], payload["metric"]) == (
+        102.0, "checkout", "api.latency_ms")
+
+
+def test_insight_values_held_by_a_savepoint_of_the_earlier_version_are_still_summarised():
+    # Until 2026-12-04 the insight step's values were dicts: a streaming job restored from a
+    # savepoint of then holds its open windows' values so, and they summarise as before.
+    plain = model_inputs.insight_metric_value(_scored(_metric(1, 101.0), z=0.1,
+                                                      anomaly_score=0.0))
+    saved = dict(zip(model_inputs.METRIC_VALUE_FIELDS, plain, strict=True))
+    window = IntervalWindow(T0.timestamp() + 10, T0.timestamp() + 310)
+    on_time = PaneInfo(is_first=True, is_last=True, timing=PaneInfoTiming.ON_TIME, index=0,
+                       nonspeculative_index=0)
+
+    def dashboard_windows(value):
+        element = (0, [("scored", value)])
+        return [output.value for output in _DashboardWindows(grace_seconds=10).process(
+            element, windowed=WindowedValue(element, window.max_timestamp(), [window], on_time))]
+
+    (from_plain,) = dashboard_windows(plain)
+    assert dashboard_windows(saved) == [from_plain]
+    assert (from_plain.dashboard_id, from_plain.summaries[0].count) == ("checkout", 1)

@@ -172,6 +172,7 @@ def test_metadata_is_optional_sorted_text_in_json_spelling():
     assert parsed.metadata == (("dashboard_id", "d"), ("host", "h"), ("n", "3"),
                                ("ratio", "0.5"), ("service", "api"), ("up", "true"))
     assert parsed.dashboard_id == "d"
+    assert parse_metric(metric(metadata={"host": "h"}), MAX_BYTES).dashboard_id is None
 
 
 @pytest.mark.parametrize("metadata, reason", [

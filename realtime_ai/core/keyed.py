@@ -172,8 +172,11 @@ class SeenIds:
         # Read from the packed pairs, not the dict: a dict keeps the slots of the keys
         # deleted from its front until it is resized, and iterating it walks them all again
         # (at a metric's 8,640 ids a day, 10 us a record instead of well under 1).
+        packed = self._packed
+        if not packed or _PAIR.unpack_from(packed)[1] >= micros:
+            return  # as the loop below would, without making its iterator (most records)
         seen = self._micros
-        pairs = _PAIR.iter_unpack(self._packed)
+        pairs = _PAIR.iter_unpack(packed)
         forgotten = 0
         for id_hash, seen_at in pairs:
             if seen_at >= micros:

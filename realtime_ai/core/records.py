@@ -42,7 +42,11 @@ class MetricRecord:
 
     @property
     def dashboard_id(self) -> str | None:
-        return dict(self.metadata).get("dashboard_id")
+        # the last pair of that name, as dict(self.metadata) would say, without building it
+        for name, value in reversed(self.metadata):
+            if name == "dashboard_id":
+                return value
+        return None
 
     @property
     def event_id(self) -> str:
@@ -71,7 +75,7 @@ def metric_to_plain(record: MetricRecord) -> list:
 def metric_from_plain(plain: list) -> MetricRecord:
     metric, value, micros, timestamp, metadata = plain
     return MetricRecord(metric, value, from_micros(micros), timestamp,
-                        tuple(tuple(pair) for pair in metadata))
+                        tuple(map(tuple, metadata)))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from realtime_ai.llm import base, strict_schema
@@ -170,22 +170,29 @@ _LINE_BREAKING = re.compile(r"[|\r\n]+")
 _RISK_TASKS = (base.TRANSACTION_RISK, base.TRANSACTION_RISK_PACKED)
 
 
-def _cell(value: Any, kind: str) -> str:
-    if value is None:
-        return ""
-    if kind == "text":
-        text = str(value)[:MAX_FIELD_CHARS]
-        if "|" in text or "\n" in text or "\r" in text:
-            text = _LINE_BREAKING.sub(" ", text)
-        return _escaped_angle_brackets(text)
-    if kind == "flag":
-        return "1" if value else "0"
-    if kind == "whole":
-        return str(round(float(value)))
-    if kind == "time_of_day":  # from ISO 8601 "YYYY-MM-DDTHH:MM:SSZ"
-        return _cell(str(value)[11:16], "text")
+def _text_cell(value: Any) -> str:
+    text = str(value)[:MAX_FIELD_CHARS]
+    if "|" in text or "\n" in text or "\r" in text:
+        text = _LINE_BREAKING.sub(" ", text)
+    return _escaped_angle_brackets(text)
+
+
+def _decimal_cell(value: Any) -> str:
     text = f"{float(value):.2f}".rstrip("0").rstrip(".")
     return "0" if text == "-0" else text
+
+
+# Each kind of cell's text from its value (never None). Chosen once per column, not per cell:
+# a payment's request has 16 cells, and its line is most of what building it costs.
+_CELL_TEXT: dict[str, Callable[[Any], str]] = {
+    "text": _text_cell,
+    "flag": lambda value: "1" if value else "0",
+    "whole": lambda value: str(round(float(value))),
+    "time_of_day": lambda value: _text_cell(str(value)[11:16]),  # of "YYYY-MM-DDTHH:MM:SSZ"
+    "decimal": _decimal_cell,
+}
+# (section, field, cell text) of each column, with and without the id column
+_RISK_CELLS = tuple((section, field, _CELL_TEXT[kind]) for _, section, field, kind in RISK_COLUMNS)
 
 
 def risk_columns(task: str) -> tuple[tuple[str, str, str, str], ...]:
@@ -195,9 +202,13 @@ def risk_columns(task: str) -> tuple[tuple[str, str, str, str], ...]:
 
 def _risk_block(task: str, data: Mapping[str, Any]) -> str:
     columns = risk_columns(task)
+    cells = _RISK_CELLS if task == base.TRANSACTION_RISK_PACKED else _RISK_CELLS[1:]
     items = data["transactions"] if task == base.TRANSACTION_RISK_PACKED else [data]
-    lines = ["|".join(_cell(item[section].get(field), kind)
-                      for _, section, field, kind in columns) for item in items]
+    lines = []
+    for item in items:
+        lines.append("|".join([
+            "" if (value := item[section].get(field)) is None else text(value)
+            for section, field, text in cells]))
     return "\n".join(["|".join(column[0] for column in columns), *lines])
 
 

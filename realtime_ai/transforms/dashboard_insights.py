@@ -21,7 +21,20 @@ from realtime_ai.windowing import GraceWindows, window_bounds
 
 # What the insight step reads, by the name of its input; each value is tagged with it.
 SCORED, TRANSACTIONS, ALERTS = "scored", "transactions", "alerts"
+# each input's values as the insight step takes them (plain: grouped without pickling), and
+# their fields
+_PLAIN = {SCORED: model_inputs.insight_metric_value,
+          TRANSACTIONS: model_inputs.insight_transaction, ALERTS: model_inputs.insight_alert}
+_FIELDS = {SCORED: model_inputs.METRIC_VALUE_FIELDS,
+           TRANSACTIONS: model_inputs.TRANSACTION_VALUE_FIELDS,
+           ALERTS: model_inputs.ALERT_VALUE_FIELDS}
 LATE = "late"
+
+
+def _plain_tuple(name: str, value):
+    # A streaming job restored from a savepoint of a version before 2026-12-04 holds its open
+    # windows' values as dicts of these fields.
+    return tuple(value[field] for field in _FIELDS[name]) if isinstance(value, dict) else value
 
 
 def _tagged_by_window_start(name: str, to_plain, size_micros: int, value,
@@ -65,13 +78,15 @@ class _DashboardWindows(beam.DoFn):
         self._late = Metrics.counter(NAMESPACE, "insight_late_values")
 
     def process(self, element, windowed=beam.DoFn.WindowedValueParam):
-        _, tagged = element
+        _, held = element
+        tagged = [(name, _plain_tuple(name, value)) for name, value in held]
         windows = windowed.windows
         start, end = window_bounds(windows[0], self._grace_seconds)
         if windowed.pane_info.timing == PaneInfoTiming.LATE:
-            for _, value in tagged:
+            for name, value in tagged:
                 self._late.inc()
-                yield TaggedOutput(LATE, rows.late_for_insight_dead_letter(value, start, end))
+                yield TaggedOutput(LATE, rows.late_for_insight_dead_letter(
+                    dict(zip(_FIELDS[name], value, strict=True)), start, end))
             return
         for dashboard_window, stamp in _dashboard_windows(start, end, tagged):
             yield WindowedValue(dashboard_window, stamp, windows)
@@ -124,13 +139,10 @@ class DashboardInsights(beam.PTransform):
     def expand(self, inputs):
         pipeline = next(iter(inputs.values())).pipeline
         bounded = all(pcoll.is_bounded for pcoll in inputs.values())
-        # plain: grouped without pickling (model_inputs.insight_*)
-        plain = {SCORED: model_inputs.insight_metric_value,
-                 TRANSACTIONS: model_inputs.insight_transaction, ALERTS: model_inputs.insight_alert}
         if bounded:
-            windows, late = self._windows_bounded(inputs, plain, pipeline), None
+            windows, late = self._windows_bounded(inputs, pipeline), None
         else:
-            windows, late = self._windows_streaming(inputs, plain, pipeline)
+            windows, late = self._windows_streaming(inputs, pipeline)
         if self._redriven_windows:
             windows = (windows, pipeline | "RedrivenWindows" >> beam.Create(
                 self._redriven_windows)) | "WithRedrivenWindows" >> beam.Flatten()
@@ -145,11 +157,11 @@ class DashboardInsights(beam.PTransform):
             return insight_rows, failed
         return insight_rows, (failed, late) | "InsightDeadLetters" >> beam.Flatten()
 
-    def _windows_streaming(self, inputs, plain, pipeline):
+    def _windows_streaming(self, inputs, pipeline):
         """Each dashboard's window, in the global window, and the late values' dead
         letters."""
         tagged = [inputs[name] | f"Tag{name.title()}" >> beam.Map(
-            lambda value, name=name: (name, plain[name](value)))
+            lambda value, name=name: (name, _PLAIN[name](value)))
             for name in (SCORED, TRANSACTIONS, ALERTS) if name in inputs]
         grouped = (
             tuple(tagged)
@@ -170,7 +182,7 @@ class DashboardInsights(beam.PTransform):
         return (windows | "SummariesToGlobalWindow" >> beam.WindowInto(GlobalWindows()),
                 late | "LateToGlobalWindow" >> beam.WindowInto(GlobalWindows()))
 
-    def _windows_bounded(self, inputs, plain, pipeline):
+    def _windows_bounded(self, inputs, pipeline):
         """Batch: each dashboard's window, in the global window. The values are tagged, keyed
         by their window's start and listed in one step per input, so that per value there
         is no Flatten, window assignment or keying step of its own (of a 160k-record batch
@@ -180,7 +192,7 @@ class DashboardInsights(beam.PTransform):
         windowing.py)."""
         size_micros = self._window_seconds * 1_000_000
         lists = [inputs[name] | f"Tag{name.title()}" >> ListsPerBundle(functools.partial(
-            _tagged_by_window_start, name, plain[name], size_micros))
+            _tagged_by_window_start, name, _PLAIN[name], size_micros))
             for name in (SCORED, TRANSACTIONS, ALERTS) if name in inputs]
         return (tuple(lists)
                 | "AllWindowValues" >> beam.Flatten(pipeline=pipeline)
