@@ -87,3 +87,12 @@ def test_amounts_up_to_the_parse_limit_keep_every_statistic_finite():
                features.amount_1h]
     assert all(math.isfinite(n) for n in numbers), numbers
     assert features.amount_1h == pytest.approx(3 * MAX_AMOUNT)
+
+
+def test_the_last_hour_takes_in_a_payment_exactly_an_hour_before_and_not_one_microsecond_more():
+    profile = CustomerProfile(10)
+    profile.advance(tx(1, amount=5.0, minutes=-60 - 1e-6 / 60))  # 1 h and 1 us before
+    profile.advance(tx(2, amount=7.0, minutes=-60))  # exactly 1 h before
+    profile.advance(tx(3, amount=11.0, minutes=0))  # the same moment
+    features = profile.features(tx(4, amount=1.0, minutes=0))
+    assert (features.velocity_1h, features.amount_1h) == (2, 18.0)

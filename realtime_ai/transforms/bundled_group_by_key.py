@@ -49,7 +49,7 @@ class _ListsPerBundleDoFn(beam.DoFn):
         sdk_workarounds.rarer_full_collections()
 
     def start_bundle(self):
-        # (key, window) -> [earliest timestamp, values]
+        # (key, window) -> [earliest timestamp in micros, values]
         self._lists: dict = {}
 
     # The whole windowed value, not WindowParam: a DoFn that asks for its window has Beam
@@ -58,18 +58,20 @@ class _ListsPerBundleDoFn(beam.DoFn):
     def process(self, element, windowed=beam.DoFn.WindowedValueParam):
         timestamp = windowed.timestamp
         key, value = element if self._key_value is None else self._key_value(element, timestamp)
+        micros = timestamp.micros  # compared as an int: Timestamp's < is Python code
         for window in windowed.windows:
             held = self._lists.get((key, window))
             if held is None:
-                self._lists[(key, window)] = [timestamp, [value]]
+                self._lists[(key, window)] = [micros, [value]]
                 continue
             held[1].append(value)
-            if timestamp < held[0]:
-                held[0] = timestamp
+            if micros < held[0]:
+                held[0] = micros
 
     def finish_bundle(self):
-        for (key, window), (timestamp, values) in self._lists.items():
-            yield WindowedValue((key, GroupedValues([values])), timestamp, [window])
+        for (key, window), (micros, values) in self._lists.items():
+            yield WindowedValue((key, GroupedValues([values])), Timestamp(micros=micros),
+                                [window])
         self._lists = {}
 
 
