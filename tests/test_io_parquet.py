@@ -15,6 +15,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
 from realtime_ai.core.records import DEAD_LETTER_SCHEMA, METRICS_SCHEMA
+from realtime_ai.io import parquet
 from realtime_ai.io.parquet import (
     WriteDataset,
     check_output_folder,
@@ -53,6 +54,28 @@ def test_an_empty_input_still_leaves_a_readable_empty_dataset(tmp_path):
     table = read_dataset(str(tmp_path / "dead_letter"))
     assert table.num_rows == 0
     assert table.schema.equals(DEAD_LETTER_SCHEMA)
+
+
+def test_bounded_rows_keep_their_order_and_make_row_groups_of_the_buffer_size(
+        tmp_path, monkeypatch):
+    # converted a thousand rows at a time; a table (a row group) each time the buffer fills
+    rows = [{**METRIC_ROWS[i % 5], "timestamp": str(i)} for i in range(2_500)]
+    monkeypatch.setattr(parquet, "ROW_GROUP_BUFFER_BYTES", 1)
+    with TestPipeline(runner="DirectRunner") as p:
+        _ = (p | beam.Create(rows, reshuffle=False)
+             | WriteDataset(str(tmp_path), "metrics", METRICS_SCHEMA))
+    (path,) = (tmp_path / "metrics").iterdir()
+    metadata = pq.ParquetFile(path).metadata
+    assert [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)] == [
+        1_000, 1_000, 500]
+    assert pq.read_table(path).to_pylist() == rows
+
+
+def test_bounded_rows_in_windows_are_refused_at_construction(tmp_path):
+    p = TestPipeline(runner="DirectRunner")
+    windowed = p | beam.Create(METRIC_ROWS) | beam.WindowInto(beam.window.FixedWindows(60))
+    with pytest.raises(ValueError, match="bounded rows must be in the global window"):
+        _ = windowed | WriteDataset(str(tmp_path), "metrics", METRICS_SCHEMA)
 
 
 def _write_table(path, rows):
