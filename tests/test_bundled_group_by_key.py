@@ -59,7 +59,7 @@ def test_elements_keyed_as_they_are_listed_group_as_keyed_ones_do():
     with TestPipeline() as p:
         values = _stamped(p) | beam.WindowInto(FixedWindows(60))
         grouped = _sorted_groups(values | BundledGroupByKey(
-            key_value=lambda kv, timestamp: (kv[0], (timestamp.micros, kv[1]))))
+            key_value=lambda kv, micros: (kv[0], (micros, kv[1]))))
         assert_that(grouped, equal_to([
             ("a", [(10_000_000, 3), (30_000_000, 1)]), ("a", [(70_000_000, 4)]),
             ("b", [(5_000_000, 2)]), ("b", [(65_000_000, 5)]), ("c", [(1_000_000, 6)])]))

@@ -35,7 +35,9 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from realtime_ai.transforms import sdk_workarounds
 
-KeyValue = Callable[[Any, Timestamp], tuple[Any, Any]]
+# (element, its timestamp in micros) -> (key, value). Micros, read once: Beam's
+# Timestamp.micros is a property that checks the precision every time.
+KeyValue = Callable[[Any, int], tuple[Any, Any]]
 
 
 class _ListsPerBundleDoFn(beam.DoFn):
@@ -56,9 +58,8 @@ class _ListsPerBundleDoFn(beam.DoFn):
     # bind its arguments afresh for every element (runners/common.py PerWindowInvoker), about
     # as much CPU as the rest of this method.
     def process(self, element, windowed=beam.DoFn.WindowedValueParam):
-        timestamp = windowed.timestamp
-        key, value = element if self._key_value is None else self._key_value(element, timestamp)
-        micros = timestamp.micros  # compared as an int: Timestamp's < is Python code
+        micros = windowed.timestamp.micros
+        key, value = element if self._key_value is None else self._key_value(element, micros)
         for window in windowed.windows:
             held = self._lists.get((key, window))
             if held is None:
@@ -185,8 +186,8 @@ def _bounded_only(pcoll):
 class ListsPerBundle(beam.PTransform):
     """Bounded PCollection[E] -> PCollection[(K, GroupedValues)]: per bundle, the values of
     each key and window as one list, stamped with its earliest value's timestamp. Each element
-    becomes (K, V) by `key_value(element, timestamp)`, or is one already. GroupLists groups
-    the lists (of one or several such PCollections, flattened)."""
+    becomes (K, V) by `key_value(element, its timestamp in micros)`, or is one already.
+    GroupLists groups the lists (of one or several such PCollections, flattened)."""
 
     def __init__(self, key_value: KeyValue | None = None):
         super().__init__()

@@ -38,10 +38,9 @@ def _plain_tuple(name: str, value):
 
 
 def _tagged_by_window_start(name: str, to_plain, size_micros: int, value,
-                            timestamp) -> tuple[int, tuple[str, Any]]:
+                            micros: int) -> tuple[int, tuple[str, Any]]:
     # the start of its FixedWindows(size) window: (name, plain value) keyed as
     # _KeyByWindowStart keys it
-    micros = timestamp.micros
     return micros - micros % size_micros, (name, to_plain(value))
 
 
