@@ -191,7 +191,7 @@ _CELL_TEXT: dict[str, Callable[[Any], str]] = {
     "time_of_day": lambda value: _text_cell(str(value)[11:16]),  # of "YYYY-MM-DDTHH:MM:SSZ"
     "decimal": _decimal_cell,
 }
-# (section, field, cell text) of each column, with and without the id column
+# (section, field, cell text) of each of RISK_COLUMNS
 _RISK_CELLS = tuple((section, field, _CELL_TEXT[kind]) for _, section, field, kind in RISK_COLUMNS)
 
 
@@ -202,13 +202,10 @@ def risk_columns(task: str) -> tuple[tuple[str, str, str, str], ...]:
 
 def _risk_block(task: str, data: Mapping[str, Any]) -> str:
     columns = risk_columns(task)
-    cells = _RISK_CELLS if task == base.TRANSACTION_RISK_PACKED else _RISK_CELLS[1:]
+    cells = _RISK_CELLS[-len(columns):]  # those of `columns`, the last of RISK_COLUMNS
     items = data["transactions"] if task == base.TRANSACTION_RISK_PACKED else [data]
-    lines = []
-    for item in items:
-        lines.append("|".join([
-            "" if (value := item[section].get(field)) is None else text(value)
-            for section, field, text in cells]))
+    lines = ["|".join(["" if (value := item[section].get(field)) is None else text(value)
+                       for section, field, text in cells]) for item in items]
     return "\n".join(["|".join(column[0] for column in columns), *lines])
 
 
