@@ -12,7 +12,10 @@ transaction (deep analyses of escalated transactions are extra calls) and the se
 rate while the model was asked (between the 10th and 90th percentile of its answer times),
 and beside it the same rate when the pipeline's own transport alone sends the largest size's
 worth of risk requests, the same number in flight, nothing else in its process (after each
-round of runs): what this server and machine allow any client.
+round of runs): what this server and machine allow any client. Also per run: the seconds
+from the last risk score's answer to the last answer, and what was answered meanwhile (the
+calls that can only follow the scores: deep analyses of the last escalated transactions,
+then the insights, asked once their windows' rows are made), and the slope without them.
 
     python benchmarks/model_overlap.py [--sizes 400,4000] [--latency-ms 200] [--concurrency 64]
         [--repeat 3]
@@ -38,10 +41,12 @@ import pyarrow.parquet as pq
 from llm_throughput import risk_data, risk_request_bodies  # benchmarks/, this script's folder
 from stream_bench import machine_cpu_seconds
 
+from realtime_ai.llm import base
 from realtime_ai.llm.transport import ChatCompletions
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RESULTS_FILE = REPO / "benchmarks" / "results" / "model_overlap.json"
+RISK_TASKS = (base.TRANSACTION_RISK, base.TRANSACTION_RISK_PACKED)
 
 
 def _transactions(count: int, folder: pathlib.Path) -> pathlib.Path:
@@ -81,6 +86,19 @@ class Server:
     def requests(self) -> int:
         return self._get("").get("requests", 0)
 
+    def after_last_risk_answer(self) -> tuple[float, dict[str, int]]:
+        """Seconds from the last risk score's answer to the last answer, and the answers
+        of each task meanwhile: the calls that wait for the scores (deep analyses of the
+        last escalated transactions; insights, asked once every row of their window is
+        made), with the steps between them that run once scoring is done."""
+        by_task = self._get("/answer_times_by_task")
+        last_risk = max(max(by_task.get(task, [0.0])) for task in RISK_TASKS)
+        last = max(max(times) for times in by_task.values())
+        after = {task: sum(1 for at in times if at > last_risk)
+                 for task, times in sorted(by_task.items())}
+        return round(last - last_risk, 2), {task: count for task, count in after.items()
+                                            if count}
+
     def model_phase_rate(self) -> float:
         """Answers per second between the 10th and the 90th percentile of the answer times:
         the rate while the model is asked, without the phases before and after it."""
@@ -112,9 +130,12 @@ def _run(path: pathlib.Path, output: pathlib.Path, server: Server, concurrency: 
     if degraded:
         raise SystemExit(f"{degraded} of {len(models)} rows were answered by the local rules "
                          "(degraded): the test server's answers were refused")
+    after_s, answers_after = server.after_last_risk_answer()
     # the cores this VM's host took meanwhile: a run with much of it measures the host
     return {"wall_s": wall_s, "requests": server.requests(),
             "model_phase_requests_per_s": server.model_phase_rate(),
+            "after_last_risk_answer_s": after_s,
+            "answers_after_last_risk_answer": answers_after,
             "stolen_by_host_cores": round((stolen_after - stolen_before) / wall_s, 2)}
 
 
@@ -160,7 +181,9 @@ def main() -> int:
                     runs.setdefault(size, []).append(run)
                     print(f"{size} transactions: {run['wall_s']} s, {run['requests']} requests"
                           f" ({run['model_phase_requests_per_s']}/s while the model was asked)"
-                          f", {run['stolen_by_host_cores']} cores stolen by the host", flush=True)
+                          f", {run['stolen_by_host_cores']} cores stolen by the host; "
+                          f"{run['after_last_risk_answer_s']} s after the last risk answer "
+                          f"({run['answers_after_last_risk_answer']})", flush=True)
                 alone.append(_client_alone(server, sizes[-1], args.concurrency))
                 print(f"the transport alone: {alone[-1]} requests/s while asked", flush=True)
         finally:
@@ -168,6 +191,12 @@ def main() -> int:
     low, high = sizes[0], sizes[-1]
     walls = {size: statistics.median(run["wall_s"] for run in runs[size]) for size in sizes}
     rate = (high - low) / (walls[high] - walls[low])
+    # The same slope to the last risk score's answer (each run's wall less what came after
+    # it): what the calls that can only follow the scores cost the end-to-end rate.
+    walls_to_last_risk = {size: statistics.median(
+        run["wall_s"] - run["after_last_risk_answer_s"] for run in runs[size])
+        for size in sizes}
+    rate_to_last_risk = (high - low) / (walls_to_last_risk[high] - walls_to_last_risk[low])
     # Deep analyses and insight windows are calls of their own: the bound counted in
     # transactions is the model's rate over the calls each transaction brings.
     requests_per_transaction = runs[high][0]["requests"] / high
@@ -179,6 +208,10 @@ def main() -> int:
         "median_model_phase_requests_per_s": statistics.median(
             run["model_phase_requests_per_s"] for run in runs[high]),
         "share_of_bound": round(rate / bound, 3),
+        "median_after_last_risk_answer_s": {size: statistics.median(
+            run["after_last_risk_answer_s"] for run in runs[size]) for size in sizes},
+        "events_per_s_to_last_risk_answer": round(rate_to_last_risk, 1),
+        "share_of_bound_to_last_risk_answer": round(rate_to_last_risk / bound, 3),
         "requests_per_transaction": round(requests_per_transaction, 3),
         "model_bound_transactions_per_s": round(bound_in_transactions, 1),
         "share_of_bound_in_transactions": round(rate / bound_in_transactions, 3),
@@ -197,6 +230,8 @@ def main() -> int:
           f"{result['model_bound_transactions_per_s']:.0f} transactions/s); the server "
           f"answered {result['median_model_phase_requests_per_s']}/s while the pipeline asked, "
           f"{result['median_transport_alone_requests_per_s']}/s asked by the transport alone; "
+          f"to the last risk answer {rate_to_last_risk:.1f} events/s = "
+          f"{rate_to_last_risk / bound:.0%}; "
           f"load average {result['load_average_before_after']}")
     return 0
 

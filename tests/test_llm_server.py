@@ -63,3 +63,28 @@ def test_the_time_taken_to_answer_is_part_of_the_latency(monkeypatch):
     finally:
         handle.stop()
     assert 1.0 <= elapsed < 1.7
+
+
+def test_answer_times_are_kept_by_task_for_what_a_job_asked_last():
+    """benchmarks/model_overlap.py tells the risk-scoring phase from the calls after it (deep
+    analyses, insights) by the task of each answer; a request that is none of the pipeline's
+    tasks is answered as `other`."""
+    handle = server.start_in_thread(port=0)
+    try:
+        _risk(handle.base_url, "gpt-4o-mini")
+        question = {"model": "gpt-4o", "messages": tasks.question_messages("Why?", {})}
+        urllib.request.urlopen(urllib.request.Request(
+            f"{handle.base_url}/chat/completions", json.dumps(question).encode(),
+            {"Content-Type": "application/json"}), timeout=10).close()
+        _risk(handle.base_url, "gpt-4o-mini")
+        stats_url = handle.base_url.removesuffix("/v1") + "/stats"
+        with urllib.request.urlopen(f"{stats_url}/answer_times_by_task", timeout=10) as reply:
+            by_task = json.loads(reply.read())
+        with urllib.request.urlopen(f"{stats_url}/answer_times", timeout=10) as reply:
+            times = json.loads(reply.read())
+    finally:
+        handle.stop()
+    assert sorted(by_task) == [server.OTHER_ANSWER, base.TRANSACTION_RISK]
+    risk_times, (question_time,) = by_task[base.TRANSACTION_RISK], by_task[server.OTHER_ANSWER]
+    assert len(risk_times) == 2 and risk_times[0] < question_time < risk_times[1]
+    assert times == sorted(risk_times + [question_time])

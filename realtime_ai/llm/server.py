@@ -37,6 +37,9 @@ DEFAULT_FAULTS = ("rate_limited", "server_error", "hang", "malformed")
 HANG_SECONDS = 600.0
 RATE_WINDOW_SECONDS = 60.0
 ANSWER_TIMES_KEPT = 200_000
+# the task of an answer to a request that is none of the pipeline's (a question, a refusal)
+OTHER_ANSWER = "other"
+TASK_KEY = "realtime_ai_task"  # where a request's task is noted, in the aiohttp request
 MAX_COMPLETION_TOKENS = 16_384  # gpt-4o and gpt-4o-mini: larger max_tokens is a 400
 
 
@@ -89,8 +92,10 @@ class _Server:
         self.first_request_at: float | None = None
         self.last_answer_at: float | None = None
         self.in_flight = 0  # requests being answered now
-        # when each of the latest answers went out, for steady-state rates
-        self.answer_times: collections.deque[float] = collections.deque(maxlen=ANSWER_TIMES_KEPT)
+        # when each of the latest answers went out, and of which task (the pipeline's, or
+        # OTHER_ANSWER), for steady-state rates and for what a job asked last
+        self.answers: collections.deque[tuple[float, str]] = collections.deque(
+            maxlen=ANSWER_TIMES_KEPT)
         self._rng = random.Random(settings.seed)
         self._recent: collections.deque[float] = collections.deque()
 
@@ -138,7 +143,7 @@ class _Server:
         finally:
             self.in_flight -= 1
             self.last_answer_at = time.time()
-            self.answer_times.append(self.last_answer_at)
+            self.answers.append((self.last_answer_at, request.get(TASK_KEY, OTHER_ANSWER)))
 
     def _model_answer(self, task: str, data: dict, model: str) -> dict:
         """The local model's answer, its risk scores moved by the model's offset."""
@@ -189,6 +194,7 @@ class _Server:
             if _asks_for_json(body):  # one of the pipeline's tasks
                 task, data = tasks.request_task_and_data(body["messages"],
                                                          body.get("response_format"))
+                request[TASK_KEY] = task
                 answer_text = lambda: json.dumps(  # noqa: E731
                     self._model_answer(task, data, body["model"]))
             else:  # any other chat request: a free-text answer
@@ -300,11 +306,17 @@ class _Server:
                                   "last_answer_at": self.last_answer_at})
 
     async def get_answer_times(self, request: web.Request) -> web.Response:
-        return web.json_response(list(self.answer_times))
+        return web.json_response([answered_at for answered_at, _ in self.answers])
+
+    async def get_answer_times_by_task(self, request: web.Request) -> web.Response:
+        by_task: dict[str, list[float]] = {}
+        for answered_at, task in self.answers:
+            by_task.setdefault(task, []).append(answered_at)
+        return web.json_response(by_task)
 
     async def reset_stats(self, request: web.Request) -> web.Response:
         self.stats.clear()
-        self.answer_times.clear()
+        self.answers.clear()
         self.first_request_at = self.last_answer_at = None
         self._recent.clear()
         return web.json_response({})
@@ -316,6 +328,7 @@ class _Server:
             web.get("/v1/models", self.models),
             web.get("/stats", self.get_stats),
             web.get("/stats/answer_times", self.get_answer_times),
+            web.get("/stats/answer_times_by_task", self.get_answer_times_by_task),
             web.post("/stats/reset", self.reset_stats),
         ])
         return application
