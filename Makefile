@@ -92,6 +92,14 @@ bench-flink: venv
 	$(FLINK_KAFKA_PUBSUB) && \
 	$(PY) benchmarks/flink_latency.py --save \
 	  $(FLINK_BENCH_ARGS)
+
+# The same at 50, 100, 300, 1000 and 2000 events/s, one after another, and a plot of latency
+# against the rate (benchmarks/flink_sweep.py; about 3 minutes a rate). Options:
+# FLINK_SWEEP_ARGS=--test-server (our server at 200 ms a call), --rates 50,300, --seconds 30.
+.PHONY: bench-flink-sweep
+bench-flink-sweep: venv
+	$(FLINK_KAFKA_PUBSUB) && \
+	$(PY) benchmarks/flink_sweep.py $(FLINK_SWEEP_ARGS)
 # The Flex Template's parameters, from the option declarations (pipelines/options.py).
 template: venv
 	$(PY) -m realtime_ai.pipelines.template > templates/metadata.json

@@ -620,10 +620,8 @@ def save(result: dict, test_server: bool, folder: pathlib.Path) -> pathlib.Path:
     return path
 
 
-def main() -> int:
-    argv = sys.argv[1:]
-    pipeline_options = argv[argv.index("--") + 1:] if "--" in argv else []
-    argv = argv[:argv.index("--")] if "--" in argv else argv
+def parser() -> argparse.ArgumentParser:
+    """This script's options (benchmarks/flink_sweep.py takes them too)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=330.0, help="events per second, total")
     parser.add_argument("--seconds", type=float, default=60.0, help="publishing time")
@@ -648,14 +646,41 @@ def main() -> int:
                         help=f"also keep the result in {LOCAL_MODEL_RESULTS}, or with "
                         f"--test-server under its rate in {TEST_SERVER_RESULTS} "
                         f"(in {RESULTS_DIR.relative_to(REPO)})")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(this script's arguments, the pipeline options after `--`)."""
+    if "--" not in argv:
+        return argv, []
+    return argv[:argv.index("--")], argv[argv.index("--") + 1:]
+
+
+def cluster_problem(flink: str) -> str | None:
+    """Why the Flink cluster at `flink` cannot run a job now, or None. A TaskManager whose
+    tasks did not exit within 180 s of a cancel shuts itself down (Flink's task cancellation
+    watchdog), and every job after it fails to be scheduled."""
+    try:
+        overview = rest(flink, "/overview")
+    except (OSError, urllib.error.URLError):
+        return f"no Flink cluster at {flink}: scripts/flink-cluster.sh start"
+    if not overview.get("taskmanagers"):
+        return (f"the Flink cluster at {flink} has no TaskManager (its log is under "
+                "~/.cache/realtime-ai/run/flink/log): scripts/flink-cluster.sh stop, then start")
+    return None
+
+
+def check_services(flink: str) -> None:
     if not os.environ.get("PUBSUB_EMULATOR_HOST"):
         raise SystemExit("set PUBSUB_EMULATOR_HOST: eval \"$(scripts/pubsub-emulator.sh start)\"")
-    try:
-        rest(args.flink, "/overview")
-    except (OSError, urllib.error.URLError):
-        raise SystemExit(
-            f"no Flink cluster at {args.flink}: scripts/flink-cluster.sh start") from None
+    problem = cluster_problem(flink)
+    if problem:
+        raise SystemExit(problem)
+
+
+def run_with_model(args: argparse.Namespace, pipeline_options: list[str]) -> dict:
+    """`run` with the local model, or with --test-server our server in a process of its own
+    for the job and the batch run alike; the run's result is also kept in its work folder."""
     server = _repo_module("benchmarks/llm_throughput.py").Server(
         "--latency_ms", str(TEST_SERVER_LATENCY_MS)) if args.test_server else None
     try:
@@ -666,12 +691,20 @@ def main() -> int:
     finally:
         if server:
             server.stop()
-    path = pathlib.Path(result["work"]) / "result.json"
-    path.write_text(json.dumps(result, indent=1, default=str))
+    (pathlib.Path(result["work"]) / "result.json").write_text(
+        json.dumps(result, indent=1, default=str))
+    return result
+
+
+def main() -> int:
+    argv, pipeline_options = split_argv(sys.argv[1:])
+    args = parser().parse_args(argv)
+    check_services(args.flink)
+    result = run_with_model(args, pipeline_options)
     if args.save:
         save(result, args.test_server, RESULTS_DIR)
     print(summary(result))
-    print(f"details: {path}")
+    print(f"details: {pathlib.Path(result['work']) / 'result.json'}")
     return 0
 
 

@@ -802,7 +802,7 @@ def _row(run: dict) -> str:
             f"{load.get('stolen_by_host_cores', '-'):>6}")
 
 
-def _code_version() -> dict:
+def code_version() -> dict:
     """The commit measured, and the files that differed from it: the project changes under
     a benchmark that runs for a quarter of an hour."""
     def git(*args: str) -> str:
@@ -850,7 +850,7 @@ def main() -> None:
     named = "quick" if args.quick else "soak" if args.soak else "default"
     sweep = ("custom" if args.rates else named) + ("-test-server" if args.test_server else "") + (
         "-options" if args.job_options else "")
-    code_at_start = _code_version()
+    code_at_start = code_version()
     work = args.work or pathlib.Path(tempfile.mkdtemp(prefix="stream-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"work folder: {work}", flush=True)
@@ -904,7 +904,7 @@ def main() -> None:
     result = {
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(), "cores": os.cpu_count(),
-        "code_at_start": code_at_start, "code_at_end": _code_version(),
+        "code_at_start": code_at_start, "code_at_end": code_version(),
         "seconds_per_rate": seconds, "settle_seconds": SETTLE_SECONDS, "source": source,
         "model": (f"test server, {TEST_SERVER_LATENCY_MS} ms a call" if args.test_server
                   else "local model"),

@@ -42,3 +42,15 @@ def test_the_busiest_second_counts_every_streams_events(tmp_path):
 def test_the_cpu_probe_times_a_fixed_piece_of_work():
     flink_latency = benchmark_script("flink_latency")
     assert 0 < flink_latency.cpu_probe_seconds(repeat=1) < 10
+
+
+def test_a_cluster_without_a_taskmanager_is_named_as_the_problem(monkeypatch):
+    """A TaskManager shut itself down after a cancelled job's tasks hung (Flink's 180 s
+    cancellation watchdog); the runs after it each waited out their start-up and failed as
+    'CANCELLING' or 'FAILED', with nothing saying why."""
+    flink_latency = benchmark_script("flink_latency")
+    overview = {"taskmanagers": 0, "slots-total": 0}
+    monkeypatch.setattr(flink_latency, "rest", lambda flink, path: overview)
+    assert "no TaskManager" in flink_latency.cluster_problem("localhost:8081")
+    overview["taskmanagers"] = 1
+    assert flink_latency.cluster_problem("localhost:8081") is None
