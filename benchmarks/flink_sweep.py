@@ -84,9 +84,7 @@ def line(row: dict) -> str:
         return f"{head}  {row['error']}"
     same = " ".join(f"{name[:2]}={'S' if equal else 'D'}"
                     for name, equal in row["datasets_equal_batch"].items())
-    latency = row["alerts"].get("latency_ms_all")
-    seconds = ("/".join(f"{latency[k] / 1000:.1f}" for k in ("p50", "p95", "p99", "max"))
-               if latency else "-")
+    seconds = stream_bench.latency_seconds_text(row["alerts"].get("latency_ms_all"))
     return (f"{head} {row['late_dead_letters']:>5}  {same}  ids"
             f"{'==' if row['alerts']['ids_equal_batch'] else '!='}"
             f"{row['alerts']['published_ids']:<5} {seconds:>22}")

@@ -780,6 +780,13 @@ def _latency_lines(points: list[tuple[float, dict]], width: int, height: int,
 
 # --- the sweep --------------------------------------------------------------------------------
 
+def latency_seconds_text(latency: dict | None) -> str:
+    """p50/p95/p99/max of a latency in ms (alert_figures), as seconds, or - without any."""
+    if not latency:
+        return "-"
+    return "/".join(f"{latency[k] / 1000:.1f}" for k in ("p50", "p95", "p99", "max"))
+
+
 def _row(run: dict) -> str:
     if "error" in run:
         return f"{run['rate']:>6g}  ERROR: {run['error']}"
@@ -787,9 +794,7 @@ def _row(run: dict) -> str:
     written = datasets["transactions"]["stream_rows"] + datasets["metrics"]["stream_rows"]
     verdicts = " ".join(f"{name[:2]}={'S' if d['verdict'] == 'SAME' else 'D'}"
                         for name, d in datasets.items())
-    latency = run["alerts"].get("latency_ms_all")
-    latency_text = ("/".join(f"{latency[k] / 1000:.1f}" for k in ("p50", "p95", "p99", "max"))
-                    if latency else "-")
+    latency_text = latency_seconds_text(run["alerts"].get("latency_ms_all"))
     load = run.get("load", {})
     return (f"{run['rate']:>6g} {run['published']:>7} {run['achieved_rate'] or 0:>8.1f} "
             f"{written:>7}/{run['published']:<7} {run['outputs']['late_dead_letters']:>5} "
