@@ -23,6 +23,7 @@ benchmarks/results/flink_latency_by_rate.svg (_test_server before .svg with --te
 """
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import sys
@@ -90,12 +91,28 @@ def line(row: dict) -> str:
             f"{row['alerts']['published_ids']:<5} {seconds:>22}")
 
 
-def main() -> int:
-    argv, pipeline_options = flink_latency.split_argv(sys.argv[1:])
+def _rates(text: str) -> list[float]:
+    try:
+        rates = [float(rate) for rate in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not numbers separated by commas: {text!r}") from None
+    if not all(0 < rate < float("inf") for rate in rates):
+        raise argparse.ArgumentTypeError(f"rates must be positive: {text!r}")
+    return rates
+
+
+def parser() -> argparse.ArgumentParser:
+    """flink_latency.py's options, and the rates."""
     parser = flink_latency.parser()
     parser.description = __doc__.splitlines()[0]
-    parser.add_argument("--rates", default=DEFAULT_RATES, help="events per second, total")
-    args = parser.parse_args(argv)
+    parser.add_argument("--rates", type=_rates, default=DEFAULT_RATES,
+                        help="events per second, total, separated by commas")
+    return parser
+
+
+def main() -> int:
+    argv, pipeline_options = flink_latency.split_argv(sys.argv[1:])
+    args = parser().parse_args(argv)
     flink_latency.check_services(args.flink)
     kind = "test server" if args.test_server else "local model"
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -104,7 +121,7 @@ def main() -> int:
     rows = []
     print("  rate    sent  rate/s  drained  lag s half/end  late  datasets (S=same as batch)"
           "  alert ids  p50/p95/p99/max s", flush=True)
-    for rate in (float(rate) for rate in args.rates.split(",")):
+    for rate in args.rates:
         args.rate = rate
         args.work = f"{work}/rate-{rate:g}" if work else None
         problem = flink_latency.cluster_problem(args.flink)

@@ -52,3 +52,12 @@ def test_a_rate_whose_batch_run_failed_or_whose_job_never_ran_is_reported_as_suc
     assert "batch run failed" in sweep.line(failed)
     assert sweep.line({"rate": 1000.0, "error": "TimeoutError: no job"}).endswith(
         "ERROR: TimeoutError: no job")
+
+
+@pytest.mark.parametrize("rates", ["50,abc", "100,0", "-5", "nan"])
+def test_rates_that_are_not_positive_numbers_end_with_a_one_line_error(sweep, rates, capsys):
+    with pytest.raises(SystemExit) as ended:
+        sweep.parser().parse_args(["--rates", rates])
+    assert ended.value.code == 2
+    assert "--rates" in capsys.readouterr().err
+    assert sweep.parser().parse_args(["--rates", "50,300"]).rates == [50.0, 300.0]
