@@ -154,9 +154,9 @@ def test_concurrency_limit_holds_across_dofn_instances_of_a_worker(monkeypatch):
     try:
         config = LlmConfig(backend="openai", base_url=handle.base_url, fast_model="small",
                            concurrency=3)
-        assert runner.shared_slots(config) is runner.shared_slots(config)
+        assert runner.shared_slots(config, base.FAST) is runner.shared_slots(config, base.FAST)
         backend = runner.shared_backend(config)
-        first, second = (runner.InFlight(runner.shared_slots(config)) for _ in range(2))
+        first, second = (runner.InFlight(runner.shared_slots(config, base.FAST)) for _ in range(2))
 
         def feed(in_flight, first_amount):
             for amount in range(first_amount, first_amount + 15):
@@ -176,6 +176,59 @@ def test_concurrency_limit_holds_across_dofn_instances_of_a_worker(monkeypatch):
     assert handle.stats["max_in_flight"] == 3
 
 
+def _quiet_window(i: int) -> dict:
+    """A window's insight request, a different one for each i (the cache answers repeats)."""
+    return {"dashboard_id": f"d{i}", "window_start": "a", "window_end": "b", "metrics": []}
+
+
+def test_a_slow_deep_model_never_holds_the_fast_models_request_slots(monkeypatch):
+    """Every request slot taken by deep calls that take seconds: the fast model's calls are
+    still answered at once (before, they waited for the deep answers: one limit for both)."""
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    handle = server.start_in_thread(port=0, model_latency_ms={"big": 3000.0, "small": 300.0})
+    config = LlmConfig(backend="openai", base_url=handle.base_url, fast_model="small",
+                       deep_model="big", concurrency=2)
+    backend = runner.shared_backend(config)
+    deep, fast = (runner.InFlight(runner.shared_slots(config, tier))
+                  for tier in (base.DEEP, base.FAST))
+    try:
+        for i in range(4):  # two in flight, two waiting for a request slot
+            deep.add(i, backend.complete(base.DASHBOARD_INSIGHT, _quiet_window(i), base.DEEP))
+        started = time.monotonic()
+        for i in range(4):
+            fast.add(i, backend.complete(base.TRANSACTION_RISK, _another_transaction(i),
+                                         base.FAST))
+        fast_answers = fast.drain_all()
+        fast_seconds = time.monotonic() - started
+        deep_answers = deep.drain_all()
+    finally:
+        handle.stop()
+    assert [a.model for _, a in fast_answers] == ["small"] * 4
+    assert fast_seconds < 1.5  # two rounds of 0.3 s; a deep answer takes 3 s
+    assert [a.model for _, a in deep_answers] == ["big"] * 4
+    assert handle.stats["max_in_flight"] == 4  # two a model, each over its own connections
+
+
+def test_tiers_asking_the_same_model_at_the_same_endpoint_share_its_limit(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    handle = server.start_in_thread(port=0, latency_ms=200)
+    config = LlmConfig(backend="openai", base_url=handle.base_url, fast_model="one",
+                       deep_model="one", concurrency=2)
+    backend = runner.shared_backend(config)
+
+    async def both_tiers():
+        return await asyncio.gather(*(
+            backend.complete(base.DASHBOARD_INSIGHT, _quiet_window(i), tier)
+            for i, tier in enumerate([base.FAST, base.DEEP] * 3)))
+
+    try:
+        answers = runner.submit(both_tiers()).result(10)
+    finally:
+        handle.stop()
+    assert len(answers) == 6 and handle.stats["requests"] == 6
+    assert handle.stats["max_in_flight"] == 2
+
+
 def test_a_freed_request_slot_is_refilled_on_the_event_loop(monkeypatch):
     """The bundle thread hands over the next requests before slots free up, so an answer's
     slot is taken at once by a waiting request, not when that thread comes back."""
@@ -185,7 +238,7 @@ def test_a_freed_request_slot_is_refilled_on_the_event_loop(monkeypatch):
         config = LlmConfig(backend="openai", base_url=handle.base_url, fast_model="small",
                            concurrency=2)
         backend = runner.shared_backend(config)
-        in_flight = runner.InFlight(runner.shared_slots(config))
+        in_flight = runner.InFlight(runner.shared_slots(config, base.FAST))
         for i in range(4):
             in_flight.add(i, backend.complete(base.TRANSACTION_RISK, _another_transaction(i),
                                               base.FAST))
@@ -211,7 +264,8 @@ def test_long_lived_objects_are_frozen_at_most_once_per_interval(monkeypatch):
 
 
 def test_packing_lets_each_request_slot_carry_a_batch_of_elements():
-    slots = runner.shared_slots(LlmConfig(backend="local", concurrency=3, fast_batch_size=4))
+    slots = runner.shared_slots(LlmConfig(backend="local", concurrency=3, fast_batch_size=4),
+                                base.FAST)
     held = runner.REQUESTS_HELD_PER_SLOT * 3 * 4
     taken = [slots.acquire(blocking=False) for _ in range(held + 1)]
     for _ in range(sum(taken)):

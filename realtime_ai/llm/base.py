@@ -51,7 +51,7 @@ class LlmConfig:
     deep_model: str = "gpt-4o"
     timeout_seconds: float = 30.0
     max_retries: int = 4
-    concurrency: int = 64
+    concurrency: int = 64  # requests in flight per worker, per model (client.py)
     fast_batch_size: int = 1  # transactions packed into one fast-tier request
     batch_wait_ms: float = 50.0  # longest a request waits for others to pack or gather with
     # Streaming: requests gathered in keyed state before the model step (GatherForModel); False:
@@ -75,6 +75,9 @@ class LlmConfig:
         spec = (self.fast_base_url if tier == FAST else self.deep_base_url) or self.base_url
         urls = tuple(url.strip() for url in (spec or "").split(",") if url.strip())
         return urls or (None,)
+
+    def model(self, tier: str) -> str:
+        return self.fast_model if tier == FAST else self.deep_model
     on_model_failure: str = DEGRADE  # one of ON_MODEL_FAILURE
 
 

@@ -108,14 +108,25 @@ class OpenAiBackend:
         self._rates = _job_budget(config)
         self._budget = (config.latency_budget_ms / 1000.0 if config.latency_budget_ms
                         else None)
-        # Requests in flight; callers may hold more elements than this when they are packed.
-        self._request_slots = asyncio.Semaphore(config.concurrency)
+        # Requests in flight, `concurrency` per model (callers may hold more elements than
+        # this when they are packed): a tier's own, so a slow deep model never holds the fast
+        # model's slots (sharing 64, 101 deep answers of 3 s each held the main command's
+        # scoring to 228 transactions/s against 318 on slots of its own: model_overlap.py
+        # --deep-latency-ms 3000). Providers limit each model apart; tiers naming the same
+        # model at the same endpoints share one limit.
+        limited = {tier: (config.endpoint_urls(tier), config.model(tier))
+                   for tier in (base.FAST, base.DEEP)}
+        slots = {key: asyncio.Semaphore(config.concurrency) for key in set(limited.values())}
+        self._request_slots = {tier: slots[key] for tier, key in limited.items()}
+        # one connection per request slot of every limit that reaches the endpoint
+        self._connections = {url: config.concurrency * sum(url in urls for urls, _ in slots)
+                             for urls, _ in slots for url in urls}
 
     def _transport(self, endpoint: Endpoint) -> ChatCompletions:
         if endpoint.client is None:  # created on the event loop that will use it
-            # one connection per request slot, all kept alive
+            # all kept alive
             endpoint.client = ChatCompletions(endpoint.label, self._tokens or self._api_key,
-                                              connections=self._config.concurrency)
+                                              connections=self._connections[endpoint.base_url])
         return endpoint.client
 
     def endpoints(self) -> list[Endpoint]:
@@ -128,7 +139,7 @@ class OpenAiBackend:
         return text
 
     async def complete(self, task: str, data: Mapping[str, Any], tier: str) -> LlmResult:
-        model = self._config.fast_model if tier == base.FAST else self._config.deep_model
+        model = self._config.model(tier)
         messages = tasks.build_messages(task, data)
         prompt_tokens = tasks.estimate_tokens(messages)
         spent: list[Spend] = []  # every request of this event, kept even when it is cut
@@ -178,7 +189,7 @@ class OpenAiBackend:
         HTTP answer but a 5xx means it is up (its answer may still be invalid)."""
         reserved = prompt_tokens + EXPECTED_ANSWER_TOKENS
         await self._rates.acquire(reserved)
-        async with self._request_slots:
+        async with self._request_slots[tier]:
             # when the request can go: load and health as they are now (CircuitOpen when
             # every endpoint of the tier is failing)
             endpoint = self._pools[tier].pick()

@@ -17,7 +17,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from realtime_ai.llm.base import LlmBackend, LlmConfig
+from realtime_ai.llm.base import FAST, LlmBackend, LlmConfig
 
 CLOSE_TIMEOUT_SECONDS = 5.0
 FREEZE_INTERVAL_SECONDS = 300.0
@@ -31,7 +31,7 @@ _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
 _loop_pid: int | None = None
 _backends: dict[LlmConfig, LlmBackend] = {}
-_slots: dict[LlmConfig, threading.Semaphore] = {}
+_slots: dict[tuple[LlmConfig, str], threading.Semaphore] = {}
 _frozen_at: float | None = None  # time.monotonic() of the last freeze
 
 
@@ -112,16 +112,19 @@ def shared_backend(config: LlmConfig) -> LlmBackend:
         return _backends[config]
 
 
-def shared_slots(config: LlmConfig) -> threading.Semaphore:
-    """Element slots shared by every DoFn instance in the process, so the limit holds per
-    worker however many bundle threads the runner uses: REQUESTS_HELD_PER_SLOT times
-    `config.concurrency` requests, each carrying up to `fast_batch_size` packed elements (the
-    backend itself keeps at most `concurrency` requests in flight; the rest wait on the
-    event loop for a request slot)."""
+def shared_slots(config: LlmConfig, tier: str) -> threading.Semaphore:
+    """Element slots of one model tier, shared by every DoFn instance in the process that asks
+    it, so the limit holds per worker however many bundle threads the runner uses:
+    REQUESTS_HELD_PER_SLOT times `config.concurrency` requests, each carrying up to
+    `fast_batch_size` packed elements on the fast tier (the backend itself keeps at most
+    `concurrency` requests of a model in flight; the rest wait on the event loop for a
+    request slot). A tier's own, as its request slots are: elements waiting on a slow deep
+    model never hold the fast tier's."""
     event_loop()
+    packed = config.fast_batch_size if tier == FAST else 1
     with _lock:
-        return _slots.setdefault(config, threading.Semaphore(
-            REQUESTS_HELD_PER_SLOT * config.concurrency * config.fast_batch_size))
+        return _slots.setdefault((config, tier), threading.Semaphore(
+            REQUESTS_HELD_PER_SLOT * config.concurrency * packed))
 
 
 class InFlight:

@@ -268,7 +268,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("llm_max_retries", Integer(0, 100), 4,
            "Retries of a failed or invalid answer before the event is dead-lettered.", "2"),
     Option("llm_concurrency", Integer(1, 10_000), 64,
-           "Model requests in flight per worker process.", "16"),
+           "Model requests in flight per worker process, per model: the fast and the deep "
+           "model each have this many (a slow deep model never holds the fast model's), "
+           "tiers asking the same model at the same endpoints share them.", "16"),
     Option("fast_batch_size", Integer(1, 1000), 1,
            "Transactions packed into one fast-model request (one shared instruction, one "
            "validated result per transaction id; missing ones are asked alone). 1 = no "

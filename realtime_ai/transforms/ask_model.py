@@ -174,7 +174,7 @@ class _AskModelDoFn(_ModelDoFn):
     def setup(self):
         super().setup()
         self._backend = shared_backend(self._config)
-        self._in_flight = InFlight(shared_slots(self._config))
+        self._in_flight = InFlight(shared_slots(self._config, self._tier))
 
     # The whole windowed value, not WindowParam: a DoFn that asks for its window has Beam
     # bind its arguments afresh for every element (runners/common.py PerWindowInvoker), on
