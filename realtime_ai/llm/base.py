@@ -69,6 +69,7 @@ class LlmConfig:
     auth_scope: str = "https://cognitiveservices.azure.com/.default"
     fast_base_url: str | None = None  # a tier's own endpoints, instead of base_url's
     deep_base_url: str | None = None
+    on_model_failure: str = DEGRADE  # one of ON_MODEL_FAILURE
 
     def endpoint_urls(self, tier: str) -> tuple[str | None, ...]:
         """The tier's endpoints: comma-separated base URLs; (None,): OpenAI's own."""
@@ -77,8 +78,8 @@ class LlmConfig:
         return urls or (None,)
 
     def model(self, tier: str) -> str:
+        """The model the tier asks."""
         return self.fast_model if tier == FAST else self.deep_model
-    on_model_failure: str = DEGRADE  # one of ON_MODEL_FAILURE
 
 
 def resolve_backend(backend: str | None, base_url: str | None) -> str:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
-from realtime_ai.llm import base, tasks
+from realtime_ai.llm import tasks
 from realtime_ai.llm.base import LlmBackend, LlmConfig, LlmPermanentError, LlmResult
 
 LOG = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ class RedisCache:
 class CachingBackend:
     def __init__(self, inner: LlmBackend, config: LlmConfig):
         self._inner = inner
-        self._models = {base.FAST: config.fast_model, base.DEEP: config.deep_model}
+        self._model = config.model  # the model a tier asks: part of an answer's key
         self._local: LruTtlCache[LlmResult] = LruTtlCache(config.cache_size,
                                                           config.cache_ttl_seconds)
         self._shared = (RedisCache(config.cache_url, config.cache_ttl_seconds)
@@ -105,7 +105,7 @@ class CachingBackend:
         self._in_flight: dict[str, asyncio.Task] = {}
 
     async def complete(self, task: str, data: Mapping[str, Any], tier: str) -> LlmResult:
-        key = request_key(task, self._models[tier], data)
+        key = request_key(task, self._model(tier), data)
         cached = self._local.get(key)
         if cached is not None:
             return dataclasses.replace(cached, cached=True)

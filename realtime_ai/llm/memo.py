@@ -176,7 +176,7 @@ class MemoBackend:
 
     def __init__(self, inner: LlmBackend, config: LlmConfig):
         self._inner = inner
-        self._models = {base.FAST: config.fast_model, base.DEEP: config.deep_model}
+        self._model = config.model  # the model a tier asks: part of an answer's key
         self._memo = open_memo(config.memo, config.concurrency)
         self._warned_at: float | None = None
 
@@ -188,7 +188,7 @@ class MemoBackend:
             LOG.warning("answer memo unavailable, %s: %s", what, error)
 
     async def complete(self, task: str, data: Mapping[str, Any], tier: str) -> LlmResult:
-        key = memo_key(task, self._models[tier], data)
+        key = memo_key(task, self._model(tier), data)
         try:
             remembered = await self._memo.get(task, key)
         except Exception as error:  # noqa: BLE001 - any store failure: ask the model
