@@ -678,16 +678,24 @@ def check_services(flink: str) -> None:
         raise SystemExit(problem)
 
 
-def run_with_model(args: argparse.Namespace, pipeline_options: list[str]) -> dict:
+def run_with_model(args: argparse.Namespace, pipeline_options: list[str],
+                   deep_latency_ms: float = TEST_SERVER_LATENCY_MS) -> dict:
     """`run` with the local model, or with --test-server our server in a process of its own
-    for the job and the batch run alike; the run's result is also kept in its work folder."""
+    for the job and the batch run alike, the deep model answering after `deep_latency_ms`;
+    the run's result is also kept in its work folder."""
+    from realtime_ai.llm.base import LlmConfig
+
     server = _repo_module("benchmarks/llm_throughput.py").Server(
-        "--latency_ms", str(TEST_SERVER_LATENCY_MS)) if args.test_server else None
+        "--latency_ms", str(TEST_SERVER_LATENCY_MS),
+        "--model_latency", f"{LlmConfig().deep_model}={deep_latency_ms}",
+    ) if args.test_server else None
     try:
         result = run(args, pipeline_options, with_model_at(server.base_url if server else None),
                      (lambda: server.stats()["requests"]) if server else None)
         if server:
             result["model"] = f"test server, {TEST_SERVER_LATENCY_MS} ms a call"
+            if deep_latency_ms != TEST_SERVER_LATENCY_MS:
+                result["model"] += f", the deep model's {deep_latency_ms:g} ms"
     finally:
         if server:
             server.stop()
@@ -696,11 +704,29 @@ def run_with_model(args: argparse.Namespace, pipeline_options: list[str]) -> dic
     return result
 
 
+def _milliseconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"not a latency in ms: {text!r}")
+    return value
+
+
 def main() -> int:
     argv, pipeline_options = split_argv(sys.argv[1:])
-    args = parser().parse_args(argv)
+    options = parser()
+    options.add_argument("--deep-latency-ms", type=_milliseconds, default=None,
+                         help="with --test-server, not --save: the deep model's latency "
+                         f"(default: {TEST_SERVER_LATENCY_MS} ms, as the fast model's)")
+    args = options.parse_args(argv)
+    if args.deep_latency_ms is not None and (args.save or not args.test_server):
+        options.error("--deep-latency-ms goes with --test-server, and is not saved")
     check_services(args.flink)
-    result = run_with_model(args, pipeline_options)
+    result = run_with_model(args, pipeline_options,
+                            TEST_SERVER_LATENCY_MS if args.deep_latency_ms is None
+                            else args.deep_latency_ms)
     if args.save:
         save(result, args.test_server, RESULTS_DIR)
     print(summary(result))

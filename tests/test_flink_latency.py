@@ -1,6 +1,8 @@
 """benchmarks/flink_latency.py keeps each model's figures in their own results file."""
 import json
 
+import pytest
+
 from tests.conftest import benchmark_script
 
 
@@ -54,3 +56,37 @@ def test_a_cluster_without_a_taskmanager_is_named_as_the_problem(monkeypatch):
     assert "no TaskManager" in flink_latency.cluster_problem("localhost:8081")
     overview["taskmanagers"] = 1
     assert flink_latency.cluster_problem("localhost:8081") is None
+
+
+@pytest.mark.parametrize("argv", [["--deep-latency-ms", "3000"],
+                                  ["--test-server", "--save", "--deep-latency-ms", "3000"],
+                                  ["--test-server", "--deep-latency-ms", "-1"],
+                                  ["--test-server", "--deep-latency-ms", "x"]])
+def test_a_deep_latency_without_the_test_server_or_saved_or_not_in_ms_ends_in_one_line(
+        argv, monkeypatch, capsys):
+    """Ended at parse time, before any service is checked: only the test server has a deep
+    model to slow, and its runs would go into the saved results of the normal one."""
+    flink_latency = benchmark_script("flink_latency")
+    monkeypatch.setattr(flink_latency.sys, "argv", ["flink_latency.py", *argv])
+    monkeypatch.setattr(flink_latency, "check_services", lambda flink: pytest.fail("ran on"))
+    with pytest.raises(SystemExit) as ended:
+        flink_latency.main()
+    assert ended.value.code == 2
+    assert "--deep-latency-ms" in capsys.readouterr().err
+
+
+def test_a_deep_latency_with_the_test_server_reaches_the_run(monkeypatch):
+    flink_latency = benchmark_script("flink_latency")
+    monkeypatch.setattr(flink_latency.sys, "argv",
+                        ["flink_latency.py", "--test-server", "--deep-latency-ms", "3000"])
+    monkeypatch.setattr(flink_latency, "check_services", lambda flink: None)
+    asked = []
+
+    def run_with_model(args, pipeline_options, deep_latency_ms):
+        asked.append(deep_latency_ms)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(flink_latency, "run_with_model", run_with_model)
+    with pytest.raises(SystemExit):
+        flink_latency.main()
+    assert asked == [3000.0]
