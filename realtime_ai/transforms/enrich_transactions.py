@@ -64,15 +64,19 @@ class EnrichTransactions(beam.PTransform):
         scored, score_failed = featured | "ScoreRisk" >> AskModel(
             self._config, base.TRANSACTION_RISK, base.FAST, model_inputs.transaction_risk_data,
             replay.featured_transaction, answer_type=ScoredTransaction)
-        # Escalated ones get the deep model's analysis; the others None. Asked as the scores
-        # come out of ScoreRisk's gathered bundles: gathered again, every alert would wait for
-        # one more keyed hop (1-1.3 s of its 7.5-9.8 s p50 on the local Flink cluster at 330
-        # events/s, benchmarks/flink_latency.py --test-server).
+        # Escalated ones get the deep model's analysis; the others None. Where requests are
+        # gathered in state, asked as the scores come out of ScoreRisk's gathered bundles:
+        # gathered again, every alert would wait for one more keyed hop (1-1.3 s of its
+        # 7.5-9.8 s p50 on the local Flink cluster at 330 events/s,
+        # benchmarks/flink_latency.py --test-server). Where they are handed over (Flink), they
+        # are handed over again, a rebalance with no state: in ScoreRisk's bundles, which wait
+        # for all of their answers, a deep model of 3 s a call held the scoring back (payment
+        # alerts 24 s behind at 600 events/s).
         analysed, analysis_failed = scored | "AnalyseHighRisk" >> AskModel(
             self._config, base.TRANSACTION_ANALYSIS, base.DEEP,
             self._analysis_data, _scored_replayable, keep_failed=True,
             asks=lambda scored: rows.is_high_risk(scored.risk, threshold),
-            answer_type=AnalysedTransaction, already_gathered=True)
+            answer_type=AnalysedTransaction, already_gathered=self._config.gather_in_state)
         transaction_rows = analysed | "TransactionRows" >> beam.Map(
             lambda analysed: rows.transaction_row(
                 analysed.scored.featured, analysed.scored.risk, threshold, analysed.analysis)
