@@ -679,23 +679,24 @@ def check_services(flink: str) -> None:
 
 
 def run_with_model(args: argparse.Namespace, pipeline_options: list[str],
-                   deep_latency_ms: float = TEST_SERVER_LATENCY_MS) -> dict:
+                   deep_latency_ms: float | None = None) -> dict:
     """`run` with the local model, or with --test-server our server in a process of its own
-    for the job and the batch run alike, the deep model answering after `deep_latency_ms`;
-    the run's result is also kept in its work folder."""
+    for the job and the batch run alike, the deep model answering after `deep_latency_ms`
+    (None: as the fast model); the run's result is also kept in its work folder."""
     from realtime_ai.llm.base import LlmConfig
 
-    server = _repo_module("benchmarks/llm_throughput.py").Server(
-        "--latency_ms", str(TEST_SERVER_LATENCY_MS),
-        "--model_latency", f"{LlmConfig().deep_model}={deep_latency_ms}",
-    ) if args.test_server else None
+    flags = ["--latency_ms", str(TEST_SERVER_LATENCY_MS)]
+    model = f"test server, {TEST_SERVER_LATENCY_MS} ms a call"
+    if deep_latency_ms is not None:
+        flags += ["--model_latency", f"{LlmConfig().deep_model}={deep_latency_ms}"]
+        model += f", the deep model's {deep_latency_ms:g} ms"
+    server = (_repo_module("benchmarks/llm_throughput.py").Server(*flags) if args.test_server
+              else None)
     try:
         result = run(args, pipeline_options, with_model_at(server.base_url if server else None),
                      (lambda: server.stats()["requests"]) if server else None)
         if server:
-            result["model"] = f"test server, {TEST_SERVER_LATENCY_MS} ms a call"
-            if deep_latency_ms != TEST_SERVER_LATENCY_MS:
-                result["model"] += f", the deep model's {deep_latency_ms:g} ms"
+            result["model"] = model
     finally:
         if server:
             server.stop()
@@ -724,9 +725,7 @@ def main() -> int:
     if args.deep_latency_ms is not None and (args.save or not args.test_server):
         options.error("--deep-latency-ms goes with --test-server, and is not saved")
     check_services(args.flink)
-    result = run_with_model(args, pipeline_options,
-                            TEST_SERVER_LATENCY_MS if args.deep_latency_ms is None
-                            else args.deep_latency_ms)
+    result = run_with_model(args, pipeline_options, args.deep_latency_ms)
     if args.save:
         save(result, args.test_server, RESULTS_DIR)
     print(summary(result))
